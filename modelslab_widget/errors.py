@@ -1,0 +1,77 @@
+"""The exception hierarchy: every error the package raises about the API is a ModelsLabError."""
+
+from __future__ import annotations
+
+
+class ModelsLabError(Exception):
+    """Base class of every error about talking to the ModelsLab API."""
+
+    #: True when trying again later may succeed (rate limits, 5xx, network, garbage bodies).
+    transient: bool = False
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class AuthenticationError(ModelsLabError):
+    """401/403: the API key is missing, wrong, or lacks access."""
+
+
+class NotFoundError(ModelsLabError):
+    """404: the workflow or run does not exist, or the API is not enabled for it."""
+
+
+class ValidationError(ModelsLabError):
+    """422: the server rejected the parameters; ``errors`` maps each field to its messages."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 422,
+        errors: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.errors: dict[str, list[str]] = errors or {}
+
+
+class RateLimitError(ModelsLabError):
+    """429: too many requests; ``retry_after`` is how many seconds to wait (None if not said)."""
+
+    transient = True
+
+    def __init__(
+        self, message: str, *, status_code: int | None = 429, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class ServerError(ModelsLabError):
+    """5xx that persisted through retries, or the server could not be reached at all."""
+
+    transient = True
+
+
+class ResponseFormatError(ModelsLabError):
+    """The body is not JSON, or not the documented shape."""
+
+    transient = True
+
+
+class APIError(ModelsLabError):
+    """The server answered ``{"status": "error", "message": ...}``."""
+
+    transient = True
+
+
+class NetworkError(ModelsLabError):
+    """The server could not be reached, or the connection broke or timed out (after retries)."""
+
+    transient = True
+
+
+class ImageError(ModelsLabError):
+    """An output image could not be fetched or is not a usable image (bad scheme, too big, ...)."""
