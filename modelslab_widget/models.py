@@ -1,0 +1,302 @@
+"""Parse Workflows API answers into small frozen dataclasses.
+
+The server is untrusted: fields may be missing, null or of the wrong type. Anything that can be
+tolerated is (a missing timestamp is None, an unknown status is kept as is); a body that is not
+the documented shape at all raises ResponseFormatError naming what was wrong, and the API's own
+``{"status": "error", "message": ...}`` raises APIError. Nothing else escapes these parsers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import APIError, ResponseFormatError
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+KNOWN_STATUSES = frozenset({"pending", "running"}) | TERMINAL_STATUSES
+# Spellings seen in the wild for the documented statuses.
+_STATUS_ALIASES = {"canceled": "cancelled", "queued": "pending", "processing": "running"}
+_FRACTION = re.compile(r"\.(\d+)")
+MAX_TEXT = 10_000  # longest server string we keep: enough for any real message
+
+
+def parse_status(value: Any, default: str = "unknown") -> str:
+    """Normalise a status: lower-case and trimmed; unknown words are kept, not guessed."""
+    if not isinstance(value, str) or not value.strip():
+        return default
+    word = value.strip().lower()[:64]
+    return _STATUS_ALIASES.get(word, word)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 (``Z`` or an offset, any number of fraction digits) -> aware datetime, else None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    # Python 3.10's fromisoformat only takes 3 or 6 fraction digits.
+    text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def format_timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str):
+        try:
+            return _number(float(value))
+        except ValueError:
+            return None
+    return None
+
+
+def _text(value: Any) -> str | None:
+    """A server string, or a readable form of a non-string (an error may come as an object)."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = value.get("message") or value.get("error") or value
+    text = value if isinstance(value, str) else str(value)
+    return text[:MAX_TEXT]
+
+
+def _object(payload: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        kind = "null" if payload is None else type(payload).__name__
+        raise ResponseFormatError(f"{what}: expected a JSON object, got {kind}")
+    return payload
+
+
+def _raise_if_error(payload: Mapping[str, Any]) -> None:
+    if payload.get("status") == "error":
+        message = _text(payload.get("message")) or _text(payload.get("error"))
+        raise APIError(message or "the API answered with status 'error' and no message")
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(item for item in value if isinstance(item, str) and item)
+    return ()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run, as the API reported it."""
+
+    name: str
+    status: str
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to completion; None while the step has not finished."""
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return max(0.0, (self.completed_at - self.started_at).total_seconds())
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_api(cls, data: Any, index: int = 0) -> Step:
+        item = _object(data, f"steps[{index}]")
+        return cls(
+            name=_text(item.get("name")) or f"Step {index + 1}",
+            status=parse_status(item.get("status")),
+            started_at=parse_timestamp(item.get("started_at")),
+            completed_at=parse_timestamp(item.get("completed_at")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form, used for the widget's ``steps`` trait."""
+        return {
+            "name": self.name,
+            "status": self.status,
+            "started_at": format_timestamp(self.started_at),
+            "completed_at": format_timestamp(self.completed_at),
+            "duration": self.duration,
+        }
+
+
+def _parse_steps(value: Any) -> tuple[Step, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ResponseFormatError(f"'steps': expected a list, got {type(value).__name__}")
+    return tuple(Step.from_api(item, index) for index, item in enumerate(value))
+
+
+def _parse_outputs(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(output URLs, proxy links) from ``output``; tolerates a bare list of URLs."""
+    if isinstance(value, Mapping):
+        return _strings(value.get("output")), _strings(value.get("proxy_links"))
+    return _strings(value), ()
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What the API said about a run at one moment."""
+
+    status: str
+    execution_id: int | str | None = None
+    workflow_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    execution_time: float | None = None
+    steps: tuple[Step, ...] = ()
+    outputs: tuple[str, ...] = ()
+    proxy_links: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the run has completed, failed or been cancelled."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def steps_done(self) -> int:
+        return sum(1 for step in self.steps if step.status == "completed")
+
+    @classmethod
+    def from_api(cls, payload: Any) -> RunSnapshot:
+        """Parse a run-status answer (or a webhook payload, which is flat)."""
+        body = _object(payload, "run status")
+        _raise_if_error(body)
+        execution = body.get("execution")
+        if execution is None:
+            if parse_status(body.get("status")) in {"success", "unknown"}:
+                raise ResponseFormatError("run status: no 'execution' object in the answer")
+            execution = body  # webhook payloads carry the run's fields at the top level
+        execution = _object(execution, "'execution'")
+        outputs, proxy_links = _parse_outputs(body.get("output"))
+        return cls(
+            status=parse_status(execution.get("status")),
+            execution_id=_identifier(execution.get("id", body.get("execution_id"))),
+            workflow_id=_text(execution.get("workflow_id", body.get("workflow_id"))),
+            started_at=parse_timestamp(execution.get("started_at")),
+            completed_at=parse_timestamp(execution.get("completed_at")),
+            execution_time=_number(execution.get("execution_time")),
+            steps=_parse_steps(body.get("steps")),
+            outputs=outputs or proxy_links,
+            proxy_links=proxy_links,
+            error=_text(body.get("error")) or _text(execution.get("error")),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RunSnapshot(execution_id={self.execution_id!r}, status={self.status!r}, "
+            f"steps={self.steps_done}/{len(self.steps)}, outputs={len(self.outputs)})"
+        )
+
+
+def _identifier(value: Any) -> int | str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, str)):
+        return value if isinstance(value, int) else value[:200]
+    return None
+
+
+@dataclass(frozen=True)
+class RunAccepted:
+    """The 202 answer of ``POST /workflows/{id}/run``."""
+
+    execution_id: int | str
+    workflow_id: str | None = None
+    status_url: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_api(cls, payload: Any) -> RunAccepted:
+        body = _object(payload, "run accepted")
+        _raise_if_error(body)
+        execution_id = _identifier(body.get("execution_id"))
+        if execution_id is None or execution_id == "":
+            raise ResponseFormatError("run accepted: no 'execution_id' in the answer")
+        return cls(
+            execution_id=execution_id,
+            workflow_id=_text(body.get("workflow_id")),
+            status_url=_text(body.get("status_url")),
+            message=_text(body.get("message")),
+        )
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One input of a workflow, from its schema."""
+
+    key: str
+    type: str = "string"
+    required: bool = False
+    node_id: str | None = None
+    node_name: str | None = None
+
+    @classmethod
+    def from_api(cls, data: Any, index: int = 0) -> Parameter:
+        item = _object(data, f"parameters[{index}]")
+        key = _text(item.get("key"))
+        if not key:
+            raise ResponseFormatError(f"parameters[{index}]: no 'key'")
+        return cls(
+            key=key,
+            type=parse_status(item.get("type"), default="string"),
+            required=item.get("required") is True,
+            node_id=_text(item.get("node_id")),
+            node_name=_text(item.get("node_name")),
+        )
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """A workflow's schema: its name and the parameters a run takes."""
+
+    id: str
+    name: str
+    description: str = ""
+    rate_limit: int | None = None
+    webhook_url: str | None = None
+    parameters: tuple[Parameter, ...] = ()
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, payload: Any) -> WorkflowInfo:
+        body = _object(payload, "workflow")
+        _raise_if_error(body)
+        workflow = _object(body.get("workflow"), "'workflow'")
+        params = body.get("parameters") or []
+        if not isinstance(params, list):
+            raise ResponseFormatError("'parameters': expected a list")
+        endpoints = body.get("endpoints")
+        rate_limit = _number(workflow.get("rate_limit"))
+        return cls(
+            id=_text(workflow.get("id")) or "",
+            name=_text(workflow.get("name")) or "Untitled workflow",
+            description=_text(workflow.get("description")) or "",
+            rate_limit=int(rate_limit) if rate_limit is not None else None,
+            webhook_url=_text(workflow.get("webhook_url")),
+            parameters=tuple(Parameter.from_api(p, i) for i, p in enumerate(params)),
+            endpoints={
+                str(k): str(v) for k, v in endpoints.items() if isinstance(v, str)
+            } if isinstance(endpoints, Mapping) else {},
+        )
