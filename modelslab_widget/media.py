@@ -1,0 +1,163 @@
+"""Output images: download, decode safely, and make small thumbnails for the browser.
+
+Pillow decides what the bytes are (never the Content-Type), huge or bomb-like images are
+refused before their pixels are decoded, EXIF orientation is applied, and each thumbnail is
+encoded compactly: JPEG when opaque, PNG when it has transparency. Pillow is imported here
+lazily so that ``import modelslab_widget`` stays light. Nothing here knows about widgets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .client import MAX_IMAGE_BYTES, WorkflowsClient
+from .errors import ImageError, ModelsLabError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+MAX_PIXELS = 64_000_000  # 8000x8000: far above any real output, far below a bomb
+JPEG_QUALITY = 85
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """One output image made small, or the reason it could not be."""
+
+    index: int
+    url: str
+    image: PILImage.Image | None = None
+    data: bytes = b""  # the encoded thumbnail sent to the front end
+    format: str = "jpeg"  # "jpeg" or "png"
+    original_size: tuple[int, int] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
+
+
+def is_web_url(url: object) -> bool:
+    """Only http(s) URLs are fetched or linked; ``file:``, ``javascript:``, ``data:`` never."""
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _open_checked(data: bytes) -> PILImage.Image:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError("not an image (Pillow could not identify the data)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"refused a decompression bomb ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image too large to decode safely ({width}x{height} pixels)")
+    return image
+
+
+def _to_displayable(image: PILImage.Image) -> PILImage.Image:
+    """A mode browsers show well: RGB, or RGBA when there is transparency."""
+    if image.mode in ("RGB", "RGBA"):
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # Scale 16-bit and float data into 8 bits rather than clipping it to white.
+        scaled = image.convert("I").point(lambda value: value * (1 / 256))
+        return scaled.convert("L").convert("RGB")
+    has_alpha = "A" in image.mode or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def make_thumbnail(data: bytes, size: int | tuple[int, int]) -> Thumbnail:
+    """Decode ``data`` into a Thumbnail (index and url left for the caller to fill in)."""
+    from PIL import Image, ImageOps
+
+    box = (size, size) if isinstance(size, int) else tuple(size)
+    image = _open_checked(data)
+    original = image.size
+    try:
+        # JPEG can decode straight at a fraction of full size: far less work for big images.
+        image.draft("RGB", (box[0] * 2, box[1] * 2))
+        image = ImageOps.exif_transpose(image)  # also loads the first frame of animations
+        image = _to_displayable(image)
+        image.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"could not decode the image ({exc})") from None
+    encoded, fmt = _encode(image)
+    return Thumbnail(0, "", image, encoded, fmt, original)
+
+
+def _encode(image: PILImage.Image) -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    if image.mode == "RGBA":
+        image.save(buffer, "PNG", optimize=True)
+        return buffer.getvalue(), "png"
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
+    return buffer.getvalue(), "jpeg"
+
+
+def load_thumbnail(
+    client: WorkflowsClient,
+    index: int,
+    urls: Sequence[str],
+    size: int | tuple[int, int],
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    cancel: threading.Event | None = None,
+) -> Thumbnail:
+    """Fetch the first of ``urls`` that works (an output URL, then its proxy link) and make
+    its thumbnail; never raises for a bad image, the reason is in ``Thumbnail.error``."""
+    reason = "no http(s) URL for this output"
+    for url in urls:
+        if not is_web_url(url):
+            continue
+        try:
+            data = client.fetch_image(url, max_bytes, cancel=cancel)
+            thumb = make_thumbnail(data, size)
+        except ModelsLabError as exc:
+            reason = str(exc)
+            continue
+        return dataclasses.replace(thumb, index=index, url=url)
+    return Thumbnail(index, urls[0] if urls else "", error=reason)
+
+
+def load_thumbnails(
+    client: WorkflowsClient,
+    outputs: Sequence[str],
+    fallbacks: Sequence[str],
+    size: int | tuple[int, int],
+    *,
+    submit: Callable[..., Future[Any]],
+    on_ready: Callable[[Thumbnail], None],
+    cancel: threading.Event | None = None,
+) -> list[Future[Any]]:
+    """Start one job per output (through ``submit``, a bounded pool) and call ``on_ready`` with
+    each thumbnail as soon as it is made, so the gallery fills progressively."""
+
+    def job(index: int, candidates: list[str]) -> None:
+        if cancel is not None and cancel.is_set():
+            return
+        thumb = load_thumbnail(client, index, candidates, size, cancel=cancel)
+        if cancel is None or not cancel.is_set():
+            on_ready(thumb)
+
+    futures = []
+    for index, url in enumerate(outputs):
+        candidates = [url]
+        if index < len(fallbacks) and fallbacks[index] != url:
+            candidates.append(fallbacks[index])
+        futures.append(submit(job, index, candidates))
+    return futures

@@ -1,0 +1,354 @@
+"""Background polling of run status: one scheduler thread and one worker pool for the process.
+
+Every poller (and any other timed job, such as a widget's elapsed-time tick) goes through the
+shared ``Scheduler``: a heap of due times served by one timer thread, which hands HTTP work to
+a bounded ``ThreadPoolExecutor``. The thread count therefore does not grow with the number of
+runs watched, and both the timer thread and the pool are shut down whenever no job is left,
+so an idle kernel holds no threads of ours. Nothing here knows about widgets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .client import WorkflowsClient
+from .errors import AuthenticationError, ModelsLabError, NotFoundError, RateLimitError
+from .models import RunSnapshot
+
+log = logging.getLogger("modelslab_widget")
+
+MAX_WORKERS = 8
+MAX_BACKOFF = 30.0
+
+
+class Job:
+    """A scheduled call; ``cancel()`` makes sure it will not run (if it has not started)."""
+
+    __slots__ = ("_wake", "cancelled", "due", "fn", "in_pool")
+
+    def __init__(
+        self, due: float, fn: Callable[[], Any], in_pool: bool, wake: Callable[[], None]
+    ) -> None:
+        self.due = due
+        self.fn = fn
+        self.in_pool = in_pool
+        self.cancelled = False
+        self._wake = wake
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._wake()  # so the timer thread drops it now, and can exit if nothing is left
+
+
+class Scheduler:
+    """A heap of due times on one timer thread, and a bounded worker pool, both started on demand.
+
+    The threads live only while there is work: when the heap is empty and no pool job is
+    running, the timer thread returns and the pool is shut down.
+    """
+
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+        self._max_workers = max_workers
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
+        self._running = 0  # pool jobs submitted and not yet finished
+        self._timer: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
+        """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
+        (only for quick calls that do no I/O)."""
+        job = Job(due, fn, in_pool, self._wake)
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._order), job))
+            self._ensure_timer()
+            self._cond.notify()
+        return job
+
+    def call_later(self, delay: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
+        return self.call_at(time.monotonic() + max(0.0, delay), fn, in_pool=in_pool)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in the worker pool now."""
+        with self._cond:
+            return self._submit_locked(fn, *args)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def thread_count(self) -> int:
+        """Threads this scheduler currently holds (timer and pool workers)."""
+        with self._cond:
+            timer = 1 if self._timer is not None and self._timer.is_alive() else 0
+            pool = len(self._pool._threads) if self._pool is not None else 0
+            return timer + pool
+
+    def shutdown(self) -> None:
+        """Drop every pending job and let the threads end (used at interpreter exit)."""
+        with self._cond:
+            for _, _, job in self._heap:
+                job.cancel()
+            self._heap.clear()
+            self._cond.notify()
+            self._stop_pool_if_idle()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._timer_loop, name="modelslab-widget-timer", daemon=True
+            )
+            self._timer.start()
+
+    def _submit_locked(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._max_workers, "modelslab-widget")
+        self._running += 1
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._pool_job_done)
+        return future
+
+    def _pool_job_done(self, future: Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("background job failed", exc_info=future.exception())
+        with self._cond:
+            self._running -= 1
+            self._stop_pool_if_idle()
+
+    def _stop_pool_if_idle(self) -> None:
+        if self._running == 0 and not self._heap and self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _timer_loop(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_due_job()
+                if job is None:
+                    self._timer = None
+                    self._stop_pool_if_idle()
+                    return
+                if job.in_pool:
+                    self._submit_locked(job.fn)
+                    continue
+            self._run_inline(job)
+
+    def _next_due_job(self) -> Job | None:
+        """Wait (with the lock held) for the earliest job to fall due; None when none are left."""
+        while self._heap:
+            if all(entry[2].cancelled for entry in self._heap):
+                self._heap.clear()  # cancelled jobs deep in the heap would keep us alive
+                break
+            due, _, job = self._heap[0]
+            if job.cancelled:
+                heapq.heappop(self._heap)
+                continue
+            delay = due - time.monotonic()
+            if delay <= 0:
+                heapq.heappop(self._heap)
+                return job
+            self._cond.wait(delay)
+        return None
+
+    @staticmethod
+    def _run_inline(job: Job) -> None:
+        try:
+            job.fn()
+        except Exception:
+            log.exception("scheduled callback failed")
+
+
+_scheduler = Scheduler()
+atexit.register(_scheduler.shutdown)
+
+
+def shared_scheduler() -> Scheduler:
+    """The process-wide scheduler every poller and widget uses."""
+    return _scheduler
+
+
+class PollListener(Protocol):
+    """What a poller reports to; held weakly, so a forgotten listener ends its poller."""
+
+    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None: ...
+
+    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None: ...
+
+    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to poll and when to give up."""
+
+    interval: float = 2.0
+    timeout: float | None = None  # seconds of watching before giving up; None = no limit
+    max_failures: int = 5  # transient failures in a row that end watching
+    backoff_base: float = 1.0
+
+    def backoff(self, failures: int, retry_after: float | None) -> float:
+        """Exponential back-off with full jitter above the interval; never below a 429's wait."""
+        ceiling = min(MAX_BACKOFF, self.backoff_base * 2 ** (failures - 1))
+        delay = max(self.interval, random.uniform(ceiling / 2, ceiling))
+        return max(delay, retry_after or 0.0)
+
+
+class WatchTimeout(TimeoutError):
+    """Watching ran longer than its ``timeout`` without the run ending."""
+
+
+class RunPoller:
+    """Polls one run until it ends, is stopped, times out, or its listener is garbage."""
+
+    def __init__(
+        self,
+        client: WorkflowsClient,
+        workflow_id: str,
+        execution_id: int | str,
+        listener: PollListener,
+        policy: PollPolicy | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.execution_id = execution_id
+        self.policy = policy or PollPolicy()
+        self.polls = 0
+        self._listener = weakref.ref(listener)
+        self._scheduler = scheduler or shared_scheduler()
+        self._lock = threading.Lock()
+        self._active = False
+        self._cancel = threading.Event()
+        self._jobs: list[Job] = []
+        self._failures = 0
+        self._next_due = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    def start(self) -> None:
+        """Begin polling now (a no-op while already active)."""
+        with self._lock:
+            if self._active:
+                return
+            self._active = True
+            self._cancel = threading.Event()
+            self._failures = 0
+            self._next_due = time.monotonic()
+            self._jobs = [self._scheduler.call_at(self._next_due, self._poll_once)]
+            if self.policy.timeout is not None:
+                timer = self._scheduler.call_later(self.policy.timeout, self._time_out)
+                self._jobs.append(timer)
+
+    def stop(self) -> None:
+        """Stop polling: once this returns no new request is started for this run."""
+        with self._lock:
+            self._deactivate()
+
+    def _deactivate(self) -> bool:
+        """Mark inactive and drop pending jobs (lock held); False if it was already inactive."""
+        if not self._active:
+            return False
+        self._active = False
+        self._cancel.set()  # also cuts short urllib3 back-off sleeps of a call in flight
+        for job in self._jobs:
+            job.cancel()
+        self._jobs = []
+        return True
+
+    def _poll_once(self) -> None:
+        with self._lock:
+            if not self._active:
+                return
+            cancel = self._cancel
+            self.polls += 1
+        try:
+            snapshot = self.client.get_run(self.workflow_id, self.execution_id, cancel=cancel)
+        except ModelsLabError as error:
+            self._handle_error(error, cancel)
+        else:
+            self._handle_snapshot(snapshot, cancel)
+
+    def _handle_snapshot(self, snapshot: RunSnapshot, cancel: threading.Event) -> None:
+        listener = self._live_listener(cancel)
+        if listener is None:
+            return
+        self._failures = 0
+        listener.on_snapshot(snapshot, self.polls)
+        if snapshot.is_terminal:
+            self._finish(cancel, snapshot, None)
+        else:
+            self._schedule_next(cancel, self.policy.interval, from_due=True)
+
+    def _handle_error(self, error: ModelsLabError, cancel: threading.Event) -> None:
+        listener = self._live_listener(cancel)
+        if listener is None:
+            return
+        if isinstance(error, (AuthenticationError, NotFoundError)) or not error.transient:
+            self._finish(cancel, None, error)
+            return
+        self._failures += 1
+        if self._failures >= self.policy.max_failures:
+            self._finish(cancel, None, error)
+            return
+        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+        delay = self.policy.backoff(self._failures, retry_after)
+        listener.on_poll_error(error, self._failures, delay)
+        self._schedule_next(cancel, delay, from_due=False)
+
+    def _schedule_next(self, cancel: threading.Event, delay: float, *, from_due: bool) -> None:
+        """Next poll ``delay`` after the last one was due (no drift from request time), or
+        after now when backing off; never in the past."""
+        now = time.monotonic()
+        base = self._next_due if from_due else now
+        with self._lock:
+            if cancel.is_set():
+                return
+            self._next_due = max(now, base + delay)
+            self._jobs = [job for job in self._jobs if not job.cancelled]
+            self._jobs.append(self._scheduler.call_at(self._next_due, self._poll_once))
+
+    def _time_out(self) -> None:
+        with self._lock:
+            cancel = self._cancel
+        seconds = self.policy.timeout
+        error = WatchTimeout(
+            f"Stopped watching after {seconds:g} s: the run had not finished. "
+            "Call start() to keep watching."
+        )
+        self._finish(cancel, None, error)
+
+    def _finish(
+        self, cancel: threading.Event, snapshot: RunSnapshot | None, error: BaseException | None
+    ) -> None:
+        with self._lock:
+            if cancel is not self._cancel or not self._deactivate():
+                return
+        listener = self._listener()
+        if listener is not None:
+            listener.on_finished(snapshot, error)
+
+    def _live_listener(self, cancel: threading.Event) -> PollListener | None:
+        """The listener if this poll still matters; stops polling if the listener is gone."""
+        if cancel.is_set():
+            return None
+        listener = self._listener()
+        if listener is None:
+            self.stop()
+        return listener

@@ -1,0 +1,192 @@
+"""HTML for the run card: pure functions from run state to escaped markup.
+
+Every string that comes from the API goes through ``html.escape`` here, and only http(s)
+URLs become links. Colours are JupyterLab's ``--jp-*`` variables (with fallbacks for other
+front ends), so the card follows the light and dark themes; status is always an icon and a
+word, never colour alone. Nothing here imports ipywidgets, which keeps it easy to test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+ICONS = {
+    "pending": "○",
+    "running": "◌",
+    "completed": "✓",
+    "failed": "✕",
+    "cancelled": "⊘",
+    "unknown": "?",
+}
+
+STYLE = """<style>
+.mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
+ color:var(--jp-ui-font-color1,#212121);}
+.mlw-header{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;min-width:0}
+.mlw-title{font-weight:600}
+.mlw-sub{color:var(--jp-ui-font-color2,#616161);overflow:hidden;text-overflow:ellipsis;
+ white-space:nowrap;max-width:32em}
+.mlw-time{margin-left:auto;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
+.mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
+ font-weight:600;border:1px solid currentColor;white-space:nowrap}
+.mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
+.mlw-s-running{color:var(--jp-brand-color1,#1976d2)}
+.mlw-s-completed{color:var(--jp-success-color1,#388e3c)}
+.mlw-s-failed{color:var(--jp-error-color1,#d32f2f)}
+.mlw-s-cancelled{color:var(--jp-warn-color1,#f57c00)}
+.mlw-progress{height:4px;margin:6px 0 2px;border-radius:2px;overflow:hidden;
+ background:var(--jp-layout-color3,#e0e0e0)}
+.mlw-progress>div{height:100%;background:var(--jp-brand-color1,#1976d2);transition:width .3s}
+.mlw-progress.mlw-s-completed>div{background:var(--jp-success-color1,#388e3c)}
+.mlw-progress.mlw-s-failed>div{background:var(--jp-error-color1,#d32f2f)}
+.mlw-steps{display:grid;grid-template-columns:1.4em minmax(0,1fr) auto 5.5em;gap:2px 8px;
+ margin:4px 0;align-items:center}
+.mlw-steps>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-icon{text-align:center;font-weight:700}
+.mlw-dur{text-align:right;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
+.mlw-spin{display:inline-block;animation:mlw-spin 1s linear infinite}
+@keyframes mlw-spin{to{transform:rotate(360deg)}}
+@media (prefers-reduced-motion:reduce){.mlw-spin{animation:none}}
+.mlw-message{padding:6px 10px;border-radius:4px;border-left:4px solid;margin:4px 0;
+ overflow-wrap:anywhere;max-height:12em;overflow:auto;background:var(--jp-layout-color2,#eee)}
+.mlw-message.mlw-error{border-color:var(--jp-error-color1,#d32f2f)}
+.mlw-message.mlw-note{border-color:var(--jp-warn-color1,#f57c00)}
+.mlw-hint{color:var(--jp-ui-font-color2,#616161);margin-top:2px}
+.mlw-caption{font-size:var(--jp-ui-font-size0,11px);color:var(--jp-ui-font-color2,#616161);
+ max-width:256px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-caption a{color:var(--jp-content-link-color,#1976d2)}
+.mlw-placeholder{width:160px;height:100px;display:flex;align-items:center;justify-content:center;
+ text-align:center;padding:6px;box-sizing:border-box;border:1px dashed var(--jp-border-color1,#bbb);
+ color:var(--jp-ui-font-color2,#616161);overflow-wrap:anywhere;overflow:hidden;
+ font-size:var(--jp-ui-font-size0,11px)}
+</style>"""
+
+
+def status_class(status: str) -> str:
+    return status if status in ICONS else "unknown"
+
+
+def icon(status: str) -> str:
+    symbol = ICONS.get(status, ICONS["unknown"])
+    return f'<span class="mlw-spin">{symbol}</span>' if status == "running" else symbol
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``4.2 s``, ``2 min 05 s``, ``1 h 02 min``; an en dash when unknown."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def badge(status: str) -> str:
+    word = escape(status.replace("_", " ").capitalize())
+    return (
+        f'<span class="mlw-badge mlw-s-{status_class(status)}" title="Run status">'
+        f"{icon(status)} {word}</span>"
+    )
+
+
+def header(
+    *,
+    status: str,
+    workflow_id: str,
+    execution_id: str,
+    elapsed: float | None,
+    finished: bool,
+    steps_done: int,
+    steps_known: int,
+) -> str:
+    timing = "Took" if finished else "Elapsed"
+    percent = 100 if status == "completed" else int(100 * steps_done / max(1, steps_known))
+    return (
+        '<div class="mlw-card"><div class="mlw-header">'
+        f"{badge(status)}"
+        f'<span class="mlw-title">Run {escape(execution_id)}</span>'
+        f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
+        f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
+        f"{format_seconds(elapsed)}</span></div>"
+        f'<div class="mlw-progress mlw-s-{status_class(status)}" role="progressbar" '
+        f'aria-valuenow="{steps_done}" aria-valuemax="{steps_known}">'
+        f'<div style="width:{percent}%"></div></div></div>'
+    )
+
+
+def steps_table(steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float]) -> str:
+    """One grid row per step; ``running_for`` holds live timers of running steps by index."""
+    if not steps:
+        return '<div class="mlw-card mlw-sub">Waiting for the first steps…</div>'
+    cells = []
+    for index, step in enumerate(steps):
+        status = str(step.get("status") or "unknown")
+        name = escape(str(step.get("name") or f"Step {index + 1}"))
+        seconds = step.get("duration")
+        if seconds is None:
+            seconds = running_for.get(index)
+        cls = f"mlw-s-{status_class(status)}"
+        cells.append(
+            f'<span class="mlw-icon {cls}" aria-hidden="true">{icon(status)}</span>'
+            f'<span class="mlw-name" title="{name}">{name}</span>'
+            f'<span class="{cls}">{escape(status.replace("_", " "))}</span>'
+            f'<span class="mlw-dur">{format_seconds(seconds) if seconds is not None else ""}</span>'
+        )
+    return f'<div class="mlw-card mlw-steps">{"".join(cells)}</div>'
+
+
+def message(kind: str, title: str, text: str = "", hint: str = "") -> str:
+    """An error panel (``kind="error"``) or a notice (``kind="note"``)."""
+    if not title:
+        return ""
+    role = "alert" if kind == "error" else "status"
+    body = f"<div>{escape(text)}</div>" if text else ""
+    tip = f'<div class="mlw-hint">{escape(hint)}</div>' if hint else ""
+    return (
+        f'<div class="mlw-card mlw-message mlw-{kind}" role="{role}">'
+        f"<b>{escape(title)}</b>{body}{tip}</div>"
+    )
+
+
+def safe_link(url: str, label: str) -> str:
+    """A link that opens in a new tab, or plain text when the URL is not http(s)."""
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return escape(label)
+    return (
+        f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
+        f"{escape(label)} ↗</a>"
+    )
+
+
+def short_name(url: str) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name or url
+
+
+def caption(index: int, url: str, size: tuple[int, int] | None) -> str:
+    dims = f" · {size[0]}×{size[1]}" if size else ""
+    return (
+        f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+        f"#{index + 1} {safe_link(url, short_name(url))}{dims}</div>"
+    )
+
+
+def placeholder(index: int, url: str, reason: str) -> str:
+    return (
+        f'<div class="mlw-card"><div class="mlw-placeholder" role="img" '
+        f'aria-label="image unavailable">⚠ Image #{index + 1} unavailable: {escape(reason)}</div>'
+        f"{caption(index, url, None)}</div>"
+    )
+
+
+def more_outputs(urls: Sequence[str], start: int) -> str:
+    if not urls:
+        return ""
+    links = ", ".join(safe_link(url, f"#{start + i + 1}") for i, url in enumerate(urls))
+    return f'<div class="mlw-card mlw-caption">{len(urls)} more: {links}</div>'

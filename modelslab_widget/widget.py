@@ -1,0 +1,464 @@
+"""WorkflowRunWidget: a live card for one ModelsLab workflow run.
+
+The widget is a thin view over its traits (``status``, ``steps``, ``error``, ``output_urls``,
+``polls``). A ``RunPoller`` on the shared scheduler feeds it snapshots; ``media`` makes the
+thumbnails. Every child widget is created here, on the main thread, in ``__init__``; the
+background threads only set values, layouts and children, which ipykernel forwards from any
+thread. They never print or display, so output routing (ipykernel 6 and 7) is not involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import ipywidgets as widgets
+from IPython.display import display
+from traitlets import Dict, Int, List, Unicode
+
+from . import render
+from .client import WorkflowsClient, path_segment
+from .errors import AuthenticationError, ModelsLabError, NotFoundError
+from .media import Thumbnail, load_thumbnails
+from .models import RunSnapshot
+from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
+
+log = logging.getLogger("modelslab_widget")
+
+DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as links
+
+
+class _Gallery:
+    """Pre-built thumbnail slots (an Image and a caption each) inside one wrapping box."""
+
+    def __init__(self, slots: int) -> None:
+        image_layout = widgets.Layout(object_fit="contain")
+        slot_layout = widgets.Layout(margin="4px 8px 4px 0", align_items="flex-start")
+        self.images = [widgets.Image(format="jpeg", layout=image_layout) for _ in range(slots)]
+        self.captions = [widgets.HTML() for _ in range(slots)]
+        self.slots = [
+            widgets.VBox([image, text], layout=slot_layout)
+            for image, text in zip(self.images, self.captions, strict=True)
+        ]
+        self.more = widgets.HTML()
+        self.box = widgets.Box(layout=widgets.Layout(flex_flow="row wrap", display="none"))
+        self.shown = 0
+
+    def show(self, count: int, overflow: list[str]) -> None:
+        """Reserve ``count`` slots (their captions say loading) and list the overflow as links."""
+        self.shown = min(count, len(self.slots))
+        for index in range(self.shown):
+            self.slots[index].children = (self.captions[index],)
+            self.captions[index].value = render.message("note", f"Loading image #{index + 1}…")
+        self.more.value = render.more_outputs(overflow, self.shown)
+        self.box.children = (*self.slots[: self.shown], self.more)
+        self.box.layout.display = "flex" if count else "none"
+
+    def fill(self, thumb: Thumbnail) -> None:
+        if thumb.index >= self.shown:
+            return
+        image, text = self.images[thumb.index], self.captions[thumb.index]
+        if thumb.ok:
+            image.format = thumb.format
+            image.value = thumb.data
+            text.value = render.caption(thumb.index, thumb.url, thumb.original_size)
+            self.slots[thumb.index].children = (image, text)
+        else:
+            text.value = render.placeholder(thumb.index, thumb.url, thumb.error or "unknown")
+
+    def clear(self) -> None:
+        self.shown = 0
+        self.box.children = ()
+        self.box.layout.display = "none"
+
+    def widgets(self) -> list[widgets.Widget]:
+        return [*self.images, *self.captions, *self.slots, self.more, self.box]
+
+
+class WorkflowRunWidget(widgets.VBox):
+    """Watch a ModelsLab workflow run: status, steps with timings, and output thumbnails.
+
+    Polling runs on a shared background thread, so the kernel stays free. ``wait()`` blocks
+    until the run ends; ``stop()``/``start()`` pause and resume; ``close()`` ends everything.
+    """
+
+    status = Unicode("unknown", help="The run's status; 'unknown' before the first answer.")
+    steps = List(Dict(), help="Per step: name, status, started_at, completed_at, duration.")
+    error = Unicode("", help="The failed run's error, or why watching stopped.")
+    output_urls = List(Unicode(), help="URLs of the run's output images.")
+    polls = Int(0, help="Status requests made so far.")
+
+    def __init__(
+        self,
+        workflow_id: str,
+        execution_id: int | str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: WorkflowsClient | None = None,
+        poll_interval: float = 2.0,
+        timeout: float | None = None,
+        thumbnail_size: int = 256,
+        autostart: bool = True,
+        max_thumbnails: int = DEFAULT_SLOTS,
+        on_complete: Callable[[WorkflowRunWidget], Any] | None = None,
+        scheduler: Scheduler | None = None,
+        **kwargs: Any,
+    ) -> None:
+        path_segment(workflow_id, "workflow_id")  # refuse bad IDs before any widget exists
+        path_segment(execution_id, "execution_id")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.workflow_id = str(workflow_id)
+        self.execution_id = execution_id
+        self.thumbnail_size = thumbnail_size
+        self.on_complete = on_complete
+        self.snapshot: RunSnapshot | None = None
+        self.thumbnails: list[Any] = []  # PIL images, in output order
+        self.thumbnail_errors: dict[str, str] = {}  # url -> why it could not be shown
+        self._owns_client = client is None
+        self._client = client or WorkflowsClient(api_key, base_url=base_url)
+        self._scheduler = scheduler or shared_scheduler()
+        self._lock = threading.RLock()
+        self._settled = threading.Event()
+        self._end_error: BaseException | None = None
+        self._user_stopped = False
+        self._media_cancel = threading.Event()
+        self._pending_thumbs = 0
+        self._tick_job: Any = None
+        self._thumbs_by_index: dict[int, Thumbnail] = {}
+        self._seen_running_at: float | None = None
+        self._build_views(max_thumbnails)
+        super().__init__(children=self._children(), **kwargs)
+        self._poller = RunPoller(
+            self._client,
+            self.workflow_id,
+            execution_id,
+            listener=self,
+            policy=PollPolicy(interval=poll_interval, timeout=timeout),
+            scheduler=self._scheduler,
+        )
+        self.observe(self._on_trait_change, ["status", "steps", "error", "output_urls"])
+        self._render()
+        if autostart:
+            self.start()
+
+    # -- public API ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or resume) watching; a no-op once the run has ended or while watching."""
+        with self._lock:
+            if self._is_finished() or self._poller.active:
+                return
+            self._user_stopped = False
+            self._end_error = None
+            self._settled.clear()
+            self.error = ""
+            self._message.value = ""
+            self._poller.start()
+            self._update_controls()
+            self._schedule_tick()
+
+    def stop(self) -> None:
+        """Stop watching. No status request is started after this returns."""
+        with self._lock:
+            was_active = self._poller.active
+            self._poller.stop()
+            self._cancel_tick()
+            if was_active and not self._is_finished():
+                self._user_stopped = True
+                self._show_message("note", "Stopped watching.", "", "Press Resume to continue.")
+            self._update_controls()
+            self._settled.set()
+
+    def close(self) -> None:
+        """Stop watching and fetching, and close this widget's views."""
+        self.stop()
+        self._media_cancel.set()
+        for child in self._owned_widgets():
+            child.close()
+        super().close()
+        if self._owns_client:
+            self._client.close()
+
+    def wait(self, timeout: float | None = None) -> RunSnapshot:
+        """Block until the run has ended and its thumbnails are ready, and return the last
+        snapshot. A failed or cancelled run returns normally. Raises ``TimeoutError`` when
+        ``timeout`` passes first, or the error that ended watching (``AuthenticationError``,
+        ``NotFoundError``, ``ServerError``, ...)."""
+        if not self._poller.active and not self._settled.is_set() and not self._is_finished():
+            self.start()
+        if not self._settled.wait(timeout):
+            raise TimeoutError(f"the run did not finish within {timeout:g} s")
+        with self._lock:
+            if self._end_error is not None:
+                raise self._end_error
+            if self._user_stopped or self.snapshot is None:
+                raise RuntimeError("watching was stopped before the run ended; call start()")
+            return self.snapshot
+
+    @property
+    def client(self) -> WorkflowsClient:
+        return self._client
+
+    @property
+    def watching(self) -> bool:
+        return self._poller.active
+
+    def __repr__(self) -> str:
+        steps = self.steps
+        done = sum(1 for step in steps if step.get("status") == "completed")
+        parts = [f"Run {self.execution_id}", self.status, f"{done}/{len(steps)} steps"]
+        elapsed = self._elapsed()
+        if elapsed is not None:
+            parts.append(render.format_seconds(elapsed))
+        if self.output_urls:
+            count = len(self.output_urls)
+            parts.append(f"{count} image{'s' if count != 1 else ''}")
+        if self.error:
+            parts.append(f"error: {self.error[:200]}")
+        return " · ".join(parts)
+
+    # -- poll listener (called on background threads) -----------------------------------
+
+    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
+        with self._lock:
+            self.snapshot = snapshot
+            self.polls = polls
+            if snapshot.status == "running" and self._seen_running_at is None:
+                self._seen_running_at = time.monotonic()
+            self._message.value = ""  # a good answer clears any "retrying" notice
+            self._apply_snapshot(snapshot)
+
+    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
+        with self._lock:
+            self.polls = self._poller.polls
+            self._show_message(
+                "note",
+                f"Trouble reaching ModelsLab (attempt {failures} of "
+                f"{self._poller.policy.max_failures}); retrying in {retry_in:.0f} s.",
+                str(error),
+            )
+
+    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
+        with self._lock:
+            self.polls = self._poller.polls
+            self._cancel_tick()
+            if error is not None:
+                self._end_error = error
+                self.error = str(error)
+                self._show_message("error", *_explain(error))
+            elif snapshot is not None and snapshot.status == "completed" and snapshot.outputs:
+                self._start_thumbnails(snapshot)
+                return  # settled once the thumbnails are in
+            elif snapshot is not None and snapshot.status == "failed":
+                self._show_message(
+                    "error", "The run failed", snapshot.error or "The API gave no reason.",
+                    "Check the workflow's inputs, then launch a new run.",
+                )
+            elif snapshot is not None and snapshot.status == "cancelled":
+                self._show_message("note", "The run was cancelled.")
+            self._update_controls()
+            self._settle()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _apply_snapshot(self, snapshot: RunSnapshot) -> None:
+        """Copy a snapshot into the traits; only changed values notify (and reach the browser)."""
+        steps = [step.to_dict() for step in snapshot.steps]
+        with self.hold_trait_notifications():
+            if steps != self.steps:
+                self.steps = steps
+            if list(snapshot.outputs) != self.output_urls:
+                self.output_urls = list(snapshot.outputs)
+            self.error = (snapshot.error or "") if snapshot.status == "failed" else ""
+            self.status = snapshot.status
+
+    def _build_views(self, slots: int) -> None:
+        self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
+        self._header = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
+        self._stop_button = widgets.Button(
+            description="Stop", icon="stop", tooltip="Stop watching this run",
+            layout=widgets.Layout(width="auto"),
+        )
+        self._resume_button = widgets.Button(
+            description="Resume", icon="play", tooltip="Watch this run again",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
+        self._stop_button.on_click(lambda _: self.stop())
+        self._resume_button.on_click(lambda _: self.start())
+        self._controls = widgets.HBox([self._stop_button, self._resume_button])
+        self._top = widgets.HBox(
+            [self._header, self._controls], layout=widgets.Layout(align_items="flex-start")
+        )
+        self._steps_view = widgets.HTML()
+        self._message = widgets.HTML()
+        self._gallery = _Gallery(slots)
+
+    def _children(self) -> list[widgets.Widget]:
+        return [self._style, self._top, self._steps_view, self._message, self._gallery.box]
+
+    def _owned_widgets(self) -> list[widgets.Widget]:
+        return [
+            self._style, self._header, self._stop_button, self._resume_button, self._controls,
+            self._top, self._steps_view, self._message, *self._gallery.widgets(),
+        ]
+
+    def _on_trait_change(self, change: dict[str, Any]) -> None:
+        if change["name"] == "status" and render.status_class(change["new"]) != "running":
+            self._update_controls()
+        self._render()
+
+    def _render(self) -> None:
+        with self._lock:
+            steps = self.steps
+            done = sum(1 for step in steps if step.get("status") == "completed")
+            header = render.header(
+                status=self.status,
+                workflow_id=self.workflow_id,
+                execution_id=str(self.execution_id),
+                elapsed=self._elapsed(),
+                finished=self._is_finished(),
+                steps_done=done,
+                steps_known=len(steps),
+            )
+            _set_if_changed(self._header, header)
+            _set_if_changed(self._steps_view, render.steps_table(steps, self._step_timers()))
+
+    def _elapsed(self) -> float | None:
+        """Seconds the run has taken: the API's figure once finished, else a local clock."""
+        snap = self.snapshot
+        if snap is None:
+            return None
+        if snap.is_terminal:
+            if snap.execution_time is not None:
+                return snap.execution_time
+            if snap.started_at and snap.completed_at:
+                return max(0.0, (snap.completed_at - snap.started_at).total_seconds())
+            return None
+        return _seconds_since(snap.started_at, self._seen_running_at)
+
+    def _step_timers(self) -> dict[int, float]:
+        timers = {}
+        for index, step in enumerate(self.steps):
+            if step.get("status") == "running" and step.get("started_at"):
+                started = datetime.fromisoformat(step["started_at"].replace("Z", "+00:00"))
+                seconds = _seconds_since(started, None)
+                if seconds is not None:
+                    timers[index] = seconds
+        return timers
+
+    def _schedule_tick(self) -> None:
+        """Re-render once a second while watching, so timers move without extra requests."""
+        self._tick_job = self._scheduler.call_later(1.0, self._tick, in_pool=False)
+
+    def _tick(self) -> None:
+        with self._lock:
+            if not self._poller.active:
+                return
+            self._render()
+            self._schedule_tick()
+
+    def _cancel_tick(self) -> None:
+        if self._tick_job is not None:
+            self._tick_job.cancel()
+            self._tick_job = None
+
+    def _start_thumbnails(self, snapshot: RunSnapshot) -> None:
+        urls = list(snapshot.outputs)
+        shown = urls[: len(self._gallery.slots)]
+        self._gallery.show(len(shown), urls[len(shown):])
+        self._pending_thumbs = len(shown)
+        self._update_controls()
+        if not shown:
+            self._settle()
+            return
+        self._thumbs_by_index = {}
+        load_thumbnails(
+            self._client,
+            shown,
+            list(snapshot.proxy_links),
+            self.thumbnail_size,
+            submit=self._scheduler.submit,
+            on_ready=self._on_thumbnail,
+            cancel=self._media_cancel,
+        )
+
+    def _on_thumbnail(self, thumb: Thumbnail) -> None:
+        with self._lock:
+            self._gallery.fill(thumb)
+            self._thumbs_by_index[thumb.index] = thumb
+            if not thumb.ok:
+                self.thumbnail_errors[thumb.url] = thumb.error or "unknown"
+            self._pending_thumbs -= 1
+            if self._pending_thumbs > 0:
+                return
+            ordered = sorted(self._thumbs_by_index.items())
+            self.thumbnails = [t.image for _, t in ordered if t.image is not None]
+            self._settle()
+
+    def _settle(self) -> None:
+        self._settled.set()
+        snapshot = self.snapshot
+        if self.on_complete is not None and snapshot is not None and snapshot.is_terminal:
+            try:
+                self.on_complete(self)
+            except Exception:
+                log.exception("on_complete callback failed")
+
+    def _is_finished(self) -> bool:
+        return self.snapshot is not None and self.snapshot.is_terminal
+
+    def _show_message(self, kind: str, title: str, text: str = "", hint: str = "") -> None:
+        self._message.value = render.message(kind, title, text, hint)
+
+    def _update_controls(self) -> None:
+        active = self._poller.active if hasattr(self, "_poller") else False
+        ended = self._is_finished()
+        self._stop_button.layout.display = "" if active else "none"
+        show_resume = not active and not ended
+        self._resume_button.layout.display = "" if show_resume else "none"
+        self._resume_button.description = "Retry" if self._end_error else "Resume"
+
+
+def _set_if_changed(view: widgets.HTML, value: str) -> None:
+    if view.value != value:
+        view.value = value
+
+
+def _seconds_since(moment: datetime | None, fallback_monotonic: float | None) -> float | None:
+    """Seconds since a server timestamp, or since a local moment when the clocks disagree."""
+    if moment is not None:
+        seconds = (datetime.now(timezone.utc) - moment).total_seconds()
+        if seconds >= -2:  # a little skew between the server's clock and ours is normal
+            return max(0.0, seconds)
+    if fallback_monotonic is not None:
+        return time.monotonic() - fallback_monotonic
+    return None
+
+
+def _explain(error: BaseException) -> tuple[str, str, str]:
+    """(title, detail, what to do next) for the error panel."""
+    if isinstance(error, AuthenticationError):
+        return ("The API key was rejected", str(error),
+                "Set MODELSLAB_API_KEY (or pass api_key=...) and press Retry.")
+    if isinstance(error, NotFoundError):
+        return ("Run not found", str(error), "Check the workflow ID and the execution ID.")
+    if isinstance(error, WatchTimeout):
+        return ("Stopped watching: time limit reached", str(error),
+                "Press Resume to keep watching, or pass a larger timeout=.")
+    if isinstance(error, ModelsLabError) and error.transient:
+        return ("Could not get the run's status", str(error),
+                "ModelsLab kept failing or could not be reached. Press Retry to try again.")
+    return ("Watching stopped", str(error), "Press Retry to try again.")
+
+
+def watch(workflow_id: str, execution_id: int | str, **kwargs: Any) -> WorkflowRunWidget:
+    """Display a live widget for a run and return it (see ``WorkflowRunWidget``)."""
+    widget = WorkflowRunWidget(workflow_id, execution_id, **kwargs)
+    display(widget)
+    return widget
