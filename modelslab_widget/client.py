@@ -48,6 +48,7 @@ DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_JSON_BYTES = 10 * 1024 * 1024  # a status answer is a few kB; anything this big is broken
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_RETRY_SLEEP = 10.0  # longer Retry-After waits belong to the poller, not a blocked call
+MAX_REDIRECTS = 5  # the API does not redirect; a few hops for a proxy, then it is a loop
 _CHUNK = 64 * 1024
 
 
@@ -64,6 +65,10 @@ def _cancel_event() -> threading.Event | None:
 
 class CancellableRetry(Retry):
     """urllib3 ``Retry`` whose back-off sleeps end, and retries stop, when the call is cancelled."""
+
+    # urllib3 would also retry any 429 that carries Retry-After, blocking the call for the
+    # whole wait; a 429 goes back to the caller instead, as a RateLimitError to schedule.
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
 
     def increment(self, *args: Any, **kwargs: Any) -> Retry:
         event = _cancel_event()
@@ -222,6 +227,7 @@ class WorkflowsClient:
         self._warn_if_cleartext()
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
+        self._session.max_redirects = MAX_REDIRECTS
         adapter = HTTPAdapter(
             max_retries=_retry_policy(retries, backoff_factor),
             pool_connections=4,

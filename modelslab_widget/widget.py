@@ -105,6 +105,8 @@ class WorkflowRunWidget(widgets.VBox):
         thumbnail_size: int = 256,
         autostart: bool = True,
         max_thumbnails: int = DEFAULT_SLOTS,
+        max_failures: int = 5,
+        backoff_base: float = 1.0,
         on_complete: Callable[[WorkflowRunWidget], Any] | None = None,
         scheduler: Scheduler | None = None,
         **kwargs: Any,
@@ -139,7 +141,7 @@ class WorkflowRunWidget(widgets.VBox):
             self.workflow_id,
             execution_id,
             listener=self,
-            policy=PollPolicy(interval=poll_interval, timeout=timeout),
+            policy=PollPolicy(poll_interval, timeout, max_failures, backoff_base),
             scheduler=self._scheduler,
         )
         self.observe(self._on_trait_change, ["status", "steps", "error", "output_urls"])

@@ -1,0 +1,61 @@
+"""Shared fixtures: a real simulator over loopback, clients tuned for fast tests, and guards
+that fail a test if a background thread raised or a thread was left running."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from modelslab_widget import WorkflowsClient
+from modelslab_widget.simulator import Simulator
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
+    """Wait until ``condition()`` is true; fail the test if it never becomes true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {condition}")
+        time.sleep(step)
+
+
+def ours(thread: threading.Thread) -> bool:
+    return thread.name.startswith(("modelslab-widget", "simulator"))
+
+
+def our_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if ours(t)]
+
+
+@pytest.fixture(autouse=True)
+def no_background_exceptions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
+    """No exception may escape a background thread."""
+    seen: list = []
+    monkeypatch.setattr(threading, "excepthook", seen.append)
+    yield seen
+    assert not seen, f"exception escaped a background thread: {seen[0].exc_value!r}"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[WorkflowsClient]:
+    """A client with short timeouts and near-zero back-off, so retries do not slow tests."""
+    with WorkflowsClient(
+        sim.api_key, base_url=sim.base_url, timeout=(2.0, 2.0), backoff_factor=0.01
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def no_leftover_threads() -> Iterator[None]:
+    """After the test, every thread of ours (scheduler, pool, simulator) has ended."""
+    yield
+    wait_for(lambda: not our_threads(), timeout=5.0)
