@@ -179,11 +179,13 @@ class WorkflowRunWidget(widgets.VBox):
 
     def close(self) -> None:
         """Stop watching and fetching, and close this widget's views."""
+        if getattr(self, "_poller", None) is None:  # __init__ failed before polling existed
+            return
         self.stop()
         self._media_cancel.set()
         for child in self._owned_widgets():
-            child.close()
-        super().close()
+            _close_with_parts(child)
+        _close_with_parts(self, close=super().close)
         if self._owns_client:
             self._client.close()
 
@@ -425,6 +427,17 @@ class WorkflowRunWidget(widgets.VBox):
         show_resume = not active and not ended
         self._resume_button.layout.display = "" if show_resume else "none"
         self._resume_button.description = "Retry" if self._end_error else "Resume"
+
+
+def _close_with_parts(
+    widget: widgets.Widget, close: Callable[[], None] | None = None
+) -> None:
+    """Close a widget and the Layout/Style widgets it made (ipywidgets leaves those open)."""
+    for part in ("layout", "style"):
+        child = getattr(widget, part, None)
+        if isinstance(child, widgets.Widget):
+            child.close()
+    (close or widget.close)()
 
 
 def _set_if_changed(view: widgets.HTML, value: str) -> None:

@@ -1,0 +1,249 @@
+"""WorkflowRunWidget against the simulator over loopback: outcomes, live steps, stop/resume,
+timeouts, permanent and transient errors, images, escaping and thread lifetime."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from ipywidgets.widgets.widget import _instances as live_widgets
+
+from modelslab_widget import WorkflowRunWidget, WorkflowsClient, watch
+from modelslab_widget.errors import AuthenticationError, NotFoundError, ServerError
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
+
+from .conftest import our_threads, wait_for
+
+FAST = [("Text to Image", 0.3), ("Image Upscaler", 0.3)]
+
+
+@pytest.fixture
+def make(sim, client):
+    """Build widgets against the simulator with fast polling; close them all afterwards."""
+    made: list[WorkflowRunWidget] = []
+
+    def build(execution_id, workflow_id=DEMO_WORKFLOW_ID, **kwargs):
+        kwargs.setdefault("client", client)
+        kwargs.setdefault("poll_interval", 0.1)
+        kwargs.setdefault("backoff_base", 0.05)
+        widget = WorkflowRunWidget(workflow_id, execution_id, **kwargs)
+        made.append(widget)
+        return widget
+
+    yield build
+    for widget in made:
+        widget.close()
+
+
+def all_html(widget: WorkflowRunWidget) -> str:
+    parts = [widget._header.value, widget._steps_view.value, widget._message.value]
+    parts += [caption.value for caption in widget._gallery.captions]
+    return "\n".join(parts)
+
+
+def test_completed_run_shows_steps_and_thumbnails(sim, make):
+    eid = sim.add_run(steps=FAST, images=3, image_size=(640, 480))
+    widget = make(eid, thumbnail_size=128)
+    snapshot = widget.wait(10)
+    assert snapshot.status == widget.status == "completed"
+    assert [s["status"] for s in widget.steps] == ["completed", "completed"]
+    assert all(s["duration"] == pytest.approx(0.3, abs=0.1) for s in widget.steps)
+    assert len(widget.output_urls) == 3 and widget.error == ""
+    assert [t.size for t in widget.thumbnails] == [(128, 96)] * 3
+    assert widget.polls >= 3 and widget.snapshot is snapshot
+    assert "Completed" in widget._header.value and "2/2 steps" in widget._header.value
+    assert all(image.value[:2] == b"\xff\xd8" for image in widget._gallery.images[:3])  # JPEG
+    assert repr(widget).startswith(f"Run {eid} · completed · 2/2 steps · ")
+    assert repr(widget).endswith("3 images")
+
+
+def test_failed_run_returns_normally_with_the_error(sim, make):
+    eid = sim.add_run(steps=FAST, outcome="failed", error="Invalid prompt <b>bold</b>")
+    widget = make(eid)
+    snapshot = widget.wait(10)
+    assert snapshot.status == widget.status == "failed"
+    assert widget.error == "Invalid prompt <b>bold</b>"
+    assert "Invalid prompt &lt;b&gt;bold&lt;/b&gt;" in widget._message.value
+    assert "<b>bold</b>" not in widget._message.value
+    assert widget.thumbnails == []
+
+
+def test_cancelled_run(sim, make):
+    eid = sim.add_run(steps=FAST, outcome="cancelled")
+    widget = make(eid)
+    assert widget.wait(10).status == "cancelled"
+    assert widget.error == "" and "cancelled" in widget._message.value
+    assert widget.steps[-1]["status"] == "cancelled"
+
+
+def test_steps_appear_as_the_api_reports_them(sim, make):
+    eid = sim.add_run(steps=FAST, announce="started")
+    seen_counts = []
+    widget = make(eid, autostart=False)
+    widget.observe(lambda change: seen_counts.append(len(change["new"])), "steps")
+    widget.start()
+    widget.wait(10)
+    assert seen_counts[0] == 1 and seen_counts[-1] == 2
+
+
+def test_live_running_state_is_seen_before_completion(sim, make):
+    eid = sim.add_run(steps=FAST, queue_time=0.3)
+    statuses = []
+    widget = make(eid, autostart=False)
+    widget.observe(lambda change: statuses.append(change["new"]), "status")
+    widget.start()
+    widget.wait(10)
+    assert statuses == ["pending", "running", "completed"]
+
+
+def test_stop_means_no_further_requests_and_resume_finishes(sim, make):
+    eid = sim.add_run(steps=[("Long", 1.0)])
+    widget = make(eid)
+    wait_for(lambda: widget.polls >= 2)
+    widget.stop()
+    count = sim.request_count("status", execution_id=eid)
+    time.sleep(0.5)
+    assert sim.request_count("status", execution_id=eid) == count
+    assert not widget.watching and "Stopped watching" in widget._message.value
+    assert widget._resume_button.layout.display != "none"
+    with pytest.raises(RuntimeError, match="stopped"):
+        widget.wait(1)
+    widget._resume_button.click()
+    assert widget.wait(10).status == "completed"
+
+
+def test_timeout_ends_watching_with_a_clear_error(sim, make):
+    eid = sim.add_run(steps=[("Long", 5.0)])
+    widget = make(eid, timeout=0.4)
+    with pytest.raises(TimeoutError, match=r"Stopped watching after 0\.4 s"):
+        widget.wait(5)
+    assert "time limit" in widget._message.value and not widget.watching
+    assert widget._resume_button.layout.display != "none"
+
+
+def test_wait_timeout_raises_timeout_error(sim, make):
+    widget = make(sim.add_run(steps=[("Long", 5.0)]))
+    with pytest.raises(TimeoutError):
+        widget.wait(0.2)
+    assert widget.watching
+
+
+def test_bad_key_ends_watching_at_once(sim, make):
+    bad = WorkflowsClient("not-the-key", base_url=sim.base_url)
+    widget = make(sim.add_run(steps=FAST), client=bad)
+    with pytest.raises(AuthenticationError):
+        widget.wait(5)
+    assert widget.polls == 1 and "API key" in widget.error and not widget.watching
+    assert widget._resume_button.description == "Retry"
+
+
+def test_unknown_run_ends_watching_at_once(sim, make):
+    widget = make(424242)
+    with pytest.raises(NotFoundError):
+        widget.wait(5)
+    assert widget.polls == 1 and "Run not found" in widget._message.value
+
+
+def test_transient_errors_that_end_leave_no_error(sim, make):
+    faults = [Fault("api_error"), Fault("html"), Fault("rate_limit", retry_after=0)]
+    widget = make(sim.add_run(steps=FAST, status_faults=faults))
+    assert widget.wait(10).status == "completed"
+    assert widget.error == "" and widget._message.value == ""
+
+
+def test_transient_errors_that_persist_end_after_five_polls(sim, make):
+    eid = sim.add_run(steps=FAST, status_faults=[Fault("http", status=500, times=None)])
+    widget = make(eid)
+    with pytest.raises(ServerError):
+        widget.wait(10)
+    assert widget.polls == 5 and "HTTP 500" in widget.error
+    assert sim.request_count("status", execution_id=eid) == 5
+
+
+def test_rate_limit_wait_is_honoured(sim, make):
+    eid = sim.add_run(steps=FAST, status_faults=[Fault("rate_limit", retry_after=1)])
+    widget = make(eid)
+    wait_for(lambda: widget.polls >= 1)
+    started = time.monotonic()
+    wait_for(lambda: widget.polls >= 2, timeout=5)
+    assert time.monotonic() - started >= 0.8
+
+
+def test_bad_images_get_placeholders_and_the_rest_still_show(sim, make):
+    faults = {0: Fault("not_image"), 2: Fault("http", status=404)}
+    widget = make(sim.add_run(steps=FAST, images=3, image_faults=faults))
+    widget.wait(10)
+    assert len(widget.thumbnails) == 1 and len(widget.thumbnail_errors) == 2
+    captions = [c.value for c in widget._gallery.captions]
+    assert "unavailable" in captions[0] and "not an image" in captions[0]
+    assert "unavailable" not in captions[1] and "unavailable" in captions[2]
+
+
+def test_outputs_beyond_the_slots_are_listed_as_links(sim, make):
+    widget = make(sim.add_run(steps=FAST, images=3), max_thumbnails=2)
+    widget.wait(10)
+    assert len(widget.thumbnails) == 2 and "1 more" in widget._gallery.more.value
+
+
+def test_step_names_are_escaped(sim, make):
+    steps = [('<img src=x onerror="alert(1)">', 0.1), ("Step & 'quotes'", 0.1)]
+    widget = make(sim.add_run(steps=steps))
+    widget.wait(10)
+    html = all_html(widget)
+    assert "<img src=x" not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+    assert "Step &amp; &#x27;quotes&#x27;" in html
+
+
+def test_elapsed_time_ticks_without_extra_requests(sim, make):
+    eid = sim.add_run(steps=[("Long", 3.0)])
+    widget = make(eid, poll_interval=10)
+    wait_for(lambda: widget.status == "running")
+    first = widget._header.value
+    wait_for(lambda: widget._header.value != first, timeout=3)
+    assert sim.request_count("status", execution_id=eid) == 1
+
+
+def test_on_complete_callback_runs_once_after_thumbnails(sim, make):
+    calls = []
+    widget = make(sim.add_run(steps=FAST), on_complete=lambda w: calls.append(len(w.thumbnails)))
+    widget.wait(10)
+    wait_for(lambda: calls)
+    assert calls == [1]
+
+
+def test_bad_ids_and_interval_are_refused(client):
+    with pytest.raises(ValueError):
+        WorkflowRunWidget("..", 1, client=client)
+    with pytest.raises(ValueError):
+        WorkflowRunWidget(DEMO_WORKFLOW_ID, 1, client=client, poll_interval=0)
+
+
+def test_watch_displays_and_returns_the_widget(sim, client, capsys):
+    widget = watch(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client, poll_interval=0.1)
+    try:
+        assert isinstance(widget, WorkflowRunWidget) and widget.wait(10).status == "completed"
+    finally:
+        widget.close()
+
+
+def test_threads_and_widgets_back_to_baseline_after_close(no_leftover_threads, sim, client):
+    widgets_before = len(live_widgets)
+    runs = [sim.add_run(steps=FAST) for _ in range(5)]
+    watched = [
+        WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.1) for eid in runs
+    ]
+    assert len([t for t in our_threads() if t.startswith("modelslab-widget")]) <= 9
+    watched[0].wait(10)
+    for widget in watched:
+        widget.close()
+    assert len(live_widgets) == widgets_before
+    wait_for(lambda: not [t for t in our_threads() if t.startswith("modelslab-widget")])
+
+
+def test_close_while_running_ends_the_threads(no_leftover_threads, sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]), client=client)
+    wait_for(lambda: widget.polls >= 1)
+    widget.close()
+    assert not widget.watching
+    assert threading.active_count() >= 1
