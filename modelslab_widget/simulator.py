@@ -332,7 +332,7 @@ def render_image(prompt: str, index: int, size: tuple[int, int] = (512, 512)) ->
     per_line = max(8, int((width - 2 * unit) / (unit * 0.6)))
     label = "\n".join(textwrap.wrap(prompt or "(no prompt)", per_line)[:6])
     _outlined_text(draw, (unit, unit), label, _font(unit))
-    _outlined_text(draw, (unit, height - unit * 3), f"#{index}", _font(unit * 2))
+    _outlined_text(draw, (unit, height - unit * 3), f"#{index + 1}", _font(unit * 2))
     return image
 
 

@@ -30,6 +30,11 @@ from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_sched
 log = logging.getLogger("modelslab_widget")
 
 DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as links
+CARD_LAYOUT = {
+    "border": "1px solid var(--jp-border-color2, #e0e0e0)",
+    "padding": "6px 10px",
+    "max_width": "960px",
+}
 
 
 class _Gallery:
@@ -135,6 +140,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._thumbs_by_index: dict[int, Thumbnail] = {}
         self._seen_running_at: float | None = None
         self._build_views(max_thumbnails)
+        kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
         self._poller = RunPoller(
             self._client,
