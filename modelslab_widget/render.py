@@ -106,24 +106,36 @@ def header(
     steps_known: int,
 ) -> str:
     timing = "Took" if finished else "Elapsed"
-    percent = 100 if status == "completed" else int(100 * steps_done / max(1, steps_known))
     return (
         '<div class="mlw-card"><div class="mlw-header">'
         f"{badge(status)}"
         f'<span class="mlw-title">Run {escape(execution_id)}</span>'
         f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
         f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
-        f"{format_seconds(elapsed)}</span></div>"
-        f'<div class="mlw-progress mlw-s-{status_class(status)}" role="progressbar" '
-        f'aria-valuenow="{steps_done}" aria-valuemax="{steps_known}">'
-        f'<div style="width:{percent}%"></div></div></div>'
+        f"{format_seconds(elapsed)}</span></div></div>"
     )
 
 
-def steps_table(steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float]) -> str:
-    """One grid row per step; ``running_for`` holds live timers of running steps by index."""
+def progress_bar(status: str, steps: Sequence[Mapping[str, Any]]) -> str:
+    """Steps done out of steps known, full once the run completed."""
+    done = sum(1 for step in steps if step.get("status") == "completed")
+    known = len(steps)
+    percent = 100 if status == "completed" else int(100 * done / max(1, known))
+    return (
+        f'<div class="mlw-progress mlw-s-{status_class(status)}" role="progressbar" '
+        f'aria-valuenow="{done}" aria-valuemax="{known}"><div style="width:{percent}%"></div></div>'
+    )
+
+
+def steps_table(
+    status: str, steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float]
+) -> str:
+    """The progress bar, then one grid row per step; ``running_for`` holds live timers of
+    running steps by index."""
+    bar = progress_bar(status, steps)
     if not steps:
-        return '<div class="mlw-card mlw-sub">Waiting for the first steps…</div>'
+        waiting = '<div class="mlw-sub">Waiting for the first steps…</div>'
+        return f'<div class="mlw-card">{bar}{waiting}</div>'
     cells = []
     for index, step in enumerate(steps):
         status = str(step.get("status") or "unknown")
@@ -138,7 +150,7 @@ def steps_table(steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, fl
             f'<span class="{cls}">{escape(status.replace("_", " "))}</span>'
             f'<span class="mlw-dur">{format_seconds(seconds) if seconds is not None else ""}</span>'
         )
-    return f'<div class="mlw-card mlw-steps">{"".join(cells)}</div>'
+    return f'<div class="mlw-card">{bar}<div class="mlw-steps">{"".join(cells)}</div></div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:
@@ -173,7 +185,7 @@ def caption(index: int, url: str, size: tuple[int, int] | None) -> str:
     dims = f" · {size[0]}×{size[1]}" if size else ""
     return (
         f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
-        f"#{index + 1} {safe_link(url, short_name(url))}{dims}</div>"
+        f"{safe_link(url, short_name(url))}{dims}</div>"
     )
 
 

@@ -337,7 +337,8 @@ class WorkflowRunWidget(widgets.VBox):
                 steps_known=len(steps),
             )
             _set_if_changed(self._header, header)
-            _set_if_changed(self._steps_view, render.steps_table(steps, self._step_timers()))
+            table = render.steps_table(self.status, steps, self._step_timers())
+            _set_if_changed(self._steps_view, table)
 
     def _elapsed(self) -> float | None:
         """Seconds the run has taken: the API's figure once finished, else a local clock."""

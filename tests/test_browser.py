@@ -1,0 +1,334 @@
+"""The quickstart notebook in a real JupyterLab, driven by Playwright in Debian's Chromium.
+
+A module fixture starts JupyterLab on a free port with throwaway HOME/config/settings dirs and
+without ``MODELSLAB_API_KEY`` (so the notebook runs against the simulator). The test runs all
+cells from the Run menu and watches the DOM: a step row turns "running" before the run ends, the
+badge then says "Completed", the thumbnails are loaded ``<img>`` elements. Screenshots in the
+light and the dark theme go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+JUPYTER = Path(sys.executable).with_name("jupyter")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+DARK = "JupyterLab Dark"
+
+
+def _skip_or_fail(reason: str) -> None:
+    """Skip loudly on a developer machine; on CI a missing prerequisite is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(f"!!! NOT TESTED: {reason}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Lab:
+    url: str
+    token: str
+    log: Path
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.url}/lab/tree/{name}?token={self.token}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if not JUPYTER.exists():
+        _skip_or_fail(f"{JUPYTER} not found: JupyterLab is not installed in this venv")
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root, home = base / "root", base / "home"
+    root.mkdir()
+    home.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    # never ask about (or fetch) Jupyter news: the toast would cover the screenshots
+    settings = base / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
+    env.update(
+        HOME=str(home),
+        JUPYTER_CONFIG_DIR=str(base / "config"),
+        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(base / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
+        # the kernel launcher resolves "python" from PATH: make it this venv's
+        PATH=f"{JUPYTER.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    log = base / "jupyterlab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(JUPYTER),
+                "lab",
+                "--no-browser",
+                f"--port={port}",
+                "--ip=127.0.0.1",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.news_url=None",
+                "--ServerApp.disable_check_xsrf=True",
+                *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+            ],
+            env=env,
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    lab = Lab(f"http://127.0.0.1:{port}", token, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{lab.log_tail()}")
+            try:
+                status = f"{lab.url}/api/status?token={token}"
+                with urllib.request.urlopen(status, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not answer within 60 s:\n{lab.log_tail()}")
+            time.sleep(0.2)
+        yield lab
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def page(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        _skip_or_fail(f"{CHROMIUM} not found: install Debian's chromium (`make browser-deps`)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _skip_or_fail("the playwright Python package is not installed")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        # a persistent context is how Playwright takes a --user-data-dir: a fresh tmp dir here
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            context.set_default_timeout(30_000)
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def _menu(page: Any, top: str) -> None:
+    """Open a top-level menu of JupyterLab's menu bar."""
+    page.locator(f'.lm-MenuBar-item:has(.lm-MenuBar-itemLabel:text-is("{top}"))').click()
+
+
+def _menu_item(page: Any, label: str) -> Any:
+    """An entry of the open menu (or submenu), by its exact label."""
+    return page.locator(f'.lm-Menu .lm-Menu-item:has(.lm-Menu-itemLabel:text-is("{label}"))')
+
+
+def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+
+    def context() -> str:
+        return "\n".join(console[-30:]) + "\n--- jupyterlab log ---\n" + lab.log_tail()
+
+    # The kernel is usable once JupyterLab got its kernel_info_reply over the kernel websocket.
+    # (The toolbar's execution indicator says "idle" before the kernel is even connected.)
+    kernel_ready: list[float] = []
+
+    def on_websocket(ws: Any) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            if b"kernel_info_reply" in data:
+                kernel_ready.append(time.monotonic())
+
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_websocket)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "browser-failure.png").unlink(missing_ok=True)
+    started = time.monotonic()
+    page.goto(lab.notebook_url(NOTEBOOK.name))
+    notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
+    expect(notebook).to_be_visible(timeout=90_000)
+    # the kernel has started and is idle (the toolbar's execution indicator)
+    indicator = page.locator(
+        ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator"
+    )
+    expect(indicator).to_have_attribute("data-status", "idle", timeout=90_000)
+    deadline = time.monotonic() + 90
+    while not kernel_ready:  # events are delivered while Playwright waits
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the kernel never answered kernel_info\n{context()}")
+        page.wait_for_timeout(50)
+    loaded = time.monotonic()
+
+    # Run > Run All Cells. Should JupyterLab still drop that request (every prompt stays "[ ]",
+    # seen when it was sent before the kernel connected), it is safe to ask again.
+    prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
+    started_js = "els => els.some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    attempts = 0
+    while True:
+        attempts += 1
+        _menu(page, "Run")
+        _menu_item(page, "Run All Cells").click()
+        try:
+            page.wait_for_function(
+                f"() => ({started_js})([...document.querySelectorAll("
+                "'.jp-CodeCell .jp-InputPrompt')])",
+                polling=100,
+                timeout=10_000,
+            )
+            break
+        except Exception as exc:
+            dialogs = page.locator(".jp-Dialog")
+            if attempts >= 3 or dialogs.count():
+                page.screenshot(path=ARTIFACTS / "browser-failure.png")
+                raise AssertionError(
+                    f"Run All Cells started no cell in {attempts} attempts; prompts "
+                    f"{prompts.all_inner_texts()}; dialog {dialogs.all_inner_texts()}"
+                    f"\n{context()}"
+                ) from exc
+
+    # 1. live updates: a step row says "running" while the run is still going
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('.mlw-steps .mlw-s-running') !== null",
+            polling=100,
+            timeout=20_000,
+        )
+    except Exception as exc:
+        page.screenshot(path=ARTIFACTS / "browser-failure.png")
+        raise AssertionError(
+            f"no step row turned 'running' within 20 s; prompts {prompts.all_inner_texts()}"
+            f"\n{context()}"
+        ) from exc
+    running_rows = page.locator(".mlw-steps span:not(.mlw-icon).mlw-s-running")
+    expect(running_rows.first).to_have_text("running")
+    expect(page.locator(".mlw-badge").first).not_to_contain_text("Completed")
+    widget = page.locator(".jp-OutputArea-output", has=page.locator(".mlw-badge")).first
+    widget.screenshot(path=ARTIFACTS / "widget-running-light.png")  # for the eye only
+
+    # 2. the header badge reaches "Completed"
+    badge = page.locator(".mlw-badge").first
+    expect(badge).to_contain_text("Completed", timeout=60_000)
+    expect(page.locator(".mlw-steps")).to_contain_text("completed")
+    completed = time.monotonic()
+
+    # 3. the thumbnails: loaded <img> elements (blob: URLs) inside the widget's output
+    images = widget.locator("img")
+    expect(images.nth(1)).to_be_visible(timeout=30_000)
+    page.wait_for_function(
+        """el => { const imgs = [...el.querySelectorAll('img')];
+                   return imgs.length >= 2
+                          && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=widget.element_handle(),
+        polling=100,
+        timeout=30_000,
+    )
+    sizes = images.evaluate_all(
+        "imgs => imgs.map(i => [i.src.slice(0, 5), i.naturalWidth, i.naturalHeight])"
+    )
+    assert len(sizes) >= 2, sizes
+    assert all(src == "blob:" and w > 0 and h > 0 for src, w, h in sizes), sizes
+    # the last cell printed the run's summary once run.wait() returned
+    printed = page.locator(".jp-OutputArea-output pre", has_text="2/2 steps").first
+    expect(printed).to_contain_text("Run 12345 · completed · 2/2 steps", timeout=30_000)
+
+    # 4. screenshots in the light theme, then the dark theme
+    assert page.evaluate("document.body.dataset.jpThemeLight") == "true"
+    widget.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "browser-light.png")
+    widget.screenshot(path=ARTIFACTS / "widget-light.png")
+
+    _menu(page, "Settings")
+    _menu_item(page, "Theme").hover()
+    _menu_item(page, DARK).click()
+    page.wait_for_function(
+        f"""() => document.body.dataset.jpThemeName === {DARK!r}
+                  && document.body.dataset.jpThemeLight === 'false'""",
+        polling=100,
+        timeout=30_000,
+    )
+    # the dark theme's CSS is in: the card's text colour follows --jp-ui-font-color1
+    page.wait_for_function(
+        """() => { const c = getComputedStyle(document.querySelector('.mlw-card')).color;
+                   const [r, g, b] = c.match(/\\d+/g).map(Number);
+                   return r + g + b > 382; }""",
+        polling=100,
+        timeout=30_000,
+    )
+    # switching themes shows JupyterLab's splash screen until the theme's CSS has loaded
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    page.mouse.move(0, 0)  # no hover effects in the pictures
+    widget.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "browser-dark.png")
+    widget.screenshot(path=ARTIFACTS / "widget-dark.png")
+    assert widget.locator(".mlw-badge").first.is_visible()
+    assert widget.locator("img").count() >= 2
+
+    print(
+        f"page+kernel ready {loaded - started:.1f} s, run completed {completed - loaded:.1f} s "
+        f"after Run All ({attempts} attempt(s)), thumbnails {sizes}"
+    )
+    errors = [line for line in console if line.startswith("pageerror")]
+    assert not errors, "\n".join(errors)
