@@ -28,7 +28,7 @@ from .models import RunSnapshot
 
 log = logging.getLogger("modelslab_widget")
 
-MAX_WORKERS = 8
+MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
 MAX_BACKOFF = 30.0
 
 

@@ -107,12 +107,12 @@ def header(
 ) -> str:
     timing = "Took" if finished else "Elapsed"
     return (
-        '<div class="mlw-card"><div class="mlw-header">'
+        '<div class="mlw-header">'
         f"{badge(status)}"
         f'<span class="mlw-title">Run {escape(execution_id)}</span>'
         f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
         f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
-        f"{format_seconds(elapsed)}</span></div></div>"
+        f"{format_seconds(elapsed)}</span></div>"
     )
 
 
@@ -127,30 +127,77 @@ def progress_bar(status: str, steps: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+MAX_ROWS = 24  # longer step lists show a window around the active step
+
+
+def step_window(steps: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """[start, end) of the rows to show: all of them, or MAX_ROWS around the first unfinished."""
+    if len(steps) <= MAX_ROWS:
+        return 0, len(steps)
+    active = next(
+        (i for i, step in enumerate(steps) if step.get("status") not in ("completed",)),
+        len(steps) - 1,
+    )
+    start = max(0, min(active - MAX_ROWS // 3, len(steps) - MAX_ROWS))
+    return start, start + MAX_ROWS
+
+
+def step_row(index: int, step: Mapping[str, Any], running_for: float | None) -> str:
+    status = str(step.get("status") or "unknown")
+    name = escape(str(step.get("name") or f"Step {index + 1}"))
+    seconds = step.get("duration")
+    if seconds is None:
+        seconds = running_for
+    cls = f"mlw-s-{status_class(status)}"
+    return (
+        f'<span class="mlw-icon {cls}" aria-hidden="true">{icon(status)}</span>'
+        f'<span class="mlw-name" title="{name}">{name}</span>'
+        f'<span class="{cls}">{escape(status.replace("_", " "))}</span>'
+        f'<span class="mlw-dur">{format_seconds(seconds) if seconds is not None else ""}</span>'
+    )
+
+
+def _hidden_rows(count: int, where: str) -> str:
+    return (
+        f'<span></span><span class="mlw-sub">… {count} {where} '
+        f'step{"s" if count != 1 else ""}</span><span></span><span></span>'
+    )
+
+
 def steps_table(
     status: str, steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float]
 ) -> str:
-    """The progress bar, then one grid row per step; ``running_for`` holds live timers of
-    running steps by index."""
+    """The progress bar, then one grid row per step (a window of them for long runs);
+    ``running_for`` holds the live timers of running steps by index."""
     bar = progress_bar(status, steps)
     if not steps:
         waiting = '<div class="mlw-sub">Waiting for the first steps…</div>'
-        return f'<div class="mlw-card">{bar}{waiting}</div>'
-    cells = []
-    for index, step in enumerate(steps):
-        status = str(step.get("status") or "unknown")
-        name = escape(str(step.get("name") or f"Step {index + 1}"))
-        seconds = step.get("duration")
-        if seconds is None:
-            seconds = running_for.get(index)
-        cls = f"mlw-s-{status_class(status)}"
-        cells.append(
-            f'<span class="mlw-icon {cls}" aria-hidden="true">{icon(status)}</span>'
-            f'<span class="mlw-name" title="{name}">{name}</span>'
-            f'<span class="{cls}">{escape(status.replace("_", " "))}</span>'
-            f'<span class="mlw-dur">{format_seconds(seconds) if seconds is not None else ""}</span>'
-        )
-    return f'<div class="mlw-card">{bar}<div class="mlw-steps">{"".join(cells)}</div></div>'
+        return f"{bar}{waiting}"
+    start, end = step_window(steps)
+    cells = [_hidden_rows(start, "earlier")] if start else []
+    cells += [step_row(i, steps[i], running_for.get(i)) for i in range(start, end)]
+    if end < len(steps):
+        cells.append(_hidden_rows(len(steps) - end, "more"))
+    return f'{bar}<div class="mlw-steps">{"".join(cells)}</div>'
+
+
+def card(
+    *,
+    status: str,
+    workflow_id: str,
+    execution_id: str,
+    elapsed: float | None,
+    finished: bool,
+    steps: Sequence[Mapping[str, Any]],
+    running_for: Mapping[int, float],
+) -> str:
+    """Header, progress and steps as one fragment: one small update per change or tick."""
+    done = sum(1 for step in steps if step.get("status") == "completed")
+    top = header(
+        status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
+        finished=finished, steps_done=done, steps_known=len(steps),
+    )
+    return f'<div class="mlw-card">{top}{steps_table(status, steps, running_for)}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:

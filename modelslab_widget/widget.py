@@ -290,7 +290,8 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _build_views(self, slots: int) -> None:
         self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
-        self._header = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
+        # Header, progress and steps are one HTML view: a change or a tick is one message.
+        self._status_view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self._stop_button = widgets.Button(
             description="Stop", icon="stop", tooltip="Stop watching this run",
             layout=widgets.Layout(width="auto"),
@@ -303,19 +304,18 @@ class WorkflowRunWidget(widgets.VBox):
         self._resume_button.on_click(lambda _: self.start())
         self._controls = widgets.HBox([self._stop_button, self._resume_button])
         self._top = widgets.HBox(
-            [self._header, self._controls], layout=widgets.Layout(align_items="flex-start")
+            [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
-        self._steps_view = widgets.HTML()
         self._message = widgets.HTML()
         self._gallery = _Gallery(slots)
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._top, self._steps_view, self._message, self._gallery.box]
+        return [self._style, self._top, self._message, self._gallery.box]
 
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
-            self._style, self._header, self._stop_button, self._resume_button, self._controls,
-            self._top, self._steps_view, self._message, *self._gallery.widgets(),
+            self._style, self._status_view, self._stop_button, self._resume_button,
+            self._controls, self._top, self._message, *self._gallery.widgets(),
         ]
 
     def _on_trait_change(self, change: dict[str, Any]) -> None:
@@ -325,20 +325,16 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _render(self) -> None:
         with self._lock:
-            steps = self.steps
-            done = sum(1 for step in steps if step.get("status") == "completed")
-            header = render.header(
+            markup = render.card(
                 status=self.status,
                 workflow_id=self.workflow_id,
                 execution_id=str(self.execution_id),
                 elapsed=self._elapsed(),
                 finished=self._is_finished(),
-                steps_done=done,
-                steps_known=len(steps),
+                steps=self.steps,
+                running_for=self._step_timers(),
             )
-            _set_if_changed(self._header, header)
-            table = render.steps_table(self.status, steps, self._step_timers())
-            _set_if_changed(self._steps_view, table)
+            _set_if_changed(self._status_view, markup)
 
     def _elapsed(self) -> float | None:
         """Seconds the run has taken: the API's figure once finished, else a local clock."""

@@ -37,7 +37,7 @@ def make(sim, client):
 
 
 def all_html(widget: WorkflowRunWidget) -> str:
-    parts = [widget._header.value, widget._steps_view.value, widget._message.value]
+    parts = [widget._status_view.value, widget._message.value]
     parts += [caption.value for caption in widget._gallery.captions]
     return "\n".join(parts)
 
@@ -52,7 +52,7 @@ def test_completed_run_shows_steps_and_thumbnails(sim, make):
     assert len(widget.output_urls) == 3 and widget.error == ""
     assert [t.size for t in widget.thumbnails] == [(128, 96)] * 3
     assert widget.polls >= 3 and widget.snapshot is snapshot
-    assert "Completed" in widget._header.value and "2/2 steps" in widget._header.value
+    assert "Completed" in widget._status_view.value and "2/2 steps" in widget._status_view.value
     assert all(image.value[:2] == b"\xff\xd8" for image in widget._gallery.images[:3])  # JPEG
     assert repr(widget).startswith(f"Run {eid} · completed · 2/2 steps · ")
     assert repr(widget).endswith("3 images")
@@ -199,8 +199,8 @@ def test_elapsed_time_ticks_without_extra_requests(sim, make):
     eid = sim.add_run(steps=[("Long", 3.0)])
     widget = make(eid, poll_interval=10)
     wait_for(lambda: widget.status == "running")
-    first = widget._header.value
-    wait_for(lambda: widget._header.value != first, timeout=3)
+    first = widget._status_view.value
+    wait_for(lambda: widget._status_view.value != first, timeout=3)
     assert sim.request_count("status", execution_id=eid) == 1
 
 
