@@ -30,6 +30,7 @@ log = logging.getLogger("modelslab_widget")
 
 MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
 MAX_BACKOFF = 30.0
+MAX_QUIET_INTERVALS = 10  # however sure the estimate, poll at least every 10 intervals
 
 
 class Job:
@@ -223,6 +224,7 @@ class RunPoller:
         listener: PollListener,
         policy: PollPolicy | None = None,
         scheduler: Scheduler | None = None,
+        next_change: Callable[[RunSnapshot], float | None] | None = None,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
@@ -230,6 +232,8 @@ class RunPoller:
         self.policy = policy or PollPolicy()
         self.polls = 0
         self._listener = weakref.ref(listener)
+        # Seconds until the run's state could next change (from earlier runs' timings), if known.
+        self._next_change = next_change
         self._scheduler = scheduler or shared_scheduler()
         self._lock = threading.Lock()
         self._active = False
@@ -294,7 +298,16 @@ class RunPoller:
         if snapshot.is_terminal:
             self._finish(cancel, snapshot, None)
         else:
-            self._schedule_next(cancel, self.policy.interval, from_due=True)
+            self._schedule_next(cancel, self._quiet_delay(snapshot), from_due=True)
+
+    def _quiet_delay(self, snapshot: RunSnapshot) -> float:
+        """The interval, or longer while no change is expected: poll again half an interval
+        before the earliest expected change, so the lag stays what regular polling gives."""
+        interval = self.policy.interval
+        expected = self._next_change(snapshot) if self._next_change else None
+        if expected is None:
+            return interval
+        return max(interval, min(expected - interval / 2, interval * MAX_QUIET_INTERVALS))
 
     def _handle_error(self, error: ModelsLabError, cancel: threading.Event) -> None:
         listener = self._live_listener(cancel)

@@ -104,23 +104,32 @@ def header(
     finished: bool,
     steps_done: int,
     steps_known: int,
+    remaining: float | None = None,
 ) -> str:
     timing = "Took" if finished else "Elapsed"
+    left = f" · ~{format_seconds(remaining)} left" if remaining is not None else ""
     return (
         '<div class="mlw-header">'
         f"{badge(status)}"
         f'<span class="mlw-title">Run {escape(execution_id)}</span>'
         f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
         f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
-        f"{format_seconds(elapsed)}</span></div>"
+        f"{format_seconds(elapsed)}{left}</span></div>"
     )
 
 
-def progress_bar(status: str, steps: Sequence[Mapping[str, Any]]) -> str:
-    """Steps done out of steps known, full once the run completed."""
+def progress_bar(
+    status: str, steps: Sequence[Mapping[str, Any]], fraction: float | None = None
+) -> str:
+    """Expected time done when known (``fraction``), else steps done out of steps known."""
     done = sum(1 for step in steps if step.get("status") == "completed")
     known = len(steps)
-    percent = 100 if status == "completed" else int(100 * done / max(1, known))
+    if status == "completed":
+        percent = 100
+    elif fraction is not None:
+        percent = int(100 * min(1.0, max(0.0, fraction)))
+    else:
+        percent = int(100 * done / max(1, known))
     return (
         f'<div class="mlw-progress mlw-s-{status_class(status)}" role="progressbar" '
         f'aria-valuenow="{done}" aria-valuemax="{known}"><div style="width:{percent}%"></div></div>'
@@ -165,11 +174,14 @@ def _hidden_rows(count: int, where: str) -> str:
 
 
 def steps_table(
-    status: str, steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float]
+    status: str,
+    steps: Sequence[Mapping[str, Any]],
+    running_for: Mapping[int, float],
+    fraction: float | None = None,
 ) -> str:
     """The progress bar, then one grid row per step (a window of them for long runs);
     ``running_for`` holds the live timers of running steps by index."""
-    bar = progress_bar(status, steps)
+    bar = progress_bar(status, steps, fraction)
     if not steps:
         waiting = '<div class="mlw-sub">Waiting for the first steps…</div>'
         return f"{bar}{waiting}"
@@ -190,14 +202,18 @@ def card(
     finished: bool,
     steps: Sequence[Mapping[str, Any]],
     running_for: Mapping[int, float],
+    remaining: float | None = None,
+    fraction: float | None = None,
 ) -> str:
-    """Header, progress and steps as one fragment: one small update per change or tick."""
+    """Header, progress and steps as one fragment: one small update per change or tick.
+    ``remaining`` and ``fraction`` come from earlier runs' timings when there are some."""
     done = sum(1 for step in steps if step.get("status") == "completed")
     top = header(
         status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
-        finished=finished, steps_done=done, steps_known=len(steps),
+        finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
     )
-    return f'<div class="mlw-card">{top}{steps_table(status, steps, running_for)}</div>'
+    table = steps_table(status, steps, running_for, fraction)
+    return f'<div class="mlw-card">{top}{table}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:

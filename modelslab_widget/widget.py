@@ -23,6 +23,7 @@ from traitlets import Dict, Int, List, Unicode
 from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import AuthenticationError, ModelsLabError, NotFoundError
+from .eta import Estimate, shared_history
 from .media import Thumbnail, load_thumbnails
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
@@ -149,6 +150,7 @@ class WorkflowRunWidget(widgets.VBox):
             listener=self,
             policy=PollPolicy(poll_interval, timeout, max_failures, backoff_base),
             scheduler=self._scheduler,
+            next_change=self._expected_change,
         )
         self.observe(self._on_trait_change, ["status", "steps", "error", "output_urls"])
         self._render()
@@ -262,18 +264,23 @@ class WorkflowRunWidget(widgets.VBox):
                 self._end_error = error
                 self.error = str(error)
                 self._show_message("error", *_explain(error))
-            elif snapshot is not None and snapshot.status == "completed" and snapshot.outputs:
-                self._start_thumbnails(snapshot)
-                return  # settled once the thumbnails are in
-            elif snapshot is not None and snapshot.status == "failed":
-                self._show_message(
-                    "error", "The run failed", snapshot.error or "The API gave no reason.",
-                    "Check the workflow's inputs, then launch a new run.",
-                )
-            elif snapshot is not None and snapshot.status == "cancelled":
-                self._show_message("note", "The run was cancelled.")
+            elif snapshot is not None:
+                shared_history().record(snapshot)  # learns from completed runs only
+                if snapshot.status == "completed" and snapshot.outputs:
+                    self._start_thumbnails(snapshot)
+                    return  # settled once the thumbnails are in
+                self._show_outcome(snapshot)
             self._update_controls()
             self._settle()
+
+    def _show_outcome(self, snapshot: RunSnapshot) -> None:
+        if snapshot.status == "failed":
+            self._show_message(
+                "error", "The run failed", snapshot.error or "The API gave no reason.",
+                "Check the workflow's inputs, then launch a new run.",
+            )
+        elif snapshot.status == "cancelled":
+            self._show_message("note", "The run was cancelled.")
 
     # -- internals ----------------------------------------------------------------------
 
@@ -323,8 +330,19 @@ class WorkflowRunWidget(widgets.VBox):
             self._update_controls()
         self._render()
 
+    def estimate(self) -> Estimate | None:
+        """Time left and progress by expected time, once this workflow has completed before
+        in this kernel; None otherwise."""
+        snapshot = self.snapshot
+        return shared_history().estimate(snapshot) if snapshot is not None else None
+
+    def _expected_change(self, snapshot: RunSnapshot) -> float | None:
+        estimate = shared_history().estimate(snapshot)
+        return estimate.next_change if estimate is not None else None
+
     def _render(self) -> None:
         with self._lock:
+            estimate = self.estimate()
             markup = render.card(
                 status=self.status,
                 workflow_id=self.workflow_id,
@@ -333,6 +351,8 @@ class WorkflowRunWidget(widgets.VBox):
                 finished=self._is_finished(),
                 steps=self.steps,
                 running_for=self._step_timers(),
+                remaining=estimate.remaining if estimate else None,
+                fraction=estimate.fraction if estimate else None,
             )
             _set_if_changed(self._status_view, markup)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelslab_widget import WorkflowsClient
+from modelslab_widget import WorkflowsClient, eta
 from modelslab_widget.simulator import Simulator
 
 
@@ -37,6 +37,14 @@ def no_background_exceptions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
     monkeypatch.setattr(threading, "excepthook", seen.append)
     yield seen
     assert not seen, f"exception escaped a background thread: {seen[0].exc_value!r}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_duration_history(monkeypatch: pytest.MonkeyPatch) -> eta.DurationHistory:
+    """Each test starts with no remembered step durations (they change polling)."""
+    history = eta.DurationHistory()
+    monkeypatch.setattr(eta, "_shared", history)
+    return history
 
 
 @pytest.fixture

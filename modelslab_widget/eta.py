@@ -1,0 +1,153 @@
+"""Expected step durations from runs that completed earlier in this kernel.
+
+Once a workflow has completed, a later run of it can show time remaining and a progress bar
+by expected time, and the poller can wait longer while a step is far from its expected end.
+The history lives in memory; ``DurationHistory(path)`` also keeps it in a small JSON file
+(``default_history_path()`` is under the user's cache folder). Imports only ``models``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .models import RunSnapshot
+
+MAX_SAMPLES = 50  # per step: enough for a stable median, small enough to keep in a file
+
+
+def default_history_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "modelslab-widget" / "durations.json"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What to expect of a running run."""
+
+    remaining: float  # seconds until the run should complete
+    fraction: float  # 0..1 of the expected total time already done
+    next_change: float  # seconds until the current step should end (0 if overdue)
+
+
+class DurationHistory:
+    """Per workflow, per step name: durations of completed steps (thread-safe)."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+        self._samples: dict[str, dict[str, list[float]]] = {}
+        if self.path is not None:
+            self._samples = _read(self.path)
+
+    def record(self, snapshot: RunSnapshot) -> None:
+        """Learn from a completed run; anything else is ignored."""
+        if snapshot.status != "completed" or not snapshot.workflow_id:
+            return
+        durations = {s.name: s.duration for s in snapshot.steps if s.duration is not None}
+        if not durations:
+            return
+        with self._lock:
+            steps = self._samples.setdefault(snapshot.workflow_id, {})
+            for name, seconds in durations.items():
+                steps[name] = [*steps.get(name, []), seconds][-MAX_SAMPLES:]
+            if self.path is not None:
+                _write(self.path, self._samples)
+
+    def expected(self, workflow_id: str) -> dict[str, float]:
+        """Median duration of each step seen in completed runs of the workflow."""
+        with self._lock:
+            steps = self._samples.get(workflow_id, {})
+            return {name: statistics.median(values) for name, values in steps.items() if values}
+
+    def earliest(self, workflow_id: str) -> dict[str, float]:
+        """Shortest duration seen for each step (how soon a step could end)."""
+        with self._lock:
+            steps = self._samples.get(workflow_id, {})
+            return {name: min(values) for name, values in steps.items() if values}
+
+    def estimate(self, snapshot: RunSnapshot, now: datetime | None = None) -> Estimate | None:
+        """Time left for a running run, or None without history for every one of its steps."""
+        if snapshot.is_terminal or not snapshot.workflow_id or not snapshot.steps:
+            return None
+        expected = self.expected(snapshot.workflow_id)
+        if any(step.name not in expected for step in snapshot.steps):
+            return None
+        now = now or datetime.now(timezone.utc)
+        return _estimate(snapshot, expected, self.earliest(snapshot.workflow_id), now)
+
+
+def _estimate(
+    snapshot: RunSnapshot,
+    expected: Mapping[str, float],
+    earliest: Mapping[str, float],
+    now: datetime,
+) -> Estimate:
+    total = sum(expected[step.name] for step in snapshot.steps)
+    done = remaining = 0.0
+    next_change: float | None = None
+    for step in snapshot.steps:
+        planned = expected[step.name]
+        if step.status == "completed":
+            done += planned
+        elif step.status == "running" and step.started_at is not None:
+            spent = max(0.0, (now - step.started_at).total_seconds())
+            left = max(0.0, planned - spent)
+            done += min(spent, planned)
+            remaining += left
+            soonest = max(0.0, earliest[step.name] - spent)
+            next_change = soonest if next_change is None else min(next_change, soonest)
+        else:
+            remaining += planned
+    fraction = done / total if total > 0 else 0.0
+    return Estimate(remaining, min(1.0, fraction), next_change if next_change is not None else 0.0)
+
+
+def _read(path: Path) -> dict[str, dict[str, list[float]]]:
+    """The saved history, or nothing when the file is missing or not what we wrote."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    clean: dict[str, dict[str, list[float]]] = {}
+    for workflow, steps in data.items():
+        if isinstance(steps, dict):
+            clean[str(workflow)] = {
+                str(name): [float(v) for v in values if isinstance(v, (int, float))][-MAX_SAMPLES:]
+                for name, values in steps.items()
+                if isinstance(values, list)
+            }
+    return clean
+
+
+def _write(path: Path, samples: Mapping[str, object]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(samples), encoding="utf-8")
+        temporary.replace(path)  # atomic: a crash never leaves half a file
+    except OSError:
+        pass  # the history is a convenience; never fail a run over it
+
+
+_shared = DurationHistory()
+
+
+def shared_history() -> DurationHistory:
+    """The kernel-wide history every widget learns from (in memory unless replaced)."""
+    return _shared
+
+
+def use_history_file(path: Path | str | None = None) -> DurationHistory:
+    """Keep the kernel-wide history in a JSON file (default under the user's cache folder)."""
+    global _shared
+    _shared = DurationHistory(path if path is not None else default_history_path())
+    return _shared

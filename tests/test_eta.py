@@ -1,0 +1,117 @@
+"""Expected durations from earlier runs: estimates, the widget's ETA, and quieter polling."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from modelslab_widget import WorkflowRunWidget
+from modelslab_widget.eta import DurationHistory, use_history_file
+from modelslab_widget.models import RunSnapshot, Step
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+
+from .conftest import wait_for
+
+T0 = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
+
+
+def completed(a: float, b: float, workflow: str = "wf") -> RunSnapshot:
+    end = T0 + timedelta(seconds=a + b)
+    return RunSnapshot(
+        status="completed",
+        workflow_id=workflow,
+        steps=(
+            Step("Text to Image", "completed", T0, T0 + timedelta(seconds=a)),
+            Step("Image Upscaler", "completed", T0 + timedelta(seconds=a), end),
+        ),
+    )
+
+
+def running_second_step() -> RunSnapshot:
+    return RunSnapshot(
+        status="running",
+        workflow_id="wf",
+        steps=(
+            Step("Text to Image", "completed", T0, T0 + timedelta(seconds=5)),
+            Step("Image Upscaler", "running", T0 + timedelta(seconds=5)),
+        ),
+    )
+
+
+def test_no_estimate_without_history():
+    assert DurationHistory().estimate(running_second_step()) is None
+
+
+def test_estimate_from_medians():
+    history = DurationHistory()
+    for a, b in [(4, 10), (5, 12), (6, 100)]:
+        history.record(completed(a, b))
+    now = T0 + timedelta(seconds=5 + 3)  # 3 s into the upscaler, whose median is 12 s
+    estimate = history.estimate(running_second_step(), now=now)
+    assert estimate.remaining == pytest.approx(9)
+    assert estimate.fraction == pytest.approx((5 + 3) / (5 + 12))
+    assert estimate.next_change == pytest.approx(10 - 3)  # the shortest upscaler took 10 s
+
+
+def test_failed_runs_teach_nothing():
+    history = DurationHistory()
+    history.record(RunSnapshot(status="failed", workflow_id="wf", steps=completed(1, 1).steps))
+    assert history.expected("wf") == {}
+
+
+def test_history_file_round_trip_and_garbage(tmp_path):
+    path = tmp_path / "cache" / "durations.json"
+    use_history_file(path).record(completed(4, 10))
+    assert json.loads(path.read_text())["wf"]["Image Upscaler"] == [10.0]
+    assert DurationHistory(path).expected("wf") == {"Text to Image": 4.0, "Image Upscaler": 10.0}
+    path.write_text("{not json")
+    assert DurationHistory(path).expected("wf") == {}
+
+
+def test_repeat_run_shows_eta_closer_than_a_step_count_guess(sim, client):
+    steps = [("Text to Image", 0.3), ("Image Upscaler", 1.2)]
+    first = WorkflowRunWidget(
+        DEMO_WORKFLOW_ID, sim.add_run(steps=steps), client=client, poll_interval=0.05
+    )
+    first.wait(10)
+    first.close()
+    eid = sim.add_run(steps=steps)
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    try:
+        wait_for(lambda: widget.snapshot and widget.snapshot.steps_done == 1, timeout=5)
+        estimate = widget.estimate()
+        state = sim.run_state(eid)
+        started = datetime.fromisoformat(state["execution"]["started_at"].replace("Z", "+00:00"))
+        elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+        truth = 1.5 - elapsed
+        # What a step count alone suggests: the second step will take as long as the first.
+        guess_by_steps = elapsed * 2 - elapsed
+        assert abs(estimate.remaining - truth) < abs(guess_by_steps - truth)
+        assert "left" in widget._status_view.value
+        widget.wait(10)
+    finally:
+        widget.close()
+
+
+def test_repeat_run_polls_less_at_equal_lag(sim, client):
+    steps = [("Only step", 1.5)]
+
+    def watch_once() -> tuple[int, float]:
+        eid = sim.add_run(steps=steps)
+        seen = {}
+        widget = WorkflowRunWidget(
+            DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.1, autostart=False
+        )
+        widget.observe(lambda c: seen.setdefault(c["new"], datetime.now(timezone.utc)), "status")
+        widget.start()
+        snapshot = widget.wait(10)
+        widget.close()
+        lag = (seen["completed"] - snapshot.completed_at).total_seconds()
+        return sim.request_count("status", execution_id=eid), lag
+
+    first_requests, first_lag = watch_once()
+    second_requests, second_lag = watch_once()
+    assert second_requests < first_requests / 2
+    assert second_lag <= max(first_lag, 0.1) + 0.1  # the change is seen as soon as before
