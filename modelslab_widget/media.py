@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .client import MAX_IMAGE_BYTES, WorkflowsClient
 from .errors import ImageError, ModelsLabError
@@ -161,3 +163,75 @@ def load_thumbnails(
             candidates.append(fallbacks[index])
         futures.append(submit(job, index, candidates))
     return futures
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(url: str, index: int) -> str:
+    """A file name from the URL's last path segment: no directories, no hidden files."""
+    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    name = _UNSAFE.sub("_", segment).strip("._")[:120]
+    return name or f"output-{index + 1}"
+
+
+def _with_extension(name: str, data: bytes) -> str:
+    if Path(name).suffix:
+        return name
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        kind = (Image.open(io.BytesIO(data)).format or "bin").lower()
+    except (UnidentifiedImageError, OSError):
+        kind = "bin"
+    return f"{name}.{'jpg' if kind == 'jpeg' else kind}"
+
+
+def write_new_file(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` under ``name``, or ``stem-1.ext``, ``stem-2.ext``…: never overwrites."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for attempt in range(10_000):
+        path = directory / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
+        try:
+            with open(path, "xb") as handle:  # "x": fails if the file exists, atomically
+                handle.write(data)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free file name for {name} in {directory}")
+
+
+def save_outputs(
+    client: WorkflowsClient,
+    urls: Sequence[str],
+    directory: str | Path,
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+) -> list[Path]:
+    """Download each full-size output into ``directory`` (created if needed); returns the
+    paths. Raises ImageError naming the first URL that could not be fetched."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, url in enumerate(urls):
+        try:
+            data = client.fetch_image(url, max_bytes)
+        except ImageError as exc:
+            raise ImageError(f"{url}: {exc}") from None
+        name = _with_extension(safe_file_name(url, index), data)
+        paths.append(write_new_file(target, name, data))
+    return paths
+
+
+def open_full_size(data: bytes) -> PILImage.Image:
+    """Decode a full-size image (bomb-checked, EXIF orientation applied, pixels loaded)."""
+    from PIL import ImageOps
+
+    try:
+        image = ImageOps.exif_transpose(_open_checked(data))
+        image.load()
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"could not decode the image ({exc})") from None
+    return image

@@ -10,10 +10,12 @@ thread. They never print or display, so output routing (ipykernel 6 and 7) is no
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,7 +26,7 @@ from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import AuthenticationError, ModelsLabError, NotFoundError
 from .eta import Estimate, shared_history
-from .media import Thumbnail, load_thumbnails
+from .media import Thumbnail, is_web_url, load_thumbnails, open_full_size, save_outputs
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
 
@@ -139,6 +141,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._pending_thumbs = 0
         self._tick_job: Any = None
         self._thumbs_by_index: dict[int, Thumbnail] = {}
+        self._full_images: list[Any] | None = None
         self._seen_running_at: float | None = None
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
@@ -212,6 +215,25 @@ class WorkflowRunWidget(widgets.VBox):
             if self._user_stopped or self.snapshot is None:
                 raise RuntimeError("watching was stopped before the run ended; call start()")
             return self.snapshot
+
+    def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Download the run's full-size outputs into ``directory`` (file names from the URLs,
+        never overwriting an existing file) and return the paths."""
+        return save_outputs(self._client, self._finished_outputs(), Path(directory))
+
+    def images(self) -> list[Any]:
+        """The full-size outputs as PIL images, downloaded on the first call and cached."""
+        urls = self._finished_outputs()
+        if self._full_images is None or len(self._full_images) != len(urls):
+            fetched = [self._client.fetch_image(url) for url in urls]
+            self._full_images = [open_full_size(data) for data in fetched]
+        return list(self._full_images)
+
+    def _finished_outputs(self) -> list[str]:
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.status != "completed":
+            raise RuntimeError("the run has not completed yet: call wait() first")
+        return [url for url in snapshot.outputs if is_web_url(url)]
 
     @property
     def client(self) -> WorkflowsClient:

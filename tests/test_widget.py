@@ -247,3 +247,35 @@ def test_close_while_running_ends_the_threads(no_leftover_threads, sim, client):
     widget.close()
     assert not widget.watching
     assert threading.active_count() >= 1
+
+
+def test_save_images_writes_the_served_bytes_without_overwriting(sim, make, client, tmp_path):
+    widget = make(sim.add_run(steps=FAST, images=2))
+    with pytest.raises(RuntimeError, match="not completed"):
+        widget.save_images(tmp_path)
+    snapshot = widget.wait(10)
+    first = widget.save_images(tmp_path / "out")
+    second = widget.save_images(tmp_path / "out")
+    assert [p.name for p in first] == ["0.png", "1.png"]
+    assert [p.name for p in second] == ["0-1.png", "1-1.png"]
+    for path, url in zip(first, snapshot.outputs, strict=True):
+        assert path.read_bytes() == client.fetch_image(url)
+
+
+def test_images_are_full_size_and_fetched_once(sim, make):
+    eid = sim.add_run(steps=FAST, images=2, image_size=(640, 480))
+    widget = make(eid)
+    widget.wait(10)
+    images = widget.images()
+    fetched = sim.request_count("image")
+    assert [im.size for im in images] == [(640, 480)] * 2
+    assert widget.images()[0] is images[0] and sim.request_count("image") == fetched
+
+
+def test_saved_names_are_safe():
+    from modelslab_widget.media import safe_file_name
+
+    assert safe_file_name("https://x/a/..%2F..%2Fetc%2Fpasswd", 0) == "etc_passwd"
+    assert safe_file_name("https://x/.hidden", 1) == "hidden"
+    assert safe_file_name("https://x/", 2) == "output-3"
+    assert safe_file_name("https://x/a%20b.png?sig=1", 0) == "a_b.png"
