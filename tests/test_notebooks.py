@@ -8,6 +8,7 @@ and writes the executed notebook and an HTML export to ``test-artifacts/``.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from pathlib import Path
@@ -118,3 +119,13 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
     assert "Image Upscaler" in html
     # the stored state is the final one: the card's badge says completed
     assert "mlw-badge mlw-s-completed" in html
+    # and the thumbnails travel with it, so the saved page shows them without a kernel
+    saved = re.search(rf'<script type="{re.escape(WIDGET_STATE)}">(.*?)</script>', html, re.S)
+    assert saved, "no widget state embedded in the HTML export"
+    models = json.loads(saved.group(1))["state"].values()
+    thumbnails = [
+        m
+        for m in models
+        if m["model_name"] == "ImageModel" and any(b["data"] for b in m.get("buffers", []))
+    ]
+    assert len(thumbnails) == 2, "the HTML export should carry both thumbnails"
