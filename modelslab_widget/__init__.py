@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 from .client import WorkflowsClient
@@ -20,7 +23,29 @@ from .errors import (
     ValidationError,
 )
 from .models import RunSnapshot, Step, WorkflowInfo
-from .widget import WorkflowRunWidget, watch
+
+# The widgets load ipywidgets (and IPython); the client, the CLI and the simulator do not
+# need them, so they are imported on first use.
+_LAZY = {
+    "WorkflowRunWidget": "widget",
+    "watch": "widget",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelslab_widget' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+if TYPE_CHECKING:
+    from .widget import WorkflowRunWidget, watch
 
 __all__ = [
     "APIError",

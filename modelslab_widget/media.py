@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -165,62 +166,99 @@ def load_thumbnails(
     return futures
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME = 100
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"),
+          (b"RIFF", ".webp"))
 
 
-def safe_file_name(url: str, index: int) -> str:
-    """A file name from the URL's last path segment: no directories, no hidden files."""
-    segment = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    name = _UNSAFE.sub("_", segment).strip("._")[:120]
+def file_name_for(url: str, index: int) -> str:
+    """A safe file name from a URL's last path segment: letters, digits, ``._-`` only, no
+    leading dot, never a path (``..%2F`` and backslashes included); ``output-N`` when empty."""
+    segment = re.split(r"[/\\]", unquote(urlsplit(url).path))[-1]
+    name = _SAFE_NAME.sub("_", segment).lstrip("._-")
+    if len(name) > _MAX_NAME:
+        _, dot, suffix = name.rpartition(".")
+        keep = f".{suffix}" if dot and 0 < len(suffix) <= 8 else ""
+        name = name[: _MAX_NAME - len(keep)] + keep
     return name or f"output-{index + 1}"
 
 
-def _with_extension(name: str, data: bytes) -> str:
-    if Path(name).suffix:
+def _with_suffix_for(name: str, data: bytes) -> str:
+    if "." in name:
         return name
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        kind = (Image.open(io.BytesIO(data)).format or "bin").lower()
-    except (UnidentifiedImageError, OSError):
-        kind = "bin"
-    return f"{name}.{'jpg' if kind == 'jpeg' else kind}"
+    return name + next((ext for magic, ext in _MAGIC if data.startswith(magic)), "")
 
 
-def write_new_file(directory: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` under ``name``, or ``stem-1.ext``, ``stem-2.ext``…: never overwrites."""
-    stem, suffix = Path(name).stem, Path(name).suffix
+def _write_new(directory: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to ``name`` in ``directory``, or ``stem-1.ext``, ``stem-2.ext``, … if it
+    exists: created exclusively, so an existing file (or symlink) is never overwritten."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
     for attempt in range(10_000):
-        path = directory / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
+        candidate = name if attempt == 0 else f"{stem}-{attempt}{dot}{suffix}"
+        path = directory / candidate
         try:
-            with open(path, "xb") as handle:  # "x": fails if the file exists, atomically
-                handle.write(data)
+            with path.open("xb") as file:
+                try:
+                    file.write(data)
+                except BaseException:
+                    file.close()
+                    path.unlink(missing_ok=True)
+                    raise
             return path
         except FileExistsError:
             continue
-    raise FileExistsError(f"no free file name for {name} in {directory}")
+    raise FileExistsError(f"no free file name for {name!r} in {directory}")
 
 
-def save_outputs(
+def save_images(
     client: WorkflowsClient,
     urls: Sequence[str],
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     *,
-    max_bytes: int = MAX_IMAGE_BYTES,
+    fallbacks: Sequence[str] = (),
+    on_saved: Callable[[Path], None] | None = None,
+    on_error: Callable[[int, str, Exception], None] | None = None,
 ) -> list[Path]:
-    """Download each full-size output into ``directory`` (created if needed); returns the
-    paths. Raises ImageError naming the first URL that could not be fetched."""
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    paths = []
+    """Download each output at full size into ``directory`` (created if missing) and return
+    the paths written. File names come from the URLs (see ``file_name_for``); existing files
+    are never overwritten. ``fallbacks[i]`` (the proxy link) is tried when ``urls[i]`` fails.
+    A failed output is passed to ``on_error`` and skipped; without ``on_error`` it raises."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
     for index, url in enumerate(urls):
+        candidates = [url]
+        if index < len(fallbacks) and fallbacks[index] != url:
+            candidates.append(fallbacks[index])
         try:
-            data = client.fetch_image(url, max_bytes)
-        except ImageError as exc:
-            raise ImageError(f"{url}: {exc}") from None
-        name = _with_extension(safe_file_name(url, index), data)
-        paths.append(write_new_file(target, name, data))
-    return paths
+            path = _save_one(client, folder, index, candidates)
+        except (ModelsLabError, OSError) as error:
+            if on_error is None:
+                raise
+            on_error(index, url, error)
+            continue
+        saved.append(path)
+        if on_saved is not None:
+            on_saved(path)
+    return saved
+
+
+def _save_one(client: WorkflowsClient, folder: Path, index: int, candidates: list[str]) -> Path:
+    error: ModelsLabError = ImageError("no http(s) URL for this output")
+    for url in candidates:
+        if not is_web_url(url):
+            continue
+        try:
+            data = client.fetch_image(url)
+        except ModelsLabError as exc:
+            error = exc
+            continue
+        return _write_new(folder, _with_suffix_for(file_name_for(url, index), data), data)
+    raise error
+
 
 
 def open_full_size(data: bytes) -> PILImage.Image:

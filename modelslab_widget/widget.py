@@ -26,7 +26,7 @@ from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import AuthenticationError, ModelsLabError, NotFoundError
 from .eta import Estimate, shared_history
-from .media import Thumbnail, is_web_url, load_thumbnails, open_full_size, save_outputs
+from .media import Thumbnail, is_web_url, load_thumbnails, open_full_size, save_images
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
 
@@ -219,7 +219,8 @@ class WorkflowRunWidget(widgets.VBox):
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Download the run's full-size outputs into ``directory`` (file names from the URLs,
         never overwriting an existing file) and return the paths."""
-        return save_outputs(self._client, self._finished_outputs(), Path(directory))
+        fallbacks = self.snapshot.proxy_links if self.snapshot else ()
+        return save_images(self._client, self._finished_outputs(), directory, fallbacks=fallbacks)
 
     def images(self) -> list[Any]:
         """The full-size outputs as PIL images, downloaded on the first call and cached."""

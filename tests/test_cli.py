@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import pty
+import re
 import signal
 import subprocess
 import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import requests
 
 from modelslab_widget import WorkflowsClient
+from modelslab_widget.cli import watch_and_report
+from modelslab_widget.errors import ImageError
+from modelslab_widget.media import file_name_for, save_images
+from modelslab_widget.models import RunSnapshot, Step, parse_timestamp
+from modelslab_widget.poller import PollPolicy
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
+from modelslab_widget.terminal import (
+    SHOW_CURSOR,
+    LiveView,
+    clean,
+    fit,
+    frame_lines,
+    snapshot_dict,
+    transition_lines,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,3 +56,431 @@ def test_simulate_prints_base_url_and_key_and_serves(command):
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(10) == 0
+
+
+# ---------------------------------------------------------------- helpers
+
+FAST_STEPS = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
+CLI = [sys.executable, "-m", "modelslab_widget.cli"]
+
+
+def cli_env(sim: Simulator, key: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSLAB_")}
+    env["MODELSLAB_API_KEY"] = sim.api_key if key is None else key
+    env["MODELSLAB_BASE_URL"] = sim.base_url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def watch(sim: Simulator, execution_id: object, *extra: str, key: str | None = None,
+          workflow_id: str = DEMO_WORKFLOW_ID, timeout: float = 30):
+    return subprocess.run(
+        [*CLI, "watch", workflow_id, str(execution_id), "--interval", "0.1", *extra],
+        env=cli_env(sim, key), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def snap(status: str, *steps: Step, **fields) -> RunSnapshot:
+    return RunSnapshot(status=status, execution_id=12345, workflow_id="wf", started_at=T0,
+                       steps=steps, **fields)
+
+
+# ---------------------------------------------------------------- exit codes (subprocesses)
+
+def test_watch_completed_run_prints_each_transition_and_exits_0(sim):
+    # Queued long enough for the CLI to be polling before the first step starts.
+    eid = sim.add_run(steps=FAST_STEPS, images=2, queue_time=2.0)
+    result = watch(sim, eid)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    body = [line.split(" ", 1)[1] for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert body[0] == "run pending"
+    for name in ("Text to Image", "Image Upscaler"):
+        assert f"{name}: running" in body
+        assert any(re.fullmatch(rf"{name}: completed in \d+\.\d s", line) for line in body)
+    assert re.fullmatch(r"run completed in \d+\.\d s, 2 outputs", body[-1])
+    assert body.index("Text to Image: running") < body.index("Image Upscaler: running")
+    urls = sim.run_state(eid)["output"]["output"]
+    assert [line.strip() for line in lines[-2:]] == urls
+    assert "\x1b[" not in result.stdout  # no cursor movement when stdout is not a terminal
+
+
+@pytest.mark.parametrize(
+    ("outcome", "word"), [("failed", "the run failed: Out of credits"), ("cancelled", "cancelled")]
+)
+def test_failed_or_cancelled_run_exits_1_with_the_error_on_stderr(sim, outcome, word):
+    eid = sim.add_run(steps=FAST_STEPS, outcome=outcome, error="Out of credits")
+    result = watch(sim, eid)
+    assert result.returncode == 1
+    assert word in result.stderr
+    assert f"run {outcome}" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["env", "argument"])
+def test_wrong_key_exits_2_and_never_shows_the_key(sim, how):
+    eid = sim.add_run(steps=FAST_STEPS)
+    secret = "sk-wrong-5ecret-d0-not-print"
+    if how == "env":
+        result = watch(sim, eid, key=secret)
+    else:
+        result = watch(sim, eid, "--api-key", secret, key="")
+    assert result.returncode == 2
+    assert "API key was rejected" in result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_key_exits_2(sim):
+    result = watch(sim, sim.add_run(steps=FAST_STEPS), key="")
+    assert result.returncode == 2
+    assert "No API key" in result.stderr
+
+
+@pytest.mark.parametrize(("workflow_id", "execution_id"), [(DEMO_WORKFLOW_ID, 99999),
+                                                           ("no-such-workflow", 12345)])
+def test_unknown_run_exits_2(sim, workflow_id, execution_id):
+    result = watch(sim, execution_id, workflow_id=workflow_id)
+    assert result.returncode == 2
+    assert "run not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ids_that_would_change_the_path_are_refused(sim):
+    result = watch(sim, "..")
+    assert result.returncode == 2
+    assert "EXECUTION_ID" in result.stderr
+    assert sim.request_count() == 0
+
+
+def test_timeout_exits_2(sim):
+    eid = sim.add_run(steps=[("Slow step", 60.0)])
+    started = time.monotonic()
+    result = watch(sim, eid, "--timeout", "0.5")
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_ctrl_c_stops_watching_with_130(sim):
+    eid = sim.add_run(steps=[("Slow step", 60.0)])
+    process = subprocess.Popen(
+        [*CLI, "watch", DEMO_WORKFLOW_ID, str(eid), "--interval", "0.1"],
+        env=cli_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "run running" in process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 130
+        stderr = process.stderr.read()
+        assert "interrupted" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_persistent_errors_end_watching_with_2(client, sim):
+    eid = sim.add_run(steps=FAST_STEPS, status_faults=[Fault("http", status=500, times=None)])
+    out, err = io.StringIO(), io.StringIO()
+    policy = PollPolicy(interval=0.05, max_failures=3, backoff_base=0.01)
+    code = watch_and_report(client, DEMO_WORKFLOW_ID, eid, policy=policy, stdout=out, stderr=err)
+    assert code == 2
+    assert "3 failed requests in a row" in err.getvalue()
+    assert "HTTP 500" in err.getvalue()
+    assert err.getvalue().count("trouble reaching ModelsLab") == 2  # the retries, as they came
+    assert sim.request_count("status", eid) == 3
+
+
+# ---------------------------------------------------------------- --json and --save
+
+def test_json_prints_only_the_final_run_on_stdout(sim):
+    eid = sim.add_run(steps=FAST_STEPS, images=2)
+    result = watch(sim, eid, "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # nothing else on stdout
+    state = sim.run_state(eid)
+    assert document["status"] == "completed"
+    assert document["execution_id"] == eid
+    assert document["workflow_id"] == DEMO_WORKFLOW_ID
+    assert document["outputs"] == state["output"]["output"]
+    assert [(s["name"], s["status"]) for s in document["steps"]] == [
+        (s["name"], s["status"]) for s in state["steps"]
+    ]
+    for ours, served in zip(document["steps"], state["steps"], strict=True):
+        assert parse_timestamp(ours["started_at"]) == parse_timestamp(served["started_at"])
+    assert all(s["duration"] == pytest.approx(0.2, abs=0.01) for s in document["steps"])
+    assert document["execution_time"] == pytest.approx(0.4)
+    assert document["error"] is None
+    assert parse_timestamp(document["started_at"]) == parse_timestamp(
+        state["execution"]["started_at"])
+    assert "run completed" in result.stderr  # the live view went to stderr
+
+
+def test_json_of_a_failed_run_carries_the_error(sim):
+    eid = sim.add_run(steps=FAST_STEPS, outcome="failed", error="Invalid prompt")
+    result = watch(sim, eid, "--json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert (document["status"], document["error"], document["outputs"]) == (
+        "failed", "Invalid prompt", [])
+    assert document["steps"][-1]["status"] == "failed"
+
+
+def test_save_writes_the_served_bytes_and_never_overwrites(sim, tmp_path):
+    eid = sim.add_run(steps=FAST_STEPS, images=2)
+    target = tmp_path / "out"
+    first = watch(sim, eid, "--save", str(target), "--json")
+    assert first.returncode == 0, first.stderr
+    document = json.loads(first.stdout)
+    urls = document["outputs"]
+    served = [requests.get(url, timeout=10).content for url in urls]
+    saved = [Path(p) for p in document["saved"]]
+    assert [p.name for p in saved] == ["0.png", "1.png"]
+    assert [p.read_bytes() for p in saved] == served
+    assert all(f"saved {p}" in first.stderr for p in saved)
+
+    second = watch(sim, eid, "--save", str(target))
+    assert second.returncode == 0, second.stderr
+    assert f"saved {target / '0-1.png'}" in second.stdout
+    assert sorted(p.name for p in target.iterdir()) == ["0-1.png", "0.png", "1-1.png", "1.png"]
+    assert (target / "0.png").read_bytes() == served[0]
+    assert (target / "1-1.png").read_bytes() == served[1]
+
+
+def test_save_reports_a_broken_image_and_keeps_the_others(sim, tmp_path):
+    eid = sim.add_run(steps=FAST_STEPS, images=2,
+                      image_faults={0: Fault("http", status=500, times=None)})
+    result = watch(sim, eid, "--save", str(tmp_path))
+    assert result.returncode == 2
+    assert "could not save output 1" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["1.png"]
+
+
+def test_demo_exits_0():
+    result = subprocess.run([*CLI, "demo", "--interval", "0.2", "--json"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["status"] == "completed"
+    assert len(document["outputs"]) == 2
+    assert [s["name"] for s in document["steps"]] == ["Text to Image", "Image Upscaler"]
+
+
+# ---------------------------------------------------------------- save_images (in process)
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("http://h/files/1/0.png", "0.png"),
+        ("http://h/files/..%2F..%2Fetc%2Fpasswd", "passwd"),
+        ("http://h/a/..%5C..%5Cevil.png", "evil.png"),
+        ("http://h/files/.bashrc", "bashrc"),
+        ("http://h/files/a%20b%3Bc%00.png?x=../y", "a_b_c_.png"),
+        ("http://h/", "output-3"),
+        ("http://h/..", "output-3"),
+        ("http://h/" + "x" * 300 + ".webp", "x" * 95 + ".webp"),
+    ],
+)
+def test_file_names_from_urls_are_safe(url, name):
+    assert file_name_for(url, 2) == name
+
+
+def test_save_images_never_follows_or_replaces_an_existing_symlink(client, sim, tmp_path):
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
+    url = sim.run_state(eid)["output"]["output"][0]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    folder = tmp_path / "new" / "dir"
+    folder.mkdir(parents=True)
+    (folder / "0.png").symlink_to(outside)
+    paths = save_images(client, [url], folder)
+    assert paths == [folder / "0-1.png"]
+    assert outside.read_text() == "keep me"
+    assert paths[0].read_bytes() == requests.get(url, timeout=10).content
+
+
+def test_save_images_falls_back_to_the_proxy_link_and_adds_a_suffix(client, sim, tmp_path):
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
+    state = sim.run_state(eid)["output"]
+    broken = state["output"][0].rsplit("/", 1)[0] + "/no-extension"
+    saved: list[Path] = []
+    paths = save_images(client, [broken], tmp_path, fallbacks=state["proxy_links"],
+                        on_saved=saved.append)
+    assert paths == saved == [tmp_path / "0.png"]  # named after the URL that worked
+
+
+def test_save_images_raises_without_on_error(client, tmp_path):
+    with pytest.raises(ImageError):
+        save_images(client, ["file:///etc/passwd"], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- rendering (pure)
+
+def test_header_and_step_lines_of_a_running_run():
+    run = snap(
+        "running",
+        Step("Text to Image", "completed", at(0), at(2.5)),
+        Step("Image Upscaler", "running", at(2.5)),
+    )
+    lines = frame_lines(run, 12345, now=at(3.2))
+    assert lines == [
+        "Run 12345 · running · 1/2 steps · 3.2 s",
+        "  ✓ Text to Image   completed  2.5 s",
+        "  ◌ Image Upscaler  running    0.7 s",
+    ]
+
+
+def test_frame_of_a_completed_run_a_pending_step_and_no_answer_yet():
+    done = snap("completed", Step("A", "completed", at(0), at(1)), Step("B", "pending"),
+                execution_time=4.5, outputs=("http://x/0.png", "http://x/1.png"))
+    assert frame_lines(done, 7, now=at(99)) == [
+        "Run 7 · completed · 1/2 steps · 4.5 s · 2 outputs",
+        "  ✓ A  completed  1.0 s",
+        "  ○ B  pending",
+    ]
+    assert frame_lines(None, 7, now=at(0)) == ["Run 7 · waiting for the first answer…"]
+    queued = RunSnapshot(status="pending", execution_id=7)
+    assert frame_lines(queued, 7, now=at(0), note="retrying") == [
+        "Run 7 · pending · 0/0 steps", "  waiting for the first steps…", "  ! retrying"]
+
+
+def test_running_timer_falls_back_to_first_seen_when_the_server_clock_is_ahead():
+    ahead = RunSnapshot(status="running", execution_id=1, started_at=at(60))
+    assert frame_lines(ahead, 1, now=at(0))[0] == "Run 1 · running · 0/0 steps"
+    assert frame_lines(ahead, 1, now=at(5), first_seen=at(2))[0] == (
+        "Run 1 · running · 0/0 steps · 3.0 s")
+
+
+def test_long_step_lists_show_a_window_around_the_active_step():
+    steps = [Step(f"S{i}", "completed", at(i), at(i + 1)) for i in range(30)]
+    steps[20] = Step("S20", "running", at(20))
+    lines = frame_lines(snap("running", *steps), 1, now=at(21), max_steps=6)
+    assert lines[1] == "  … 18 earlier steps"
+    assert [line.split()[1] for line in lines[2:8]] == [f"S{i}" for i in range(18, 24)]
+    assert lines[8] == "  … 6 more steps"
+
+
+def test_server_text_cannot_inject_escape_sequences():
+    evil = "\x1b]0;pwned\x07\x1b[2J Name\nnext\u202e"
+    lines = frame_lines(snap("running\x1b[31m", Step(evil, "running", at(0))), "1\x1b[A",
+                        now=at(1))
+    assert not any(char in "".join(lines) for char in "\x1b\x07\n\u202e")
+    assert "Name next" in lines[1]
+    assert clean("x" * 50, 10) == "x" * 9 + "…"
+
+
+def test_fit_counts_terminal_columns():
+    assert fit("abcdef", 4) == "abc…"
+    assert fit("abc", 3) == "abc"
+    assert fit("画像生成", 5) == "画像…"
+
+
+def test_transition_lines_name_each_change_once():
+    pending = snap("pending", Step("A", "pending"), Step("B", "pending"))
+    a_running = snap("running", Step("A", "running", at(0)), Step("B", "pending"))
+    a_done = snap("running", Step("A", "completed", at(0), at(2.5)), Step("B", "running", at(2.5)))
+    failed = snap("failed", Step("A", "completed", at(0), at(2.5)),
+                  Step("B", "failed", at(2.5), at(3)), execution_time=3.0, error="boom")
+    assert transition_lines(None, pending) == ["run pending", "A: pending", "B: pending"]
+    assert transition_lines(pending, a_running) == ["run running", "A: running"]
+    assert transition_lines(a_running, a_running) == []
+    assert transition_lines(a_running, a_done) == ["A: completed in 2.5 s", "B: running"]
+    assert transition_lines(a_done, failed) == ["B: failed after 0.5 s", "run failed after 3.0 s"]
+    done = snap("completed", Step("A", "completed", at(0), at(1)), execution_time=1.0,
+                outputs=("http://x/0.png",))
+    assert transition_lines(None, done) == [
+        "A: completed in 1.0 s", "run completed in 1.0 s, 1 output"]
+
+
+def test_snapshot_dict_is_json_ready():
+    run = snap("completed", Step("A", "completed", at(0), at(1)), completed_at=at(1),
+               execution_time=1.0, outputs=("http://x/0.png",))
+    document = json.loads(json.dumps(snapshot_dict(run)))
+    assert document == {
+        "status": "completed", "execution_id": 12345, "workflow_id": "wf",
+        "started_at": "2025-01-01T12:00:00Z", "completed_at": "2025-01-01T12:00:01Z",
+        "execution_time": 1.0, "steps": [run.steps[0].to_dict()],
+        "outputs": ["http://x/0.png"], "error": None,
+    }
+
+
+def test_live_view_redraws_in_place():
+    stream = io.StringIO()
+    view = LiveView(stream)
+    view.draw(["Run 1 · running", "  ◌ A  running"])
+    view.draw(["Run 1 · running", "  ◌ A  running"])  # unchanged: nothing written
+    first = stream.getvalue()
+    view.draw(["Run 1 · completed"])
+    view.close()
+    redraw = stream.getvalue()[len(first):]
+    assert first.count("\x1b[2K") == 2
+    assert redraw.startswith("\r\x1b[2A\x1b[2KRun 1 · completed\n\x1b[J")
+    assert redraw.endswith(SHOW_CURSOR)
+
+
+# ---------------------------------------------------------------- terminal and imports
+
+def test_tty_smoke_redraws_in_place(sim):
+    eid = sim.add_run(steps=FAST_STEPS, images=1, queue_time=1.5)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*CLI, "watch", DEMO_WORKFLOW_ID, str(eid), "--interval", "0.1"],
+        env={**cli_env(sim), "TERM": "xterm"}, stdin=subprocess.DEVNULL, stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(10) == 0
+    finally:
+        os.close(leader)
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    screen = b"".join(chunks).decode()
+    assert "\x1b[3A" in screen and "\x1b[2K" in screen  # cursor up over the 3-line frame
+    assert f"Run {eid} · pending · 0/2 steps" in screen
+    assert re.search(rf"Run {eid} · completed · 2/2 steps · 0\.4 s · 1 output", screen)
+    assert screen.endswith(sim.run_state(eid)["output"]["output"][0] + "\r\n")
+
+
+IMPORTS_ONLY_CLI = """
+import sys, types
+stub = types.ModuleType("modelslab_widget.widget")
+stub.WorkflowRunWidget = stub.watch = None
+sys.modules["modelslab_widget.widget"] = stub  # what the package __init__ would pull in
+import modelslab_widget.cli, modelslab_widget.terminal
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("ipywidgets", "IPython", "PIL")))
+"""
+
+
+def test_cli_and_terminal_do_not_import_jupyter_or_pillow():
+    result = subprocess.run([sys.executable, "-c", IMPORTS_ONLY_CLI], capture_output=True,
+                            text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_command_starts_without_ipywidgets():
+    code = ("import sys; import modelslab_widget.cli; "
+            "print('ipywidgets' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=30, check=True)
+    assert result.stdout.strip() == "False"

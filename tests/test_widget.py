@@ -270,12 +270,3 @@ def test_images_are_full_size_and_fetched_once(sim, make):
     fetched = sim.request_count("image")
     assert [im.size for im in images] == [(640, 480)] * 2
     assert widget.images()[0] is images[0] and sim.request_count("image") == fetched
-
-
-def test_saved_names_are_safe():
-    from modelslab_widget.media import safe_file_name
-
-    assert safe_file_name("https://x/a/..%2F..%2Fetc%2Fpasswd", 0) == "etc_passwd"
-    assert safe_file_name("https://x/.hidden", 1) == "hidden"
-    assert safe_file_name("https://x/", 2) == "output-3"
-    assert safe_file_name("https://x/a%20b.png?sig=1", 0) == "a_b.png"

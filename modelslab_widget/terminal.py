@@ -1,0 +1,412 @@
+"""The terminal view of a run: the widget's step list as plain text.
+
+On a TTY the list is redrawn in place (cursor up, clear line) on every change and once a
+second for the live timers; anywhere else each change becomes one time-stamped line, which
+reads well in a log. Snapshots become lines through pure functions (``frame_lines``,
+``transition_lines``) so the rendering is tested without a terminal; ``TerminalWatcher``
+drives a ``RunPoller`` from the main thread. Every string from the API is stripped of control
+characters before it reaches the terminal, so a step name cannot move the cursor or retitle
+the window. Nothing here imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from .client import WorkflowsClient
+from .errors import ModelsLabError
+from .models import RunSnapshot, Step, format_timestamp
+from .poller import PollPolicy, RunPoller
+from .render import ICONS, format_seconds
+
+CURSOR_UP = "\x1b[{}A"
+CLEAR_LINE = "\x1b[2K"
+CLEAR_BELOW = "\x1b[J"
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+MAX_NAME_WIDTH = 40
+MAX_STEP_ROWS = 24  # longer step lists show a window around the active step, as the card does
+CLOCK_SKEW = 2.0  # seconds the server's clock may run ahead of ours before we stop trusting it
+# Control, format, private-use, unassigned and line/paragraph separator characters.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+# ---------------------------------------------------------------- pure text helpers
+
+def clean(text: object, limit: int = 500) -> str:
+    """Server text made safe to print: no escape sequences or other control characters,
+    whitespace runs as single spaces, at most ``limit`` characters."""
+    chars = []
+    for char in str(text)[: limit + 1]:
+        if char in "\t\n\r\v\f":
+            chars.append(" ")
+        elif unicodedata.category(char) in _UNPRINTABLE:
+            chars.append("?")
+        else:
+            chars.append(char)
+    result = re.sub(r" {2,}", " ", "".join(chars)).strip()
+    return result if len(result) <= limit else result[: limit - 1] + "…"
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def fit(line: str, width: int) -> str:
+    """``line`` cut to ``width`` terminal columns (with an ellipsis), so it never wraps:
+    a wrapped line would throw off the cursor-up count of the next redraw."""
+    if width <= 0 or sum(map(_char_width, line)) <= width:
+        return line
+    used, kept = 0, []
+    for char in line:
+        used += _char_width(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def seconds_since(moment: datetime | None, now: datetime) -> float | None:
+    """Seconds from a server timestamp to ``now``; None when unknown or the clocks disagree."""
+    if moment is None:
+        return None
+    seconds = (now - moment).total_seconds()
+    return max(0.0, seconds) if seconds >= -CLOCK_SKEW else None
+
+
+def run_elapsed(
+    snapshot: RunSnapshot, now: datetime, first_seen: datetime | None = None
+) -> float | None:
+    """Seconds the run has taken: the API's figure once it ended, else a live clock (from the
+    server's start time, or from when we first saw it when the clocks disagree)."""
+    if snapshot.is_terminal:
+        if snapshot.execution_time is not None:
+            return snapshot.execution_time
+        if snapshot.started_at and snapshot.completed_at:
+            return max(0.0, (snapshot.completed_at - snapshot.started_at).total_seconds())
+        return None
+    elapsed = seconds_since(snapshot.started_at, now)
+    if elapsed is None and first_seen is not None and snapshot.status == "running":
+        elapsed = max(0.0, (now - first_seen).total_seconds())
+    return elapsed
+
+
+def step_seconds(step: Step, now: datetime) -> float | None:
+    """A finished step's duration, a running step's live timer, else None."""
+    if step.duration is not None:
+        return step.duration
+    if step.status == "running":
+        return seconds_since(step.started_at, now)
+    return None
+
+
+def header_line(
+    snapshot: RunSnapshot | None,
+    execution_id: object,
+    now: datetime,
+    first_seen: datetime | None = None,
+) -> str:
+    """``Run 12345 · running · 1/2 steps · 3.2 s`` (plus the outputs once completed)."""
+    run = f"Run {clean(execution_id, 200)}"
+    if snapshot is None:
+        return f"{run} · waiting for the first answer…"
+    parts = [run, clean(snapshot.status, 64), f"{snapshot.steps_done}/{len(snapshot.steps)} steps"]
+    elapsed = run_elapsed(snapshot, now, first_seen)
+    if elapsed is not None:
+        parts.append(format_seconds(elapsed))
+    if snapshot.status == "completed":
+        parts.append(plural(len(snapshot.outputs), "output"))
+    return " · ".join(parts)
+
+
+def step_line(step: Step, now: datetime, name_width: int) -> str:
+    """``  ✓ Text to Image   completed  2.5 s``: icon, name, status word, duration or timer."""
+    symbol = ICONS.get(step.status, ICONS["unknown"])
+    name = clean(step.name, MAX_NAME_WIDTH)
+    seconds = step_seconds(step, now)
+    timing = format_seconds(seconds) if seconds is not None else ""
+    status = clean(step.status, 64).ljust(9)
+    return f"  {symbol} {name.ljust(name_width)}  {status}  {timing}".rstrip()
+
+
+def step_window(steps: Sequence[Step], rows: int) -> tuple[int, int]:
+    """[start, end) of the steps to show: all, or ``rows`` around the first unfinished one."""
+    if len(steps) <= rows:
+        return 0, len(steps)
+    active = next((i for i, s in enumerate(steps) if s.status != "completed"), len(steps) - 1)
+    start = max(0, min(active - rows // 3, len(steps) - rows))
+    return start, start + rows
+
+
+def frame_lines(
+    snapshot: RunSnapshot | None,
+    execution_id: object,
+    *,
+    now: datetime,
+    first_seen: datetime | None = None,
+    note: str = "",
+    max_steps: int = MAX_STEP_ROWS,
+) -> list[str]:
+    """The live view: the header, one line per step (a window of them for long runs), and a
+    notice (such as a retry) when there is one."""
+    lines = [header_line(snapshot, execution_id, now, first_seen)]
+    steps = snapshot.steps if snapshot is not None else ()
+    if snapshot is not None and not steps and not snapshot.is_terminal:
+        lines.append("  waiting for the first steps…")
+    start, end = step_window(steps, max(1, max_steps))
+    width = max((len(clean(s.name, MAX_NAME_WIDTH)) for s in steps[start:end]), default=0)
+    if start:
+        lines.append(f"  … {plural(start, 'earlier step')}")
+    lines += [step_line(step, now, width) for step in steps[start:end]]
+    if end < len(steps):
+        lines.append(f"  … {plural(len(steps) - end, 'more step')}")
+    if note:
+        lines.append(f"  ! {clean(note)}")
+    return lines
+
+
+def _step_change(step: Step) -> str:
+    name, status = clean(step.name, MAX_NAME_WIDTH), clean(step.status, 64)
+    if step.duration is not None and step.status == "completed":
+        return f"{name}: completed in {format_seconds(step.duration)}"
+    if step.duration is not None and step.is_terminal:
+        return f"{name}: {status} after {format_seconds(step.duration)}"
+    return f"{name}: {status}"
+
+
+def _run_end(snapshot: RunSnapshot) -> str:
+    elapsed = run_elapsed(snapshot, datetime.now(timezone.utc))
+    if snapshot.status == "completed":
+        took = f" in {format_seconds(elapsed)}" if elapsed is not None else ""
+        return f"run completed{took}, {plural(len(snapshot.outputs), 'output')}"
+    took = f" after {format_seconds(elapsed)}" if elapsed is not None else ""
+    return f"run {snapshot.status}{took}"
+
+
+def transition_lines(previous: RunSnapshot | None, current: RunSnapshot) -> list[str]:
+    """What changed from ``previous`` to ``current``, one line per change: the run's status,
+    each step whose status changed (steps matched by position), and the run's end last."""
+    lines = []
+    run_changed = previous is None or previous.status != current.status
+    if run_changed and not current.is_terminal:
+        lines.append(f"run {clean(current.status, 64)}")
+    before = previous.steps if previous is not None else ()
+    for index, step in enumerate(current.steps):
+        if index >= len(before) or before[index].status != step.status:
+            lines.append(_step_change(step))
+    if run_changed and current.is_terminal:
+        lines.append(_run_end(current))
+    return lines
+
+
+def snapshot_dict(snapshot: RunSnapshot) -> dict[str, Any]:
+    """The JSON form of a snapshot (``--json``)."""
+    return {
+        "status": snapshot.status,
+        "execution_id": snapshot.execution_id,
+        "workflow_id": snapshot.workflow_id,
+        "started_at": format_timestamp(snapshot.started_at),
+        "completed_at": format_timestamp(snapshot.completed_at),
+        "execution_time": snapshot.execution_time,
+        "steps": [step.to_dict() for step in snapshot.steps],
+        "outputs": list(snapshot.outputs),
+        "error": snapshot.error,
+    }
+
+
+# ---------------------------------------------------------------- views
+
+def terminal_size(stream: IO[str]) -> tuple[int, int]:
+    """(columns, lines) of the terminal behind ``stream``; 80x24 when it cannot say."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+        columns, lines = size.columns, size.lines
+    except (AttributeError, OSError, ValueError):
+        columns, lines = 0, 0
+    return columns if columns > 0 else 80, lines if lines > 0 else 24
+
+
+def is_live_terminal(stream: IO[str]) -> bool:
+    """Redraw in place only on a real terminal that understands cursor movement."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and os.environ.get("TERM", "") != "dumb"
+
+
+class LiveView:
+    """Redraws the frame in place: cursor up over the last frame, then each line cleared and
+    rewritten, then everything below cleared (in case the new frame is shorter)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._drawn: list[str] = []
+        self._cursor_hidden = False
+
+    def draw(self, lines: list[str]) -> None:
+        columns, rows = terminal_size(self.stream)
+        lines = [fit(line, columns - 1) for line in lines[: max(1, rows - 1)]]
+        if lines == self._drawn:
+            return
+        out = [] if self._cursor_hidden else [HIDE_CURSOR]
+        if self._drawn:
+            out.append("\r" + CURSOR_UP.format(len(self._drawn)))
+        out += [f"{CLEAR_LINE}{line}\n" for line in lines]
+        out.append(CLEAR_BELOW)
+        self.stream.write("".join(out))
+        self.stream.flush()
+        self._cursor_hidden = True
+        self._drawn = lines
+
+    def close(self) -> None:
+        if self._cursor_hidden:
+            self.stream.write(SHOW_CURSOR)
+            self.stream.flush()
+            self._cursor_hidden = False
+
+
+class LineView:
+    """One time-stamped line per change, for logs and pipes."""
+
+    def __init__(self, stream: IO[str], clock: Callable[[], str] | None = None) -> None:
+        self.stream = stream
+        self._clock = clock or (lambda: time.strftime("%H:%M:%S"))
+        self._previous: RunSnapshot | None = None
+
+    def show(self, snapshot: RunSnapshot) -> None:
+        lines = transition_lines(self._previous, snapshot)
+        self._previous = snapshot
+        if lines:
+            stamp = self._clock()
+            self.stream.write("".join(f"{stamp} {line}\n" for line in lines))
+            self.stream.flush()
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    """How watching ended: the last snapshot seen, and the error that stopped watching before
+    the run ended (None when it ended)."""
+
+    snapshot: RunSnapshot | None
+    error: BaseException | None = None
+
+
+class TerminalWatcher:
+    """Polls one run and shows it on ``stream`` until it ends; ``run()`` blocks the calling
+    (main) thread, so Ctrl-C reaches it, and stops the poller however it exits.
+
+    The poller's listener callbacks arrive on background threads and only enqueue; all
+    writing happens on the thread that called ``run()``. The watcher is its own listener
+    and the poller holds it weakly, which is fine while ``run()`` is on the stack.
+    """
+
+    def __init__(
+        self,
+        client: WorkflowsClient,
+        workflow_id: str,
+        execution_id: int | str,
+        *,
+        stream: IO[str],
+        notes: IO[str] | None = None,
+        policy: PollPolicy | None = None,
+        live: bool | None = None,
+        tick: float = 1.0,
+    ) -> None:
+        self.execution_id = execution_id
+        self.stream = stream
+        self.notes = notes or stream
+        self.live = is_live_terminal(stream) if live is None else live
+        self.tick = tick
+        self.snapshot: RunSnapshot | None = None
+        self._first_seen: datetime | None = None
+        self._note = ""
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._poller = RunPoller(client, workflow_id, execution_id, self, policy)
+        self._live_view = LiveView(stream) if self.live else None
+        self._line_view = None if self.live else LineView(stream)
+
+    # -- listener (background threads): hand everything to run()
+
+    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
+        self._events.put(("snapshot", snapshot))
+
+    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
+        self._events.put(("retry", (error, failures, retry_in)))
+
+    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
+        self._events.put(("finished", (snapshot, error)))
+
+    # -- main thread
+
+    def run(self) -> WatchResult:
+        self._poller.start()
+        try:
+            self._redraw()
+            next_tick = time.monotonic() + self.tick
+            while True:
+                wait = max(0.0, next_tick - time.monotonic()) if self.live else None
+                try:
+                    kind, payload = self._events.get(timeout=wait)
+                except queue.Empty:
+                    self._redraw()  # timers move once a second, without extra requests
+                    next_tick = time.monotonic() + self.tick
+                    continue
+                if kind == "finished":
+                    snapshot, error = payload
+                    if snapshot is not None:
+                        self._show(snapshot)
+                    return WatchResult(snapshot or self.snapshot, error)
+                if kind == "snapshot":
+                    self._show(payload)
+                else:
+                    self._retrying(*payload)
+        finally:
+            self._poller.stop()
+            if self._live_view is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    self._live_view.close()
+
+    def _show(self, snapshot: RunSnapshot) -> None:
+        if snapshot.status == "running" and self._first_seen is None:
+            self._first_seen = datetime.now(timezone.utc)
+        self.snapshot = snapshot
+        self._note = ""  # a good answer ends any "retrying" notice
+        if self._line_view is not None:
+            self._line_view.show(snapshot)
+        self._redraw()
+
+    def _retrying(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
+        limit = self._poller.policy.max_failures
+        self._note = (
+            f"trouble reaching ModelsLab (attempt {failures} of {limit}), "
+            f"retrying in {retry_in:.0f} s: {clean(error, 200)}"
+        )
+        if self._live_view is None:
+            self.notes.write(f"{time.strftime('%H:%M:%S')} {self._note}\n")
+            self.notes.flush()
+        self._redraw()
+
+    def _redraw(self) -> None:
+        if self._live_view is None:
+            return
+        _, rows = terminal_size(self.stream)
+        lines = frame_lines(
+            self.snapshot, self.execution_id, now=datetime.now(timezone.utc),
+            first_seen=self._first_seen, note=self._note, max_steps=min(MAX_STEP_ROWS, rows - 4),
+        )
+        self._live_view.draw(lines)
