@@ -29,6 +29,8 @@ from .models import RunSnapshot, Step, WorkflowInfo
 _LAZY = {
     "WorkflowRunWidget": "widget",
     "watch": "widget",
+    "WorkflowLauncher": "launcher",
+    "RunBoard": "board",
 }
 
 
@@ -45,6 +47,8 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 if TYPE_CHECKING:
+    from .board import RunBoard
+    from .launcher import WorkflowLauncher
     from .widget import WorkflowRunWidget, watch
 
 __all__ = [
@@ -54,11 +58,13 @@ __all__ = [
     "NotFoundError",
     "RateLimitError",
     "ResponseFormatError",
+    "RunBoard",
     "RunSnapshot",
     "ServerError",
     "Step",
     "ValidationError",
     "WorkflowInfo",
+    "WorkflowLauncher",
     "WorkflowRunWidget",
     "WorkflowsClient",
     "__version__",

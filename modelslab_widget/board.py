@@ -16,7 +16,6 @@ and click handlers); poll and image callbacks, on pool threads, only set values.
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import time
 from collections import Counter
@@ -30,10 +29,10 @@ import ipywidgets as widgets
 from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError
-from .media import Thumbnail, load_thumbnails
+from .media import Thumbnail, encode_small, load_thumbnails
 from .models import RunSnapshot
 from .poller import Job, PollPolicy, RunPoller, Scheduler, shared_scheduler
-from .widget import CARD_LAYOUT, WorkflowRunWidget
+from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts, set_if_changed
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
 COUNT_ORDER = ("pending", "running", "completed", "failed", "cancelled", "unknown", WATCH_ERROR)
@@ -54,37 +53,6 @@ BOARD_STYLE = """<style>
 
 
 # -- helpers shared with the launcher ---------------------------------------------------
-
-
-def close_with_parts(*items: widgets.Widget) -> None:
-    """Close widgets and the Layout/Style models each made (ipywidgets leaves those open)."""
-    for item in items:
-        for part in ("layout", "style"):
-            child = getattr(item, part, None)
-            if isinstance(child, widgets.Widget):
-                child.close()
-        item.close()
-
-
-def encode_small(image: Any, size: int) -> tuple[bytes, str]:
-    """A PIL image made at most ``size`` px and encoded: JPEG, or PNG when transparent."""
-    small = image.copy()
-    small.thumbnail((size, size))
-    buffer = io.BytesIO()
-    if small.mode == "RGBA":
-        small.save(buffer, "PNG", optimize=True)
-        return buffer.getvalue(), "png"
-    small.convert("RGB").save(buffer, "JPEG", quality=80, optimize=True)
-    return buffer.getvalue(), "jpeg"
-
-
-def set_if_changed(view: widgets.HTML, value: str) -> None:
-    """Only a changed value is a message to the browser."""
-    if view.value != value:
-        view.value = value
-
-
-# -- pure rendering -----------------------------------------------------------------------
 
 
 def current_step(snapshot: RunSnapshot | None) -> str:

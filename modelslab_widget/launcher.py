@@ -26,12 +26,12 @@ import ipywidgets as widgets
 from traitlets import TraitError
 
 from . import render
-from .board import close_with_parts, encode_small, set_if_changed
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
+from .media import encode_small
 from .models import Parameter, WorkflowInfo
 from .poller import Job, Scheduler, shared_scheduler
-from .widget import CARD_LAYOUT, WorkflowRunWidget
+from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts, set_if_changed
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)
 REMEMBERED: dict[str, dict[str, Any]] = {}

@@ -103,6 +103,13 @@ def make_thumbnail(data: bytes, size: int | tuple[int, int]) -> Thumbnail:
     return Thumbnail(0, "", image, encoded, fmt, original)
 
 
+def encode_small(image: PILImage.Image, size: int) -> tuple[bytes, str]:
+    """A copy of a (thumbnail) image made at most ``size`` px, encoded like thumbnails."""
+    small = _to_displayable(image.copy())
+    small.thumbnail((size, size))
+    return _encode(small)
+
+
 def _encode(image: PILImage.Image) -> tuple[bytes, str]:
     buffer = io.BytesIO()
     if image.mode == "RGBA":

@@ -194,9 +194,9 @@ class WorkflowRunWidget(widgets.VBox):
             return
         self.stop()
         self._media_cancel.set()
-        for child in self._owned_widgets():
-            _close_with_parts(child)
-        _close_with_parts(self, close=super().close)
+        close_with_parts(*self._owned_widgets())
+        _close_parts(self)
+        super().close()
         if self._owns_client:
             self._client.close()
 
@@ -377,7 +377,7 @@ class WorkflowRunWidget(widgets.VBox):
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
             )
-            _set_if_changed(self._status_view, markup)
+            set_if_changed(self._status_view, markup)
 
     def _elapsed(self) -> float | None:
         """Seconds the run has taken: the API's figure once finished, else a local clock."""
@@ -475,18 +475,22 @@ class WorkflowRunWidget(widgets.VBox):
         self._resume_button.description = "Retry" if self._end_error else "Resume"
 
 
-def _close_with_parts(
-    widget: widgets.Widget, close: Callable[[], None] | None = None
-) -> None:
-    """Close a widget and the Layout/Style widgets it made (ipywidgets leaves those open)."""
+def close_with_parts(*items: widgets.Widget) -> None:
+    """Close widgets and the Layout/Style models each made (ipywidgets leaves those open)."""
+    for item in items:
+        _close_parts(item)
+        item.close()
+
+
+def _close_parts(item: widgets.Widget) -> None:
     for part in ("layout", "style"):
-        child = getattr(widget, part, None)
+        child = getattr(item, part, None)
         if isinstance(child, widgets.Widget):
             child.close()
-    (close or widget.close)()
 
 
-def _set_if_changed(view: widgets.HTML, value: str) -> None:
+def set_if_changed(view: widgets.HTML, value: str) -> None:
+    """Only a changed value becomes a message to the browser."""
     if view.value != value:
         view.value = value
 

@@ -129,3 +129,21 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
         if m["model_name"] == "ImageModel" and any(b["data"] for b in m.get("buffers", []))
     ]
     assert len(thumbnails) == 2, "the HTML export should carry both thumbnails"
+
+
+@pytest.mark.parametrize("name", ["launcher.ipynb", "board.ipynb"])
+def test_example_notebooks_run_offline(name: str) -> None:
+    notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
+    env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
+    client = nbclient.NotebookClient(
+        notebook, kernel_name="python3", timeout=180, startup_timeout=180,
+        store_widget_state=True, resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
+    client.execute(env=env)
+    outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
+    errors = [f"{out.get('ename')}: {out.get('evalue')}" for out in outputs
+              if out.get("output_type") == "error"]
+    assert not errors, "\n".join(errors)
+    assert any(WIDGET_VIEW in out.get("data", {}) for out in outputs), "no widget displayed"
+    stdout = "\n".join(_stdout(cell) for cell in notebook.cells if cell.cell_type == "code")
+    assert "completed" in stdout, stdout

@@ -1,0 +1,155 @@
+"""RunBoard against the simulator over loopback: many runs to their final states, counts,
+expanding a row, following an existing widget, errors, and a clean close."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+from ipywidgets.widgets.widget import _instances as live_widgets
+
+from modelslab_widget import WorkflowRunWidget
+from modelslab_widget.board import RunBoard, counts_text, current_step, row_html
+from modelslab_widget.models import RunSnapshot, Step
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+
+from .conftest import wait_for
+
+FAST = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
+
+
+@pytest.fixture
+def board(client):
+    made = RunBoard(client=client, poll_interval=0.1, backoff_base=0.05)
+    yield made
+    made.close()
+
+
+def test_fifty_runs_reach_their_final_states_with_correct_counts(sim, board):
+    rng = random.Random(7)
+    outcomes = ["completed"] * 25 + ["failed"] * 15 + ["cancelled"] * 10
+    rng.shuffle(outcomes)
+    updates: list[str] = []
+    board._counts.observe(lambda change: updates.append(change["new"]), "value")
+    started = time.monotonic()
+    for outcome in outcomes:
+        steps = [("Text to Image", rng.uniform(0.1, 0.3)), ("Upscale", rng.uniform(0.1, 0.3))]
+        board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=steps, outcome=outcome))
+    assert board.wait(30) == {"completed": 25, "failed": 15, "cancelled": 10}
+    took = time.monotonic() - started
+    wait_for(lambda: "25 completed · 15 failed · 10 cancelled" in board._counts.value, 2)
+    # The counts line is throttled: a few renders a second, not one per change.
+    assert len(updates) <= 50 + took / 0.25 + 3
+    for row, outcome in zip(board.runs, outcomes, strict=True):
+        html = row.view.value
+        assert f"Run {row.execution_id}" in html and row.status == outcome
+        assert html.count("<img ") == (1 if outcome == "completed" else 0)
+        if outcome == "failed":
+            assert "Image generation failed" in html
+    assert repr(board) == "RunBoard · 50 runs: 25 completed · 15 failed · 10 cancelled"
+
+
+def test_row_shows_the_running_step_escaped_and_elapsed(sim, board):
+    eid = sim.add_run(steps=[("<b>Gen</b>", 0.3), ("Upscale", 2.0)], images=2)
+    row = board.add(DEMO_WORKFLOW_ID, eid)
+    wait_for(lambda: current_step(row.snapshot) == "Upscale", timeout=5)
+    html = row.view.value
+    assert "◌" in html and "Running" in html and "Upscale" in html and " s</span>" in html
+    assert board.counts() == {"running": 1}
+    snapshot_html = row_html(status="running", execution_id="1", workflow_id="<w>",
+                             step="<b>Gen</b>", elapsed=1.0)
+    assert "&lt;b&gt;Gen&lt;/b&gt;" in snapshot_html and "<b>" not in snapshot_html
+    assert 'title="workflow &lt;w&gt;"' in snapshot_html
+
+
+def test_completed_row_gets_a_strip_of_tiny_thumbnails(sim, board):
+    row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST, images=6))
+    board.wait(10)
+    html = row.view.value
+    assert html.count('src="data:image/jpeg;base64,') == 4  # max_thumbnails
+    assert len(row.thumbnails) == 4 and all(len(data) < 5000 for data, _ in row.thumbnails)
+    assert len(html) < 25_000
+
+
+def test_expanding_a_row_shows_the_full_widget_and_collapsing_closes_it(sim, board):
+    before = len(live_widgets)
+    row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST))
+    other = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST))
+    after_rows = len(live_widgets)
+    row.toggle.click()
+    card = row.widget
+    assert isinstance(card, WorkflowRunWidget) and row.expanded
+    assert board._table.children == (row.box, card, other.box)
+    assert row.toggle.icon == "chevron-down"
+    assert card.wait(10).status == "completed" and card.thumbnails
+    row.toggle.click()
+    assert board._table.children == (row.box, other.box) and row.widget is None
+    assert card.comm is None and len(live_widgets) == after_rows > before
+
+
+def test_an_existing_widget_is_followed_and_left_open(sim, board, client):
+    called = []
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.1, on_complete=called.append)
+    try:
+        row = board.add(widget)
+        assert board.wait(10) == {"completed": 1}
+        assert called == [widget] and row.view.value.count("<img ") == 1
+        row.toggle.click()
+        assert board._table.children == (row.box, widget)
+        board.close()
+        assert widget.comm is not None and widget.on_complete == called.append
+        # A widget added after it finished shows its thumbnails at once.
+        late = RunBoard(client=client)
+        try:
+            late_row = late.add(widget)
+            assert late_row.settled and late_row.view.value.count("<img ") == 1
+        finally:
+            late.close()
+    finally:
+        widget.close()
+
+
+def test_unknown_run_ends_its_watch_and_counts_as_error(sim, board):
+    row = board.add(DEMO_WORKFLOW_ID, 999_999)
+    assert board.wait(5) == {"error": 1}
+    assert "Not watched" in row.view.value and "Not found" in row.view.value
+    assert counts_text(board.counts()) == "1 not watched"
+
+
+def test_wait_times_out_while_runs_go_on(sim, board):
+    board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5.0)]))
+    with pytest.raises(TimeoutError, match="1 run"):
+        board.wait(0.3)
+
+
+def test_bad_arguments_are_refused(board):
+    with pytest.raises(ValueError):
+        board.add("..", 1)
+    with pytest.raises(TypeError):
+        board.add(DEMO_WORKFLOW_ID)
+    with pytest.raises(ValueError):
+        board.add(DEMO_WORKFLOW_ID, 1, poll_interval=0)
+    assert board.runs == [] and repr(board) == "RunBoard · 0 runs: empty"
+
+
+def test_pure_helpers():
+    steps = (Step("a", "completed"), Step("b", "running"), Step("c", "running"))
+    assert current_step(RunSnapshot("running", steps=steps)) == "b"
+    assert current_step(RunSnapshot("failed", steps=steps[:1])) == "a"
+    assert current_step(RunSnapshot("pending")) == "" and current_step(None) == ""
+    assert counts_text({"weird": 1, "failed": 2, "running": 3}) == "3 running · 2 failed · 1 weird"
+
+
+def test_close_leaves_no_threads_and_no_widgets(no_leftover_threads, sim, client):
+    before = len(live_widgets)
+    board = RunBoard(client=client, poll_interval=0.1)
+    rows = [board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5.0)])) for _ in range(10)]
+    done = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Quick", 0.1)]))
+    rows[0].toggle.click()
+    rows[3].expand()
+    wait_for(lambda: done.settled and rows[0].widget.polls >= 1, timeout=5)
+    board.close()
+    assert len(live_widgets) == before
+    assert rows[0].widget.comm is None

@@ -1,0 +1,186 @@
+"""Write the notebooks in notebooks/ (kept as code so their
+text is reviewable; outputs are left empty)."""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+SETUP = (
+    "import os\n\n"
+    "from modelslab_widget import WorkflowsClient\n\n"
+    'if os.environ.get("MODELSLAB_API_KEY"):\n'
+    "    client = WorkflowsClient()  # reads MODELSLAB_API_KEY (and MODELSLAB_BASE_URL)\n"
+    '    WORKFLOW_ID = "your-workflow-id"  # fill in: the workflow\'s ID\n'
+    "    POLL_INTERVAL = 10.0  # the API allows about 10 requests a minute per workflow\n"
+    "else:\n"
+    "    from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Simulator\n\n"
+    "    simulator = Simulator().start()  # serves on 127.0.0.1, a random free port\n"
+    "    client = WorkflowsClient(simulator.api_key, base_url=simulator.base_url)\n"
+    "    WORKFLOW_ID = DEMO_WORKFLOW_ID\n"
+    "    POLL_INTERVAL = 1.0\n"
+)
+
+OFFLINE_NOTE = (
+    "With `MODELSLAB_API_KEY` set, this notebook talks to **your** workflow: fill in its ID "
+    "below. Without a key it starts the built-in simulator (a local copy of the ModelsLab "
+    "Workflows API), so it works offline."
+)
+
+LAUNCHER_CELLS = [
+    new_markdown_cell(
+        "# Launch workflow runs from a form\n\n"
+        "`WorkflowLauncher` reads a workflow's parameters from the API and builds a form: a "
+        "text area for prompts, number boxes, check boxes. **Run** starts a run and watches "
+        "it live under the form; every run you start is listed in a small history with its "
+        "status and a thumbnail. Values you submit are remembered for the next launcher of the "
+        "same workflow in this kernel.\n\n" + OFFLINE_NOTE
+    ),
+    new_code_cell(SETUP),
+    new_markdown_cell(
+        "## The form\n\n"
+        "Fields marked `*` are required. Type a prompt and press **Run**. If the server "
+        "refuses a value, its message appears under that field; if you are rate limited, the "
+        "launcher says when to try again."
+    ),
+    new_code_cell(
+        "from modelslab_widget import WorkflowLauncher\n\n"
+        "launcher = WorkflowLauncher(WORKFLOW_ID, client=client, poll_interval=POLL_INTERVAL)\n"
+        "launcher"
+    ),
+    new_markdown_cell(
+        "## Launching from code\n\n"
+        "The inputs are ordinary ipywidgets in `launcher.inputs`; `launcher.launch()` does "
+        "what the button does and returns the run's widget (or `None`, with the reason shown "
+        "in the form)."
+    ),
+    new_code_cell(
+        'launcher.inputs["prompt"].value = "a lighthouse at dusk, oil painting"\n'
+        "run = launcher.launch()\n"
+        "snapshot = run.wait(timeout=300) if run is not None else None\n"
+        "print(launcher)"
+    ),
+    new_markdown_cell(
+        "`launcher.runs` lists the run widgets. When you are done, `launcher.close()` stops "
+        "every run's polling and closes the form."
+    ),
+    new_code_cell("[str(r) for r in launcher.runs]"),
+]
+
+BOARD_CELLS = [
+    new_markdown_cell(
+        "# Many runs on one board\n\n"
+        "`RunBoard` shows many runs in one compact table: one row per run with its status, "
+        "current step, elapsed time and tiny thumbnails, and the counts by status on top. "
+        "Press a row's ▸ to open the run's full card. It stays light with a hundred runs: "
+        "rows are single HTML views, and full cards exist only while open.\n\n" + OFFLINE_NOTE
+    ),
+    new_code_cell(
+        SETUP + "\n"
+        "if os.environ.get(\"MODELSLAB_API_KEY\"):\n"
+        "    EXECUTION_IDS = [12345, 12346]  # fill in: execution IDs of your runs\n"
+        "else:\n"
+        "    prompts = [f\"a lighthouse, variation {n}\" for n in range(12)]\n"
+        "    EXECUTION_IDS = [client.run_workflow(WORKFLOW_ID, {\"prompt\": p}) for p in prompts]\n"
+        "    # two scripted runs that end badly, to show how the board reports them\n"
+        "    EXECUTION_IDS.append(simulator.add_run(outcome=\"failed\"))\n"
+        "    EXECUTION_IDS.append(simulator.add_run(outcome=\"cancelled\"))\n\n"
+        'print(f"{len(EXECUTION_IDS)} runs of workflow {WORKFLOW_ID}")'
+    ),
+    new_markdown_cell("## The board"),
+    new_code_cell(
+        "from modelslab_widget import RunBoard\n\n"
+        "board = RunBoard(client=client, poll_interval=POLL_INTERVAL)\n"
+        "for execution_id in EXECUTION_IDS:\n"
+        "    board.add(WORKFLOW_ID, execution_id)\n"
+        "board"
+    ),
+    new_markdown_cell(
+        "## Waiting for all of them\n\n"
+        "`board.wait()` blocks until every run has ended (the board keeps updating meanwhile) "
+        "and returns the counts by status. `board.add(widget)` also takes a "
+        "`WorkflowRunWidget` you already have."
+    ),
+    new_code_cell("counts = board.wait(timeout=600)\nprint(board)\ncounts"),
+    new_markdown_cell(
+        "Rows open from code too: `board.runs[0].expand()` shows the first run's full card "
+        "under its row. `board.close()` stops everything and closes the board."
+    ),
+    new_code_cell("board.runs[0].expand()"),
+]
+
+
+QUICKSTART_CELLS = [
+    new_markdown_cell(
+        "# Watch a ModelsLab workflow run\n\n"
+        "`modelslab-widget` shows a workflow run live: its status, one row per step with its "
+        "timing, and the output images as thumbnails once the run completes. Polling happens on "
+        "a background thread, so you can keep working in other cells while it updates.\n\n"
+        "With `MODELSLAB_API_KEY` set, this notebook watches one of **your** runs: fill in the "
+        "IDs below. Without a key, it starts the built-in simulator (a local copy of the "
+        "ModelsLab Workflows API) and launches a demo run, so it works offline."
+    ),
+    new_code_cell(
+        "import os\n\n"
+        "from modelslab_widget import WorkflowsClient, watch\n\n"
+        'if os.environ.get("MODELSLAB_API_KEY"):\n'
+        "    client = WorkflowsClient()  # reads MODELSLAB_API_KEY (and MODELSLAB_BASE_URL)\n"
+        '    WORKFLOW_ID = "your-workflow-id"  # fill in: the workflow\'s ID\n'
+        "    EXECUTION_ID = 12345  # fill in: the execution_id that starting the run returned\n"
+        "else:\n"
+        "    from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Simulator\n\n"
+        "    simulator = Simulator().start()  # serves on 127.0.0.1, a random free port\n"
+        "    client = WorkflowsClient(simulator.api_key, base_url=simulator.base_url)\n"
+        "    WORKFLOW_ID = DEMO_WORKFLOW_ID\n"
+        "    EXECUTION_ID = client.run_workflow(\n"
+        '        WORKFLOW_ID, {"prompt": "a lighthouse at dusk, oil painting"}\n'
+        "    )\n\n"
+        'print(f"Watching run {EXECUTION_ID} of workflow {WORKFLOW_ID}")'
+    ),
+    new_markdown_cell(
+        "## The live widget\n\n"
+        "`watch()` displays the widget and returns it. The header shows the run's status and "
+        "elapsed time; each step gets a row that updates on its own. **Stop** pauses watching, "
+        "**Resume** picks it up again."
+    ),
+    new_code_cell("run = watch(WORKFLOW_ID, EXECUTION_ID, client=client, poll_interval=1.0)"),
+    new_markdown_cell(
+        "## Waiting for the result in code\n\n"
+        "`run.wait()` blocks until the run has ended and its thumbnails are ready, and returns "
+        "the final snapshot. The widget above keeps updating while this cell runs. A failed run "
+        "returns normally (look at `snapshot.error`); a bad key or an unknown run raises."
+    ),
+    new_code_cell(
+        "snapshot = run.wait(timeout=300)\n"
+        "print(run)\n"
+        "for step in snapshot.steps:\n"
+        '    print(f"{step.name:20} {step.status:10} {step.duration} s")'
+    ),
+    new_markdown_cell(
+        "The thumbnails are Pillow images, ready for further work; the full-size URLs are in "
+        "`snapshot.outputs`."
+    ),
+    new_code_cell("run.thumbnails[0] if run.thumbnails else snapshot.outputs"),
+]
+
+
+def write(name: str, cells: list) -> None:
+    notebook = new_notebook(cells=cells)
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"{Path(name).stem}-{index}"  # stable ids: regenerating changes nothing
+    notebook.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3", "language": "python",
+    }
+    path = Path(__file__).resolve().parents[1] / "notebooks" / name
+    nbformat.write(notebook, path)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    write("quickstart.ipynb", QUICKSTART_CELLS)
+    write("launcher.ipynb", LAUNCHER_CELLS)
+    write("board.ipynb", BOARD_CELLS)
+
+
+if __name__ == "__main__":
+    main()
