@@ -11,7 +11,7 @@ keeps its promise of no request after ``stop()``.
 from __future__ import annotations
 
 import contextlib
-import email.utils
+import functools
 import ipaddress
 import json
 import logging
@@ -20,12 +20,8 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from . import __version__
 from .errors import (
@@ -40,6 +36,10 @@ from .errors import (
     ValidationError,
 )
 from .models import RunAccepted, RunSnapshot, WorkflowInfo
+
+if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
+    import requests
+    from urllib3.util.retry import Retry
 
 log = logging.getLogger("modelslab_widget")
 
@@ -63,46 +63,53 @@ def _cancel_event() -> threading.Event | None:
     return getattr(_call, "cancel", None)
 
 
-class CancellableRetry(Retry):
-    """urllib3 ``Retry`` whose back-off sleeps end, and retries stop, when the call is cancelled."""
+@functools.cache
+def cancellable_retry_class() -> type[Retry]:
+    """urllib3's ``Retry``, subclassed so that back-off sleeps end, and retries stop, when the
+    call is cancelled (built on first use, so importing this module does not load urllib3)."""
+    from urllib3.util.retry import Retry
 
-    # urllib3 would also retry any 429 that carries Retry-After, blocking the call for the
-    # whole wait; a 429 goes back to the caller instead, as a RateLimitError to schedule.
-    RETRY_AFTER_STATUS_CODES = frozenset({503})
+    class CancellableRetry(Retry):
 
-    def increment(self, *args: Any, **kwargs: Any) -> Retry:
-        event = _cancel_event()
-        if event is not None and event.is_set():
-            raise _Cancelled()
-        return super().increment(*args, **kwargs)
+        # urllib3 would also retry any 429 that carries Retry-After, blocking the call for the
+        # whole wait; a 429 goes back to the caller instead, as a RateLimitError to schedule.
+        RETRY_AFTER_STATUS_CODES = frozenset({503})
 
-    def get_retry_after(self, response: Any) -> float | None:
-        seconds = super().get_retry_after(response)
-        return None if seconds is None else min(seconds, MAX_RETRY_SLEEP)
+        def increment(self, *args: Any, **kwargs: Any) -> Retry:
+            event = _cancel_event()
+            if event is not None and event.is_set():
+                raise _Cancelled()
+            return super().increment(*args, **kwargs)
 
-    def _sleep_backoff(self) -> None:
-        self._interruptible_sleep(self.get_backoff_time())
+        def get_retry_after(self, response: Any) -> float | None:
+            seconds = super().get_retry_after(response)
+            return None if seconds is None else min(seconds, MAX_RETRY_SLEEP)
 
-    def sleep_for_retry(self, response: Any) -> bool:
-        seconds = self.get_retry_after(response) if response is not None else None
-        if seconds is None:
-            return False
-        self._interruptible_sleep(seconds)
-        return True
+        def _sleep_backoff(self) -> None:
+            self._interruptible_sleep(self.get_backoff_time())
 
-    @staticmethod
-    def _interruptible_sleep(seconds: float) -> None:
-        if seconds <= 0:
-            return
-        event = _cancel_event()
-        if event is None:
-            time.sleep(seconds)
-        elif event.wait(seconds):
-            raise _Cancelled()
+        def sleep_for_retry(self, response: Any) -> bool:
+            seconds = self.get_retry_after(response) if response is not None else None
+            if seconds is None:
+                return False
+            self._interruptible_sleep(seconds)
+            return True
+
+        @staticmethod
+        def _interruptible_sleep(seconds: float) -> None:
+            if seconds <= 0:
+                return
+            event = _cancel_event()
+            if event is None:
+                time.sleep(seconds)
+            elif event.wait(seconds):
+                raise _Cancelled()
+
+    return CancellableRetry
 
 
-def _retry_policy(retries: int, backoff_factor: float) -> CancellableRetry:
-    return CancellableRetry(
+def _retry_policy(retries: int, backoff_factor: float) -> Retry:
+    return cancellable_retry_class()(
         total=retries,
         connect=retries,  # the request never left: safe for POST too
         read=retries,  # only for allowed_methods (GET): a POST read error is never retried
@@ -149,6 +156,7 @@ def _retry_after_seconds(response: requests.Response, body: Any) -> float | None
     header = response.headers.get("Retry-After")
     if not header:
         return None
+    import email.utils
     with contextlib.suppress(ValueError):
         return max(0.0, float(header))
     with contextlib.suppress(TypeError, ValueError):
@@ -225,6 +233,9 @@ class WorkflowsClient:
         self.base_url = chosen.rstrip("/")
         self.timeout = timeout
         self._warn_if_cleartext()
+        import requests
+        from requests.adapters import HTTPAdapter
+
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
         self._session.max_redirects = MAX_REDIRECTS
@@ -348,6 +359,8 @@ class WorkflowsClient:
         headers = {"key": self._api_key if api else None, "Accept": "application/json"}
         if not api:
             headers["Accept"] = "image/*,*/*;q=0.5"
+        import requests
+
         try:
             response = self._session.request(
                 method, url, headers=headers, json=json_body, timeout=self.timeout, stream=True
@@ -376,6 +389,8 @@ class WorkflowsClient:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise error(f"the {what} is {int(declared):,} bytes, more than the {limit:,} allowed")
+        import requests
+
         deadline = time.monotonic() + _read_timeout(self.timeout) * 2
         chunks: list[bytes] = []
         size = 0
