@@ -4,13 +4,16 @@ A module fixture starts JupyterLab on a free port with throwaway HOME/config/set
 without ``MODELSLAB_API_KEY`` (so the notebook runs against the simulator). The test runs all
 cells from the Run menu and watches the DOM: a step row turns "running" before the run ends, the
 badge then says "Completed", the thumbnails are loaded ``<img>`` elements. Screenshots in the
-light and the dark theme go to ``test-artifacts/``.
+light and the dark theme go to ``test-artifacts/``. A second test opens the launcher notebook,
+runs its cells up to the one that shows the ``WorkflowLauncher`` form, types a prompt, presses
+the form's Run button and watches the run card and the history row.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -22,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -30,6 +33,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "quickstart.ipynb"
+LAUNCHER = ROOT / "notebooks" / "launcher.ipynb"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 JUPYTER = Path(sys.executable).with_name("jupyter")
@@ -81,6 +85,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root.mkdir()
     home.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    shutil.copy(LAUNCHER, root / LAUNCHER.name)
     # never ask about (or fetch) Jupyter news: the toast would cover the screenshots
     settings = base / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -329,6 +334,207 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     print(
         f"page+kernel ready {loaded - started:.1f} s, run completed {completed - loaded:.1f} s "
         f"after Run All ({attempts} attempt(s)), thumbnails {sizes}"
+    )
+    errors = [line for line in console if line.startswith("pageerror")]
+    assert not errors, "\n".join(errors)
+
+
+def _api(lab: Lab, method: str, path: str, body: Any = None) -> Any:
+    """A call to the Jupyter server's REST API (JSON in, JSON out)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{lab.url}{path}",
+        data=data,
+        method=method,
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        text = answer.read()
+    return json.loads(text) if text else None
+
+
+def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    prompt = "a red fox in the snow"
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+
+    def context() -> str:
+        return "\n".join(console[-30:]) + "\n--- jupyterlab log ---\n" + lab.log_tail()
+
+    def fail(message: str, exc: BaseException | None = None) -> NoReturn:
+        page.screenshot(path=ARTIFACTS / "launcher-failure.png")
+        raise AssertionError(f"{message}\n{context()}") from exc
+
+    # kernel websockets that got their kernel_info_reply (the kernel is usable); the launcher
+    # notebook's kernel is picked out by its id below
+    ready_urls: list[str] = []
+
+    def on_websocket(ws: Any) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            if b"kernel_info_reply" in data:
+                ready_urls.append(ws.url)
+
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_websocket)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "launcher-failure.png").unlink(missing_ok=True)
+    # the light theme, whatever an earlier test chose (the settings live on the server)
+    _api(
+        lab,
+        "PUT",
+        "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+        {"raw": json.dumps({"theme": "JupyterLab Light"})},
+    )
+    started = time.monotonic()
+    # ?reset: a fresh workspace, so only this notebook is open (not the quickstart's tab too)
+    page.goto(lab.notebook_url(LAUNCHER.name) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator(".jp-NotebookPanel")).to_have_count(1)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    assert page.evaluate("document.body.dataset.jpThemeLight") == "true"
+    indicator = panel.locator(".jp-Notebook-ExecutionIndicator")
+    expect(indicator).to_have_attribute("data-status", "idle", timeout=90_000)
+    deadline = time.monotonic() + 90
+    kernel_id = ""
+    while not kernel_id or not any(f"/api/kernels/{kernel_id}/" in u for u in ready_urls):
+        if time.monotonic() > deadline:
+            fail(f"the launcher's kernel {kernel_id or '?'} never answered kernel_info")
+        if not kernel_id:
+            sessions = _api(lab, "GET", "/api/sessions")
+            kernel_id = next(
+                (s["kernel"]["id"] for s in sessions if s["path"] == LAUNCHER.name), ""
+            )
+        page.wait_for_timeout(100)
+    loaded = time.monotonic()
+
+    # Select the first cell after the one that shows the launcher, then Run > Run All Above
+    # Selected Cell: the cells that start the simulator and show the form, not the later ones
+    # that launch a run from code.
+    cells = panel.locator(".jp-Notebook .jp-Cell")
+    sources = cells.locator(".jp-InputArea-editor").all_inner_texts()
+    shows = [i for i, text in enumerate(sources) if text.strip().endswith("\nlauncher")]
+    assert len(shows) == 1, sources
+    below = cells.nth(shows[0] + 1)
+    code_prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
+    assert code_prompts.count() >= 3, sources  # there are code cells after the launcher's
+    started_js = "els => els.some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    attempts = 0
+    while True:
+        attempts += 1
+        below.locator(".jp-InputPrompt").click()
+        expect(below).to_have_class(re.compile(r"\bjp-mod-active\b"))
+        _menu(page, "Run")
+        _menu_item(page, "Run All Above Selected Cell").click()
+        try:
+            page.wait_for_function(
+                f"() => ({started_js})([...document.querySelectorAll("
+                "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')])",
+                polling=100,
+                timeout=10_000,
+            )
+            break
+        except Exception as exc:
+            dialogs = page.locator(".jp-Dialog")
+            if attempts >= 3 or dialogs.count():
+                fail(
+                    f"Run All Above started no cell in {attempts} attempts; prompts "
+                    f"{code_prompts.all_inner_texts()}; dialog {dialogs.all_inner_texts()}",
+                    exc,
+                )
+
+    # 1. the form: a prompt text area in the launcher cell's output
+    launcher = cells.nth(shows[0]).locator(
+        ".jp-OutputArea-output", has=page.locator(".widget-textarea")
+    )
+    # the prompt's text area (the form has a negative_prompt one too), by its label
+    prompt_label = page.locator("label", has_text=re.compile(r"^prompt( \*)?$"))
+    textarea = launcher.locator(".widget-textarea", has=prompt_label).locator("textarea")
+    try:
+        expect(textarea).to_be_visible(timeout=90_000)
+    except AssertionError as exc:
+        fail(f"no launcher form; prompts {code_prompts.all_inner_texts()}", exc)
+    run_button = launcher.locator("button.widget-button", has_text=re.compile(r"^\s*Run\s*$"))
+    expect(run_button).to_be_visible()
+    expect(run_button).to_be_enabled()
+    expect(launcher.locator(".mlw-title").first).to_be_visible()
+    # the cells below the launcher's did not run: no run card, no history yet
+    expect(code_prompts.last).to_have_text(re.compile(r"^\[ \]:?$"))
+    expect(launcher.locator(".mlw-badge")).to_have_count(0)
+    expect(launcher.locator(".mlw-history-row")).to_have_count(0)
+
+    # 2. type a prompt and press Run
+    textarea.click()
+    textarea.press_sequentially(prompt)
+    expect(textarea).to_have_value(prompt)
+    textarea.press("Tab")  # blur: the value is synced on input already, this is belt and braces
+    run_button.click()
+    clicked = time.monotonic()
+
+    # 3. a run card appears under the form and completes
+    badge = launcher.locator(".mlw-badge")
+    try:
+        expect(badge).to_have_count(1, timeout=30_000)
+        expect(badge).to_contain_text("Completed", timeout=120_000)
+    except AssertionError as exc:
+        fail(f"the run card did not complete; launcher says {launcher.inner_text()!r}", exc)
+    completed = time.monotonic()
+    button_box, badge_box = run_button.bounding_box(), badge.bounding_box()
+    assert button_box and badge_box and badge_box["y"] > button_box["y"], (button_box, badge_box)
+    card = launcher.locator(".widget-vbox", has=page.locator(".mlw-badge")).last
+    card_title = card.locator(".mlw-title").first.inner_text()
+    assert re.fullmatch(r"Run \S+", card_title.strip()), card_title
+    # at least one thumbnail: a loaded <img> inside the run card
+    try:
+        page.wait_for_function(
+            """el => { const imgs = [...el.querySelectorAll('img')];
+                       return imgs.length >= 1
+                              && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+            arg=card.element_handle(),
+            polling=100,
+            timeout=30_000,
+        )
+    except Exception as exc:
+        fail("the run card shows no loaded thumbnail", exc)
+    sizes = card.locator("img").evaluate_all(
+        "imgs => imgs.map(i => [i.src.slice(0, 5), i.naturalWidth, i.naturalHeight])"
+    )
+    assert sizes and all(w > 0 and h > 0 for _, w, h in sizes), sizes
+
+    # 4. the history lists the run: number, status, the card's run ID, the prompt; thumbnail
+    rows = launcher.locator(".mlw-history-row")
+    expect(rows).to_have_count(1)
+    row = rows.first
+    expect(row).to_contain_text("#1")
+    expect(row).to_contain_text("Completed", timeout=30_000)
+    expect(row).to_contain_text(card_title.strip())
+    expect(row).to_contain_text(prompt)
+    history_box = launcher.locator(".widget-hbox", has=page.locator(".mlw-history-row"))
+    history_image = history_box.locator("img")
+    page.wait_for_function(
+        "i => i.complete && i.naturalWidth > 0 && getComputedStyle(i).visibility === 'visible'",
+        arg=history_image.element_handle(),
+        polling=100,
+        timeout=30_000,
+    )
+    expect(launcher.locator(".mlw-field-error")).to_have_count(0)
+    expect(run_button).to_be_enabled(timeout=10_000)
+
+    # 5. the picture, for the eye
+    page.mouse.move(0, 0)
+    launcher.scroll_into_view_if_needed()
+    launcher.screenshot(path=ARTIFACTS / "launcher.png")
+
+    print(
+        f"page+kernel ready {loaded - started:.1f} s, run completed {completed - clicked:.1f} s "
+        f"after the click ({attempts} attempt(s)), thumbnails {sizes}"
     )
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
