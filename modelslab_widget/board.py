@@ -63,22 +63,9 @@ def current_step(snapshot: RunSnapshot | None) -> str:
     return (running or snapshot.steps[-1]).name
 
 
-def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: float | None) -> float | None:
-    """The API's figure once finished; while running, time since the server's start stamp
-    (or since we first saw it running when the clocks disagree)."""
-    if snapshot is None:
-        return None
-    if snapshot.is_terminal:
-        if snapshot.execution_time is not None:
-            return snapshot.execution_time
-        if snapshot.started_at and snapshot.completed_at:
-            return max(0.0, (snapshot.completed_at - snapshot.started_at).total_seconds())
-        return None
-    if snapshot.started_at is not None:
-        seconds = (datetime.now(timezone.utc) - snapshot.started_at).total_seconds()
-        if seconds >= -2:
-            return max(0.0, seconds)
-    return None if seen_running_at is None else time.monotonic() - seen_running_at
+def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | None) -> float | None:
+    """The run's elapsed time (see ``RunSnapshot.elapsed``)."""
+    return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
 
 
 def strip_html(thumbnails: Iterable[tuple[bytes, str]]) -> str:
@@ -166,7 +153,7 @@ class BoardRow:
         self._lock = threading.RLock()
         self._settled = threading.Event()
         self._media_cancel = threading.Event()
-        self._seen_running_at: float | None = None
+        self._seen_running_at: datetime | None = None
         self._closed = False
         self.expanded = False
         self.toggle = widgets.Button(
@@ -331,7 +318,7 @@ class BoardRow:
         with self._lock:
             self.snapshot = snapshot
             if snapshot.status == "running" and self._seen_running_at is None:
-                self._seen_running_at = time.monotonic()
+                self._seen_running_at = datetime.now(timezone.utc)
         self._changed()
 
     def _changed(self) -> None:

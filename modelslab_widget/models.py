@@ -22,6 +22,7 @@ KNOWN_STATUSES = frozenset({"pending", "running"}) | TERMINAL_STATUSES
 _STATUS_ALIASES = {"canceled": "cancelled", "queued": "pending", "processing": "running"}
 _FRACTION = re.compile(r"\.(\d+)")
 MAX_TEXT = 10_000  # longest server string we keep: enough for any real message
+CLOCK_SKEW = 2.0  # seconds the server's clock may run ahead of ours before we stop trusting it
 
 
 def parse_status(value: Any, default: str = "unknown") -> str:
@@ -52,6 +53,15 @@ def format_timestamp(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def seconds_since(moment: datetime | None, now: datetime | None = None) -> float | None:
+    """Seconds from a server timestamp to ``now``; None when the server's clock is clearly
+    ahead of ours (then a local clock is the better guide)."""
+    if moment is None:
+        return None
+    seconds = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    return max(0.0, seconds) if seconds >= -CLOCK_SKEW else None
 
 
 def _number(value: Any) -> float | None:
@@ -177,6 +187,24 @@ class RunSnapshot:
     @property
     def steps_done(self) -> int:
         return sum(1 for step in self.steps if step.status == "completed")
+
+    def elapsed(
+        self, now: datetime | None = None, first_seen: datetime | None = None
+    ) -> float | None:
+        """Seconds the run has taken: the API's figure once it ended; while it runs, a live
+        clock from the server's start time, or from ``first_seen`` (when we first saw it
+        running) if the two clocks disagree."""
+        if self.is_terminal:
+            if self.execution_time is not None:
+                return self.execution_time
+            if self.started_at and self.completed_at:
+                return max(0.0, (self.completed_at - self.started_at).total_seconds())
+            return None
+        now = now or datetime.now(timezone.utc)
+        elapsed = seconds_since(self.started_at, now)
+        if elapsed is None and first_seen is not None and self.status == "running":
+            elapsed = max(0.0, (now - first_seen).total_seconds())
+        return elapsed
 
     @classmethod
     def from_api(cls, payload: Any) -> RunSnapshot:

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from .client import WorkflowsClient
 from .errors import ModelsLabError
-from .models import RunSnapshot, Step, format_timestamp
+from .models import RunSnapshot, Step, format_timestamp, seconds_since
 from .poller import PollPolicy, RunPoller
 from .render import ICONS, format_seconds
 
@@ -34,7 +34,6 @@ CLEAR_BELOW = "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 MAX_NAME_WIDTH = 40
 MAX_STEP_ROWS = 24  # longer step lists show a window around the active step, as the card does
-CLOCK_SKEW = 2.0  # seconds the server's clock may run ahead of ours before we stop trusting it
 # Control, format, private-use, unassigned and line/paragraph separator characters.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
@@ -80,31 +79,6 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def seconds_since(moment: datetime | None, now: datetime) -> float | None:
-    """Seconds from a server timestamp to ``now``; None when unknown or the clocks disagree."""
-    if moment is None:
-        return None
-    seconds = (now - moment).total_seconds()
-    return max(0.0, seconds) if seconds >= -CLOCK_SKEW else None
-
-
-def run_elapsed(
-    snapshot: RunSnapshot, now: datetime, first_seen: datetime | None = None
-) -> float | None:
-    """Seconds the run has taken: the API's figure once it ended, else a live clock (from the
-    server's start time, or from when we first saw it when the clocks disagree)."""
-    if snapshot.is_terminal:
-        if snapshot.execution_time is not None:
-            return snapshot.execution_time
-        if snapshot.started_at and snapshot.completed_at:
-            return max(0.0, (snapshot.completed_at - snapshot.started_at).total_seconds())
-        return None
-    elapsed = seconds_since(snapshot.started_at, now)
-    if elapsed is None and first_seen is not None and snapshot.status == "running":
-        elapsed = max(0.0, (now - first_seen).total_seconds())
-    return elapsed
-
-
 def step_seconds(step: Step, now: datetime) -> float | None:
     """A finished step's duration, a running step's live timer, else None."""
     if step.duration is not None:
@@ -125,7 +99,7 @@ def header_line(
     if snapshot is None:
         return f"{run} · waiting for the first answer…"
     parts = [run, clean(snapshot.status, 64), f"{snapshot.steps_done}/{len(snapshot.steps)} steps"]
-    elapsed = run_elapsed(snapshot, now, first_seen)
+    elapsed = snapshot.elapsed(now, first_seen)
     if elapsed is not None:
         parts.append(format_seconds(elapsed))
     if snapshot.status == "completed":
@@ -189,7 +163,7 @@ def _step_change(step: Step) -> str:
 
 
 def _run_end(snapshot: RunSnapshot) -> str:
-    elapsed = run_elapsed(snapshot, datetime.now(timezone.utc))
+    elapsed = snapshot.elapsed()
     if snapshot.status == "completed":
         took = f" in {format_seconds(elapsed)}" if elapsed is not None else ""
         return f"run completed{took}, {plural(len(snapshot.outputs), 'output')}"

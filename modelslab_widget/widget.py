@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from .client import WorkflowsClient, path_segment
 from .errors import AuthenticationError, ModelsLabError, NotFoundError
 from .eta import Estimate, shared_history
 from .media import Thumbnail, is_web_url, load_thumbnails, open_full_size, save_images
-from .models import RunSnapshot
+from .models import RunSnapshot, seconds_since
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
 
 log = logging.getLogger("modelslab_widget")
@@ -142,7 +141,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._tick_job: Any = None
         self._thumbs_by_index: dict[int, Thumbnail] = {}
         self._full_images: list[Any] | None = None
-        self._seen_running_at: float | None = None
+        self._seen_running_at: datetime | None = None
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
@@ -265,7 +264,7 @@ class WorkflowRunWidget(widgets.VBox):
             self.snapshot = snapshot
             self.polls = polls
             if snapshot.status == "running" and self._seen_running_at is None:
-                self._seen_running_at = time.monotonic()
+                self._seen_running_at = datetime.now(timezone.utc)
             self._message.value = ""  # a good answer clears any "retrying" notice
             self._apply_snapshot(snapshot)
 
@@ -380,24 +379,15 @@ class WorkflowRunWidget(widgets.VBox):
             set_if_changed(self._status_view, markup)
 
     def _elapsed(self) -> float | None:
-        """Seconds the run has taken: the API's figure once finished, else a local clock."""
-        snap = self.snapshot
-        if snap is None:
-            return None
-        if snap.is_terminal:
-            if snap.execution_time is not None:
-                return snap.execution_time
-            if snap.started_at and snap.completed_at:
-                return max(0.0, (snap.completed_at - snap.started_at).total_seconds())
-            return None
-        return _seconds_since(snap.started_at, self._seen_running_at)
+        snapshot = self.snapshot
+        return snapshot.elapsed(first_seen=self._seen_running_at) if snapshot else None
 
     def _step_timers(self) -> dict[int, float]:
         timers = {}
         for index, step in enumerate(self.steps):
             if step.get("status") == "running" and step.get("started_at"):
                 started = datetime.fromisoformat(step["started_at"].replace("Z", "+00:00"))
-                seconds = _seconds_since(started, None)
+                seconds = seconds_since(started)
                 if seconds is not None:
                     timers[index] = seconds
         return timers
@@ -493,17 +483,6 @@ def set_if_changed(view: widgets.HTML, value: str) -> None:
     """Only a changed value becomes a message to the browser."""
     if view.value != value:
         view.value = value
-
-
-def _seconds_since(moment: datetime | None, fallback_monotonic: float | None) -> float | None:
-    """Seconds since a server timestamp, or since a local moment when the clocks disagree."""
-    if moment is not None:
-        seconds = (datetime.now(timezone.utc) - moment).total_seconds()
-        if seconds >= -2:  # a little skew between the server's clock and ours is normal
-            return max(0.0, seconds)
-    if fallback_monotonic is not None:
-        return time.monotonic() - fallback_monotonic
-    return None
 
 
 def _explain(error: BaseException) -> tuple[str, str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -154,3 +154,14 @@ def test_step_dict_round_trip_is_json_safe():
         "completed_at": "2024-01-15T10:30:05Z",
         "duration": 5.0,
     }
+
+
+def test_elapsed_uses_the_server_clock_unless_it_is_ahead_of_ours():
+    body = example("status-running")
+    snap = RunSnapshot.from_api(body)
+    now = snap.started_at + timedelta(seconds=7)
+    assert snap.elapsed(now) == 7.0
+    skewed = snap.started_at - timedelta(seconds=30)  # the server's clock runs 30 s ahead
+    assert snap.elapsed(skewed) is None
+    assert snap.elapsed(skewed, first_seen=skewed - timedelta(seconds=3)) == 3.0
+    assert RunSnapshot.from_api(example("status-completed")).elapsed() == pytest.approx(15.234)
