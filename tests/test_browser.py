@@ -184,6 +184,31 @@ def _menu_item(page: Any, label: str) -> Any:
     return page.locator(f'.lm-Menu .lm-Menu-item:has(.lm-Menu-itemLabel:text-is("{label}"))')
 
 
+def _run_from_menu(page, item: str, prompts: str, before=None, attempts: int = 3) -> None:
+    """Click Run > ``item`` until some cell starts (its prompt shows [*] or [n]). JupyterLab
+    may drop the request when it comes before the kernel connected; asking again is safe."""
+    started_js = (
+        "sel => [...document.querySelectorAll(sel)]"
+        ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    )
+    for attempt in range(1, attempts + 1):
+        if before is not None:
+            before()
+        _menu(page, "Run")
+        _menu_item(page, item).click()
+        try:
+            page.wait_for_function(started_js, arg=prompts, polling=100, timeout=10_000)
+            return
+        except Exception as exc:
+            dialogs = page.locator(".jp-Dialog")
+            if attempt == attempts or dialogs.count():
+                raise AssertionError(
+                    f"{item} started no cell in {attempt} attempts; prompts "
+                    f"{page.locator(prompts).all_inner_texts()}; dialog "
+                    f"{dialogs.all_inner_texts()}"
+                ) from exc
+
+
 def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -230,29 +255,11 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     # Run > Run All Cells. Should JupyterLab still drop that request (every prompt stays "[ ]",
     # seen when it was sent before the kernel connected), it is safe to ask again.
     prompts = page.locator(".jp-CodeCell .jp-InputPrompt")
-    started_js = "els => els.some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
-    attempts = 0
-    while True:
-        attempts += 1
-        _menu(page, "Run")
-        _menu_item(page, "Run All Cells").click()
-        try:
-            page.wait_for_function(
-                f"() => ({started_js})([...document.querySelectorAll("
-                "'.jp-CodeCell .jp-InputPrompt')])",
-                polling=100,
-                timeout=10_000,
-            )
-            break
-        except Exception as exc:
-            dialogs = page.locator(".jp-Dialog")
-            if attempts >= 3 or dialogs.count():
-                page.screenshot(path=ARTIFACTS / "browser-failure.png")
-                raise AssertionError(
-                    f"Run All Cells started no cell in {attempts} attempts; prompts "
-                    f"{prompts.all_inner_texts()}; dialog {dialogs.all_inner_texts()}"
-                    f"\n{context()}"
-                ) from exc
+    try:
+        _run_from_menu(page, "Run All Cells", ".jp-CodeCell .jp-InputPrompt")
+    except AssertionError as exc:
+        page.screenshot(path=ARTIFACTS / "browser-failure.png")
+        raise AssertionError(f"{exc}\n{context()}") from exc
 
     # 1. live updates: a step row says "running" while the run is still going
     try:
@@ -333,7 +340,7 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
 
     print(
         f"page+kernel ready {loaded - started:.1f} s, run completed {completed - loaded:.1f} s "
-        f"after Run All ({attempts} attempt(s)), thumbnails {sizes}"
+        f"after Run All, thumbnails {sizes}"
     )
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
@@ -425,30 +432,20 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
     below = cells.nth(shows[0] + 1)
     code_prompts = panel.locator(".jp-CodeCell .jp-InputPrompt")
     assert code_prompts.count() >= 3, sources  # there are code cells after the launcher's
-    started_js = "els => els.some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
-    attempts = 0
-    while True:
-        attempts += 1
+
+    def select_below() -> None:
         below.locator(".jp-InputPrompt").click()
         expect(below).to_have_class(re.compile(r"\bjp-mod-active\b"))
-        _menu(page, "Run")
-        _menu_item(page, "Run All Above Selected Cell").click()
-        try:
-            page.wait_for_function(
-                f"() => ({started_js})([...document.querySelectorAll("
-                "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')])",
-                polling=100,
-                timeout=10_000,
-            )
-            break
-        except Exception as exc:
-            dialogs = page.locator(".jp-Dialog")
-            if attempts >= 3 or dialogs.count():
-                fail(
-                    f"Run All Above started no cell in {attempts} attempts; prompts "
-                    f"{code_prompts.all_inner_texts()}; dialog {dialogs.all_inner_texts()}",
-                    exc,
-                )
+
+    try:
+        _run_from_menu(
+            page,
+            "Run All Above Selected Cell",
+            ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt",
+            before=select_below,
+        )
+    except AssertionError as exc:
+        fail(str(exc), exc)
 
     # 1. the form: a prompt text area in the launcher cell's output
     launcher = cells.nth(shows[0]).locator(
@@ -534,7 +531,7 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
 
     print(
         f"page+kernel ready {loaded - started:.1f} s, run completed {completed - clicked:.1f} s "
-        f"after the click ({attempts} attempt(s)), thumbnails {sizes}"
+        f"after the click, thumbnails {sizes}"
     )
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
