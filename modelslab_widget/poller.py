@@ -2,7 +2,7 @@
 
 Every poller (and any other timed job, such as a widget's elapsed-time tick) goes through the
 shared ``Scheduler``: a heap of due times served by one timer thread, which hands HTTP work to
-a bounded ``ThreadPoolExecutor``. The thread count therefore does not grow with the number of
+a bounded pool of daemon workers. The thread count therefore does not grow with the number of
 runs watched, and both the timer thread and the pool are shut down whenever no job is left,
 so an idle kernel holds no threads of ours. Nothing here knows about widgets.
 """
@@ -13,12 +13,13 @@ import atexit
 import heapq
 import itertools
 import logging
+import queue
 import random
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +53,73 @@ class Job:
         self._wake()  # so the timer thread drops it now, and can exit if nothing is left
 
 
+class WorkerPool:
+    """Up to ``max_workers`` daemon threads running submitted calls, with standard Futures.
+
+    Not ``ThreadPoolExecutor``: it joins its workers at interpreter exit, so a status request
+    waiting out its read timeout would hold a closing kernel for that long. A daemon worker
+    blocked on the network simply ends with the process.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple] | None]
+        self._work = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._work.put((future, fn, args))
+        with self._lock:
+            if self._idle == 0 and len(self._threads) < self._max_workers:
+                self._start_worker()
+        return future
+
+    def shutdown(self) -> None:
+        """Let every worker end once the work already queued is done."""
+        with self._lock:
+            for _ in self._threads:
+                self._work.put(None)
+
+    @property
+    def thread_count(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def _start_worker(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True
+        )
+        self._threads.add(thread)
+        thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (item := self._next()) is not None:
+                future, fn, args = item
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the Future, like an executor does
+                    future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _next(self) -> tuple[Future[Any], Callable[..., Any], tuple] | None:
+        with self._lock:
+            self._idle += 1
+        try:
+            return self._work.get()
+        finally:
+            with self._lock:
+                self._idle -= 1
+
+
 class Scheduler:
     """A heap of due times on one timer thread, and a bounded worker pool, both started on demand.
 
@@ -66,7 +134,7 @@ class Scheduler:
         self._order = itertools.count()
         self._running = 0  # pool jobs submitted and not yet finished
         self._timer: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
 
     def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
         """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
@@ -95,7 +163,7 @@ class Scheduler:
         """Threads this scheduler currently holds (timer and pool workers)."""
         with self._cond:
             timer = 1 if self._timer is not None and self._timer.is_alive() else 0
-            pool = len(self._pool._threads) if self._pool is not None else 0
+            pool = self._pool.thread_count if self._pool is not None else 0
             return timer + pool
 
     def shutdown(self) -> None:
@@ -118,7 +186,7 @@ class Scheduler:
 
     def _submit_locked(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._max_workers, "modelslab-widget")
+            self._pool = WorkerPool(self._max_workers, "modelslab-widget")
         self._running += 1
         future = self._pool.submit(fn, *args)
         future.add_done_callback(self._pool_job_done)
@@ -133,7 +201,7 @@ class Scheduler:
 
     def _stop_pool_if_idle(self) -> None:
         if self._running == 0 and not self._heap and self._pool is not None:
-            self._pool.shutdown(wait=False)
+            self._pool.shutdown()
             self._pool = None
 
     def _timer_loop(self) -> None:
