@@ -108,6 +108,21 @@ def cancellable_retry_class() -> type[Retry]:
     return CancellableRetry
 
 
+@functools.cache
+def key_safe_session_class() -> type[requests.Session]:
+    """``requests.Session`` that drops the ``key`` header when a redirect leaves the API's
+    host, as requests itself does for ``Authorization`` (built on first use)."""
+    import requests
+
+    class KeySafeSession(requests.Session):
+        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+            if self.should_strip_auth(response.request.url, prepared_request.url):
+                prepared_request.headers.pop("key", None)
+            super().rebuild_auth(prepared_request, response)
+
+    return KeySafeSession
+
+
 def _retry_policy(retries: int, backoff_factor: float) -> Retry:
     return cancellable_retry_class()(
         total=retries,
@@ -233,10 +248,9 @@ class WorkflowsClient:
         self.base_url = chosen.rstrip("/")
         self.timeout = timeout
         self._warn_if_cleartext()
-        import requests
         from requests.adapters import HTTPAdapter
 
-        self._session = requests.Session()
+        self._session = key_safe_session_class()()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
         self._session.max_redirects = MAX_REDIRECTS
         adapter = HTTPAdapter(
@@ -342,7 +356,7 @@ class WorkflowsClient:
             )
         url = f"{self.base_url}/{path}"
         with self._cancel_scope(cancel), self._send(method, url, json_body=json_body) as response:
-            raw = self._read_capped(response, MAX_JSON_BYTES, what="answer")
+            raw = self._redacted(self._read_capped(response, MAX_JSON_BYTES, what="answer"))
             body = self._decode_json(raw, response)
             log.debug("%s %s -> HTTP %s", method, url, response.status_code)
             if not 200 <= response.status_code < 300:
@@ -389,22 +403,30 @@ class WorkflowsClient:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise error(f"the {what} is {int(declared):,} bytes, more than the {limit:,} allowed")
-        import requests
+        from urllib3.exceptions import HTTPError
 
+        # read1 returns as soon as some bytes arrived, so a body that trickles in a few bytes
+        # at a time still meets the deadline (iter_content would wait for each full chunk).
         deadline = time.monotonic() + _read_timeout(self.timeout) * 2
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(_CHUNK):
+            while chunk := response.raw.read1(_CHUNK, decode_content=True):
                 size += len(chunk)
                 if size > limit:
                     raise error(f"the {what} is larger than the {limit:,} bytes allowed")
                 if time.monotonic() > deadline:
                     raise NetworkError(f"the {what} arrived too slowly; gave up")
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except (HTTPError, OSError) as exc:
             raise NetworkError(f"reading the {what} failed: {_reason(exc)}") from None
         return b"".join(chunks)
+
+    def _redacted(self, raw: bytes) -> bytes:
+        """The body with our own key blanked out: a server that echoes it back must not get
+        it into an error message, a log line or the widget."""
+        key = (self._api_key or "").encode()
+        return raw.replace(key, b"[redacted]") if len(key) >= 4 else raw
 
     @staticmethod
     def _decode_json(raw: bytes, response: requests.Response) -> Any:
