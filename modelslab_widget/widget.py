@@ -184,8 +184,8 @@ class WorkflowRunWidget(widgets.VBox):
             if was_active and not self._is_finished():
                 self._user_stopped = True
                 self._show_message("note", "Stopped watching.", "", "Press Resume to continue.")
+                self._settled.set()  # wake wait(): it raises, as nothing more will come
             self._update_controls()
-            self._settled.set()
 
     def close(self) -> None:
         """Stop watching and fetching, and close this widget's views."""
