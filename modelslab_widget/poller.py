@@ -31,6 +31,7 @@ log = logging.getLogger("modelslab_widget")
 
 MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
 MAX_BACKOFF = 30.0
+WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends
 MAX_QUIET_INTERVALS = 10  # however sure the estimate, poll at least every 10 intervals
 
 
@@ -55,20 +56,23 @@ class Job:
 
 class WorkerPool:
     """Up to ``max_workers`` daemon threads running submitted calls, with standard Futures.
+    A worker ends after ``idle_seconds`` without work, so an idle kernel holds no threads.
 
     Not ``ThreadPoolExecutor``: it joins its workers at interpreter exit, so a status request
     waiting out its read timeout would hold a closing kernel for that long. A daemon worker
     blocked on the network simply ends with the process.
     """
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, idle_seconds: float = WORKER_IDLE) -> None:
         self._max_workers = max_workers
         self._name = name
+        self._idle_seconds = idle_seconds
         self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple] | None]
         self._work = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._idle = 0
+        self._started = itertools.count()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
@@ -90,34 +94,42 @@ class WorkerPool:
             return len(self._threads)
 
     def _start_worker(self) -> None:
-        thread = threading.Thread(
-            target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True
-        )
+        name = f"{self._name}_{next(self._started)}"
+        thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._threads.add(thread)
         thread.start()
 
     def _run(self) -> None:
-        try:
-            while (item := self._next()) is not None:
-                future, fn, args = item
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # handed to the Future, like an executor does
-                    future.set_exception(exc)
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
+        while (item := self._next()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the Future, like an executor does
+                future.set_exception(exc)
+        with self._lock:
+            self._threads.discard(threading.current_thread())
 
     def _next(self) -> tuple[Future[Any], Callable[..., Any], tuple] | None:
-        with self._lock:
-            self._idle += 1
-        try:
-            return self._work.get()
-        finally:
+        """The next call, or None when it is time for this worker to end."""
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                item = self._work.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    # Decided under the lock submit() takes, and this worker leaves the count
+                    # at once, so work put in meanwhile always finds or starts a worker.
+                    if self._work.empty():
+                        self._threads.discard(threading.current_thread())
+                        return None
+                continue
             with self._lock:
                 self._idle -= 1
+            return item
 
 
 class Scheduler:
@@ -132,9 +144,8 @@ class Scheduler:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
-        self._running = 0  # pool jobs submitted and not yet finished
         self._timer: threading.Thread | None = None
-        self._pool: WorkerPool | None = None
+        self._pool = WorkerPool(max_workers, "modelslab-widget")
 
     def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
         """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
@@ -163,8 +174,7 @@ class Scheduler:
         """Threads this scheduler currently holds (timer and pool workers)."""
         with self._cond:
             timer = 1 if self._timer is not None and self._timer.is_alive() else 0
-            pool = self._pool.thread_count if self._pool is not None else 0
-            return timer + pool
+            return timer + self._pool.thread_count
 
     def shutdown(self) -> None:
         """Drop every pending job and let the threads end (used at interpreter exit)."""
@@ -173,7 +183,7 @@ class Scheduler:
                 job.cancel()
             self._heap.clear()
             self._cond.notify()
-            self._stop_pool_if_idle()
+        self._pool.shutdown()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -185,24 +195,9 @@ class Scheduler:
             self._timer.start()
 
     def _submit_locked(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        if self._pool is None:
-            self._pool = WorkerPool(self._max_workers, "modelslab-widget")
-        self._running += 1
         future = self._pool.submit(fn, *args)
-        future.add_done_callback(self._pool_job_done)
+        future.add_done_callback(_log_failure)
         return future
-
-    def _pool_job_done(self, future: Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.error("background job failed", exc_info=future.exception())
-        with self._cond:
-            self._running -= 1
-            self._stop_pool_if_idle()
-
-    def _stop_pool_if_idle(self) -> None:
-        if self._running == 0 and not self._heap and self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
 
     def _timer_loop(self) -> None:
         while True:
@@ -210,7 +205,6 @@ class Scheduler:
                 job = self._next_due_job()
                 if job is None:
                     self._timer = None
-                    self._stop_pool_if_idle()
                     return
                 if job.in_pool:
                     self._submit_locked(job.fn)
@@ -240,6 +234,11 @@ class Scheduler:
             job.fn()
         except Exception:
             log.exception("scheduled callback failed")
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("background job failed", exc_info=future.exception())
 
 
 _scheduler = Scheduler()
