@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KERNEL6_VENV ?= .venv-ipykernel6
 KERNEL6_NAME := mlw-ipykernel6
 
-.PHONY: demo test lint bench browser-deps clean
+.PHONY: demo test soak lint bench browser-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps
 	$(PY) -m pytest -ra
+
+# The long soak (1,000 runs in a row, 200 at once): a few minutes, so not in `make test`.
+soak: $(VENV)/.installed
+	MLW_SOAK_SLOW=1 $(PY) -m pytest -ra -s -m slow tests/test_soak.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check modelslab_widget tests bench tools

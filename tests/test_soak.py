@@ -157,13 +157,21 @@ class Soak:
                 widget.close()
 
 
-def run_soak(sim: SimulatorProcess, record_property, sequential: int, concurrent: int) -> None:
+def run_soak(
+    sim: SimulatorProcess, record_property, sequential: int, concurrent: int, warm_up: int = 0
+) -> None:
+    """``warm_up`` runs at once before measuring: the allocator keeps the high-water mark of
+    that many live widgets (fragmentation, not a leak: measured here, a second and third batch
+    of 200 at once add under 1 MB after the first added 17 MB), so a leak check at that
+    concurrency must start from it."""
     widgets_before = len(live_widgets)
     client = WorkflowsClient(sim.api_key, base_url=sim.base_url, timeout=(2.0, 2.0),
                              backoff_factor=0.01)
     soak = Soak(sim, client)
     try:
         soak.sequential(6)  # warm up: Pillow, codecs, connection pools, the scheduler
+        if warm_up:
+            soak.concurrent(warm_up)
         release_freed_memory()
         wait_for(lambda: not widget_threads(), timeout=5)
         before = rss_mb()
@@ -181,7 +189,7 @@ def run_soak(sim: SimulatorProcess, record_property, sequential: int, concurrent
     finally:
         client.close()
     figures = {
-        "soak_runs": soak.count - 6,
+        "soak_runs": soak.count - 6 - warm_up,
         "soak_rss_before_mb": round(before, 1),
         "soak_rss_growth_mb": round(growth, 2),
         "soak_rss_growth_before_trim_mb": round(raw_growth, 2),
@@ -213,7 +221,7 @@ def test_soak_1000_sequential_and_200_at_once(request, no_leftover_threads, remo
                                              record_property):
     if not _slow_selected(request.config):
         pytest.skip("long soak: run with -m slow or MLW_SOAK_SLOW=1")
-    run_soak(remote_sim, record_property, sequential=1000, concurrent=200)
+    run_soak(remote_sim, record_property, sequential=1000, concurrent=200, warm_up=200)
 
 
 # ------------------------------------------------------------------------ exit while watching
