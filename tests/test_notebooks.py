@@ -101,6 +101,8 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
         if out.get("output_type") == "display_data" and WIDGET_VIEW in out.get("data", {})
     ]
     assert widget_outputs, "watch() displayed no widget"
+    # a front end without widget support shows the text form instead
+    assert widget_outputs[0]["data"]["text/plain"].startswith("Run "), widget_outputs[0]
     run_line = next((line for line in stdout.splitlines() if line.startswith("Run ")), "")
     assert "completed" in run_line and "2/2 steps" in run_line, stdout
     assert "2 images" in run_line, stdout
