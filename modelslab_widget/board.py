@@ -248,6 +248,10 @@ class BoardRow:
 
     def _load_thumbnails(self, snapshot: RunSnapshot) -> None:
         urls = list(snapshot.outputs[: self._board.max_thumbnails])
+        if not urls:  # max_thumbnails=0: nothing to wait for
+            self._changed()
+            self._settle()
+            return
         ready: dict[int, Thumbnail] = {}
 
         def on_ready(thumb: Thumbnail) -> None:
@@ -276,7 +280,14 @@ class BoardRow:
         snapshot = widget.snapshot
         if snapshot is not None:
             self._take_snapshot(snapshot)
-        if snapshot is not None and snapshot.is_terminal:
+        ended = snapshot is not None and snapshot.is_terminal
+        if widget.error and not widget.watching and not ended:  # watching already failed
+            with self._lock:
+                self.watch_error = widget.error
+            self._changed()
+            self._settle()
+            return
+        if ended:
             try:  # already settled before we hooked in? (never restarts a finished run)
                 widget.wait(0)
             except TimeoutError:

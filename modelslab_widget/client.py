@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -48,6 +49,7 @@ DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_JSON_BYTES = 10 * 1024 * 1024  # a status answer is a few kB; anything this big is broken
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_RETRY_SLEEP = 10.0  # longer Retry-After waits belong to the poller, not a blocked call
+MAX_RETRY_AFTER = 86_400.0  # a day: longer waits are not believed
 MAX_REDIRECTS = 5  # the API does not redirect; a few hops for a proxy, then it is a loop
 _CHUNK = 64 * 1024
 
@@ -180,6 +182,31 @@ def _retry_after_seconds(response: requests.Response, body: Any) -> float | None
     return None
 
 
+def _seconds(value: Any) -> float | None:
+    """A finite, non-negative number of seconds (capped at a day), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+
+
+def _checked_key(key: str | None) -> str | None:
+    """The key without surrounding whitespace (a key read from a file often ends in a
+    newline); a key that cannot go in a header is refused here, without showing it."""
+    if key is None or not key.strip():
+        return None
+    key = key.strip()
+    if any(ord(char) < 0x20 or ord(char) > 0xFF or ord(char) == 0x7F for char in key):
+        raise ValueError(
+            "the API key contains control or non-Latin-1 characters, which cannot be sent in "
+            "an HTTP header: check how it was copied"
+        )
+    return key
+
+
 def _server_message(body: Any, fallback: str) -> str:
     if isinstance(body, Mapping):
         message = body.get("message") or body.get("error")
@@ -202,7 +229,8 @@ def _field_errors(body: Any) -> dict[str, list[str]]:
 def error_for_response(response: requests.Response, body: Any) -> ModelsLabError:
     """Map a non-2xx answer to the matching ModelsLabError."""
     code = response.status_code
-    message = _server_message(body, response.reason or f"HTTP {code}")
+    # Not response.reason: a server's own reason phrase is not checked for our key.
+    message = _server_message(body, f"HTTP {code}")
     if code in (401, 403):
         return AuthenticationError(
             f"The API key was rejected (HTTP {code}: {message}). "
@@ -243,7 +271,9 @@ class WorkflowsClient:
         backoff_factor: float = 0.5,
         pool_maxsize: int = 10,
     ) -> None:
-        self._api_key = api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
+        self._api_key = _checked_key(
+            api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
+        )
         chosen = base_url or os.environ.get("MODELSLAB_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = chosen.rstrip("/")
         self.timeout = timeout
@@ -375,6 +405,9 @@ class WorkflowsClient:
             headers["Accept"] = "image/*,*/*;q=0.5"
         import requests
 
+        cancel = _cancel_event()
+        if cancel is not None and cancel.is_set():  # stopped between scheduling and sending
+            raise NetworkError(f"{method} {url} was cancelled")
         try:
             response = self._session.request(
                 method, url, headers=headers, json=json_body, timeout=self.timeout, stream=True
@@ -386,7 +419,7 @@ class WorkflowsClient:
         except requests.Timeout:
             raise NetworkError(f"{method} {url}: the server did not answer in time") from None
         except requests.RequestException as exc:
-            raise NetworkError(f"{method} {url}: {_reason(exc)}") from None
+            raise NetworkError(f"{method} {url}: {self._redact_text(_reason(exc))}") from None
         try:
             yield response
         finally:
@@ -421,6 +454,10 @@ class WorkflowsClient:
         except (HTTPError, OSError) as exc:
             raise NetworkError(f"reading the {what} failed: {_reason(exc)}") from None
         return b"".join(chunks)
+
+    def _redact_text(self, text: str) -> str:
+        key = self._api_key or ""
+        return text.replace(key, "[redacted]") if len(key) >= 4 else text
 
     def _redacted(self, raw: bytes) -> bytes:
         """The body with our own key blanked out: a server that echoes it back must not get

@@ -51,7 +51,10 @@ def is_web_url(url: object) -> bool:
     """Only http(s) URLs are fetched or linked; ``file:``, ``javascript:``, ``data:`` never."""
     if not isinstance(url, str):
         return False
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. "http://[::1/x.png": not a URL at all
+        return False
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
@@ -160,7 +163,10 @@ def load_thumbnails(
     def job(index: int, candidates: list[str]) -> None:
         if cancel is not None and cancel.is_set():
             return
-        thumb = load_thumbnail(client, index, candidates, size, cancel=cancel)
+        try:
+            thumb = load_thumbnail(client, index, candidates, size, cancel=cancel)
+        except Exception as exc:  # whatever went wrong, the gallery must hear of this image
+            thumb = Thumbnail(index, candidates[0], error=f"could not load ({exc})")
         if cancel is None or not cancel.is_set():
             on_ready(thumb)
 

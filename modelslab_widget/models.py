@@ -8,6 +8,7 @@ the documented shape at all raises ResponseFormatError naming what was wrong, an
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,9 +45,11 @@ def parse_timestamp(value: Any) -> datetime | None:
     text = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text, count=1)
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        aware.astimezone(timezone.utc)  # year 1 with a positive offset cannot be shown in UTC
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return aware
 
 
 def format_timestamp(value: datetime | None) -> str | None:
@@ -68,7 +71,11 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if value == value and abs(value) != float("inf") else None
+        try:
+            number = float(value)  # a 400-digit integer overflows
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
     if isinstance(value, str):
         try:
             return _number(float(value))

@@ -13,6 +13,7 @@ import atexit
 import heapq
 import itertools
 import logging
+import math
 import queue
 import random
 import threading
@@ -32,6 +33,8 @@ log = logging.getLogger("modelslab_widget")
 MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
 MAX_BACKOFF = 30.0
 WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends
+MAX_WAIT = 3600.0  # longest single sleep of the timer thread (far-off jobs just wait again)
+MAX_RETRY_AFTER = 3600.0  # a server asking for longer is not believed beyond an hour
 MAX_QUIET_INTERVALS = 10  # however sure the estimate, poll at least every 10 intervals
 
 
@@ -207,7 +210,7 @@ class Scheduler:
                     self._timer = None
                     return
                 if job.in_pool:
-                    self._submit_locked(job.fn)
+                    self._submit_locked(_run_unless_cancelled, job)
                     continue
             self._run_inline(job)
 
@@ -225,7 +228,7 @@ class Scheduler:
             if delay <= 0:
                 heapq.heappop(self._heap)
                 return job
-            self._cond.wait(delay)
+            self._cond.wait(min(delay, MAX_WAIT))
         return None
 
     @staticmethod
@@ -234,6 +237,12 @@ class Scheduler:
             job.fn()
         except Exception:
             log.exception("scheduled callback failed")
+
+
+def _run_unless_cancelled(job: Job) -> None:
+    """A job cancelled after it was handed to the pool, but before it started, does not run."""
+    if not job.cancelled:
+        job.fn()
 
 
 def _log_failure(future: Future[Any]) -> None:
@@ -271,9 +280,10 @@ class PollPolicy:
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Exponential back-off with full jitter above the interval; never below a 429's wait."""
-        ceiling = min(MAX_BACKOFF, self.backoff_base * 2 ** (failures - 1))
+        ceiling = min(MAX_BACKOFF, self.backoff_base * 2 ** min(failures - 1, 30))
         delay = max(self.interval, random.uniform(ceiling / 2, ceiling))
-        return max(delay, retry_after or 0.0)
+        wait = retry_after if retry_after is not None and math.isfinite(retry_after) else 0.0
+        return max(delay, min(wait, MAX_RETRY_AFTER))
 
 
 class WatchTimeout(TimeoutError):
@@ -322,9 +332,11 @@ class RunPoller:
             self._cancel = threading.Event()
             self._failures = 0
             self._next_due = time.monotonic()
-            self._jobs = [self._scheduler.call_at(self._next_due, self._poll_once)]
+            cancel = self._cancel
+            self._jobs = [self._scheduler.call_at(self._next_due, lambda: self._poll_once(cancel))]
             if self.policy.timeout is not None:
-                timer = self._scheduler.call_later(self.policy.timeout, self._time_out)
+                timeout = min(self.policy.timeout, MAX_WAIT * 24 * 365)  # inf means no limit
+                timer = self._scheduler.call_later(timeout, lambda: self._time_out(cancel))
                 self._jobs.append(timer)
 
     def stop(self) -> None:
@@ -343,18 +355,29 @@ class RunPoller:
         self._jobs = []
         return True
 
-    def _poll_once(self) -> None:
+    def _poll_once(self, cancel: threading.Event) -> None:
         with self._lock:
-            if not self._active:
-                return
-            cancel = self._cancel
+            if not self._active or cancel is not self._cancel:
+                return  # stopped, or scheduled by an earlier watching session
             self.polls += 1
         try:
             snapshot = self.client.get_run(self.workflow_id, self.execution_id, cancel=cancel)
         except ModelsLabError as error:
-            self._handle_error(error, cancel)
+            self._guarded(self._handle_error, error, cancel)
+        except Exception as error:  # an answer or a state nobody foresaw: end, never hang
+            log.exception("polling failed")
+            self._finish(cancel, None, error)
         else:
-            self._handle_snapshot(snapshot, cancel)
+            self._guarded(self._handle_snapshot, snapshot, cancel)
+
+    def _guarded(self, handle: Callable[[Any, threading.Event], None], value: Any,
+                 cancel: threading.Event) -> None:
+        """Run a handler; if it fails, watching ends with that error instead of silently."""
+        try:
+            handle(value, cancel)
+        except Exception as error:
+            log.exception("handling a poll failed")
+            self._finish(cancel, None, error)
 
     def _handle_snapshot(self, snapshot: RunSnapshot, cancel: threading.Event) -> None:
         listener = self._live_listener(cancel)
@@ -402,11 +425,10 @@ class RunPoller:
                 return
             self._next_due = max(now, base + delay)
             self._jobs = [job for job in self._jobs if not job.cancelled]
-            self._jobs.append(self._scheduler.call_at(self._next_due, self._poll_once))
+            job = self._scheduler.call_at(self._next_due, lambda: self._poll_once(cancel))
+            self._jobs.append(job)
 
-    def _time_out(self) -> None:
-        with self._lock:
-            cancel = self._cancel
+    def _time_out(self, cancel: threading.Event) -> None:
         seconds = self.policy.timeout
         error = WatchTimeout(
             f"Stopped watching after {seconds:g} s: the run had not finished. "

@@ -229,9 +229,16 @@ def message(kind: str, title: str, text: str = "", hint: str = "") -> str:
     )
 
 
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:  # malformed, e.g. an unclosed IPv6 bracket
+        return ""
+
+
 def safe_link(url: str, label: str) -> str:
     """A link that opens in a new tab, or plain text when the URL is not http(s)."""
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
+    if _scheme(url) not in ("http", "https"):
         return escape(label)
     return (
         f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
@@ -240,7 +247,10 @@ def safe_link(url: str, label: str) -> str:
 
 
 def short_name(url: str) -> str:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    try:
+        name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    except ValueError:
+        name = ""
     return name or url
 
 

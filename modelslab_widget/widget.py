@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,7 +153,7 @@ class WorkflowRunWidget(widgets.VBox):
             listener=self,
             policy=PollPolicy(poll_interval, timeout, max_failures, backoff_base),
             scheduler=self._scheduler,
-            next_change=self._expected_change,
+            next_change=_weak(self._expected_change),
         )
         self.observe(self._on_trait_change, ["status", "steps", "error", "output_urls"])
         self._render()
@@ -193,6 +194,10 @@ class WorkflowRunWidget(widgets.VBox):
             return
         self.stop()
         self._media_cancel.set()
+        with self._lock:
+            if not self._settled.is_set():  # e.g. thumbnails still loading: wake wait()
+                self._end_error = RuntimeError("the widget was closed before the run settled")
+                self._settled.set()
         close_with_parts(*self._owned_widgets())
         _close_parts(self)
         super().close()
@@ -273,27 +278,33 @@ class WorkflowRunWidget(widgets.VBox):
             self.polls = self._poller.polls
             self._show_message(
                 "note",
-                f"Trouble reaching ModelsLab (attempt {failures} of "
+                f"Could not get the run's status (attempt {failures} of "
                 f"{self._poller.policy.max_failures}); retrying in {retry_in:.0f} s.",
                 str(error),
             )
 
     def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
         with self._lock:
-            self.polls = self._poller.polls
-            self._cancel_tick()
-            if error is not None:
-                self._end_error = error
-                self.error = str(error)
-                self._show_message("error", *_explain(error))
-            elif snapshot is not None:
-                shared_history().record(snapshot)  # learns from completed runs only
-                if snapshot.status == "completed" and snapshot.outputs:
-                    self._start_thumbnails(snapshot)
-                    return  # settled once the thumbnails are in
-                self._show_outcome(snapshot)
-            self._update_controls()
-            self._settle()
+            settled = self._end_watching(snapshot, error)
+        if settled:
+            self._call_on_complete()
+
+    def _end_watching(self, snapshot: RunSnapshot | None, error: BaseException | None) -> bool:
+        """Show how watching ended; True once settled (False while thumbnails load)."""
+        self.polls = self._poller.polls
+        self._cancel_tick()
+        if error is not None:
+            self._end_error = error
+            self.error = str(error)
+            self._show_message("error", *_explain(error))
+        elif snapshot is not None:
+            shared_history().record(snapshot)  # learns from completed runs only
+            if snapshot.status == "completed" and snapshot.outputs:
+                return self._start_thumbnails(snapshot)
+            self._show_outcome(snapshot)
+        self._update_controls()
+        self._settled.set()
+        return True
 
     def _show_outcome(self, snapshot: RunSnapshot) -> None:
         if snapshot.status == "failed":
@@ -383,18 +394,18 @@ class WorkflowRunWidget(widgets.VBox):
         return snapshot.elapsed(first_seen=self._seen_running_at) if snapshot else None
 
     def _step_timers(self) -> dict[int, float]:
-        timers = {}
-        for index, step in enumerate(self.steps):
-            if step.get("status") == "running" and step.get("started_at"):
-                started = datetime.fromisoformat(step["started_at"].replace("Z", "+00:00"))
-                seconds = seconds_since(started)
-                if seconds is not None:
-                    timers[index] = seconds
+        """Live timers of the running steps, by index."""
+        snapshot = self.snapshot
+        timers: dict[int, float] = {}
+        for index, step in enumerate(snapshot.steps if snapshot else ()):
+            seconds = seconds_since(step.started_at) if step.status == "running" else None
+            if seconds is not None:
+                timers[index] = seconds
         return timers
 
     def _schedule_tick(self) -> None:
         """Re-render once a second while watching, so timers move without extra requests."""
-        self._tick_job = self._scheduler.call_later(1.0, self._tick, in_pool=False)
+        self._tick_job = self._scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
 
     def _tick(self) -> None:
         with self._lock:
@@ -408,15 +419,16 @@ class WorkflowRunWidget(widgets.VBox):
             self._tick_job.cancel()
             self._tick_job = None
 
-    def _start_thumbnails(self, snapshot: RunSnapshot) -> None:
+    def _start_thumbnails(self, snapshot: RunSnapshot) -> bool:
+        """Start loading the gallery; True if there is nothing to load (settled at once)."""
         urls = list(snapshot.outputs)
         shown = urls[: len(self._gallery.slots)]
         self._gallery.show(len(shown), urls[len(shown):])
         self._pending_thumbs = len(shown)
         self._update_controls()
         if not shown:
-            self._settle()
-            return
+            self._settled.set()
+            return True
         self._thumbs_by_index = {}
         load_thumbnails(
             self._client,
@@ -427,6 +439,7 @@ class WorkflowRunWidget(widgets.VBox):
             on_ready=self._on_thumbnail,
             cancel=self._media_cancel,
         )
+        return False
 
     def _on_thumbnail(self, thumb: Thumbnail) -> None:
         with self._lock:
@@ -439,16 +452,19 @@ class WorkflowRunWidget(widgets.VBox):
                 return
             ordered = sorted(self._thumbs_by_index.items())
             self.thumbnails = [t.image for _, t in ordered if t.image is not None]
-            self._settle()
+            self._settled.set()
+        self._call_on_complete()
 
-    def _settle(self) -> None:
-        self._settled.set()
+    def _call_on_complete(self) -> None:
+        """The user's callback, on this background thread but outside our lock: a slow or
+        re-entrant callback must not hold up this widget (or, via the lock, the timer)."""
         snapshot = self.snapshot
-        if self.on_complete is not None and snapshot is not None and snapshot.is_terminal:
-            try:
-                self.on_complete(self)
-            except Exception:
-                log.exception("on_complete callback failed")
+        if self.on_complete is None or snapshot is None or not snapshot.is_terminal:
+            return
+        try:
+            self.on_complete(self)
+        except Exception:
+            log.exception("on_complete callback failed")
 
     def _is_finished(self) -> bool:
         return self.snapshot is not None and self.snapshot.is_terminal
@@ -462,7 +478,20 @@ class WorkflowRunWidget(widgets.VBox):
         self._stop_button.layout.display = "" if active else "none"
         show_resume = not active and not ended
         self._resume_button.layout.display = "" if show_resume else "none"
-        self._resume_button.description = "Retry" if self._end_error else "Resume"
+        retry = self._end_error is not None and not isinstance(self._end_error, WatchTimeout)
+        self._resume_button.description = "Retry" if retry else "Resume"
+
+
+def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound method that does not keep its object alive (for the scheduler and poller,
+    which must not stop a forgotten widget from being collected); None once it is gone."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        target = ref()
+        return target(*args) if target is not None else None
+
+    return call
 
 
 def close_with_parts(*items: widgets.Widget) -> None:

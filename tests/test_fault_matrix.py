@@ -345,7 +345,7 @@ def test_connection_refused_then_server_back(no_leftover_threads, counted_widget
     try:
         wait_for(lambda: widget.polls >= 2, timeout=10)
         assert widget.status == "unknown" and widget.watching
-        assert "Trouble reaching ModelsLab" in widget._message.value
+        assert "Could not get the run&#x27;s status" in widget._message.value
         second = Simulator(api_key=key, port=port).start()
         second.add_run(steps=INSTANT, execution_id=777, image_size=(64, 64))
         snapshot = widget.wait(20)
