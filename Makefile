@@ -30,8 +30,9 @@ browser-deps:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		else echo "chromium not installed: browser tests will be skipped"; fi; }
 
+# Opens the quickstart notebook; without MODELSLAB_API_KEY it runs against the simulator.
 demo: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/quickstart.ipynb
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
 test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps
 	$(PY) -m pytest -ra
