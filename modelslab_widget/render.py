@@ -139,16 +139,14 @@ def progress_bar(
 MAX_ROWS = 24  # longer step lists show a window around the active step
 
 
-def step_window(steps: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-    """[start, end) of the rows to show: all of them, or MAX_ROWS around the first unfinished."""
-    if len(steps) <= MAX_ROWS:
-        return 0, len(steps)
-    active = next(
-        (i for i, step in enumerate(steps) if step.get("status") not in ("completed",)),
-        len(steps) - 1,
-    )
-    start = max(0, min(active - MAX_ROWS // 3, len(steps) - MAX_ROWS))
-    return start, start + MAX_ROWS
+def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
+    """[start, end) of the steps to show: all, or ``rows`` around the first unfinished one
+    (a third before it, the rest after). Shared by the card and the terminal view."""
+    if len(statuses) <= rows:
+        return 0, len(statuses)
+    active = next((i for i, s in enumerate(statuses) if s != "completed"), len(statuses) - 1)
+    start = max(0, min(active - rows // 3, len(statuses) - rows))
+    return start, start + rows
 
 
 def step_row(index: int, step: Mapping[str, Any], running_for: float | None) -> str:
@@ -185,7 +183,7 @@ def steps_table(
     if not steps:
         waiting = '<div class="mlw-sub">Waiting for the first steps…</div>'
         return f"{bar}{waiting}"
-    start, end = step_window(steps)
+    start, end = step_window([str(step.get("status")) for step in steps])
     cells = [_hidden_rows(start, "earlier")] if start else []
     cells += [step_row(i, steps[i], running_for.get(i)) for i in range(start, end)]
     if end < len(steps):

@@ -17,7 +17,7 @@ import queue
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -26,7 +26,7 @@ from .client import WorkflowsClient
 from .errors import ModelsLabError
 from .models import RunSnapshot, Step, format_timestamp, seconds_since
 from .poller import PollPolicy, RunPoller
-from .render import ICONS, format_seconds
+from .render import ICONS, format_seconds, step_window
 
 CURSOR_UP = "\x1b[{}A"
 CLEAR_LINE = "\x1b[2K"
@@ -117,15 +117,6 @@ def step_line(step: Step, now: datetime, name_width: int) -> str:
     return f"  {symbol} {name.ljust(name_width)}  {status}  {timing}".rstrip()
 
 
-def step_window(steps: Sequence[Step], rows: int) -> tuple[int, int]:
-    """[start, end) of the steps to show: all, or ``rows`` around the first unfinished one."""
-    if len(steps) <= rows:
-        return 0, len(steps)
-    active = next((i for i, s in enumerate(steps) if s.status != "completed"), len(steps) - 1)
-    start = max(0, min(active - rows // 3, len(steps) - rows))
-    return start, start + rows
-
-
 def frame_lines(
     snapshot: RunSnapshot | None,
     execution_id: object,
@@ -141,7 +132,7 @@ def frame_lines(
     steps = snapshot.steps if snapshot is not None else ()
     if snapshot is not None and not steps and not snapshot.is_terminal:
         lines.append("  waiting for the first steps…")
-    start, end = step_window(steps, max(1, max_steps))
+    start, end = step_window([step.status for step in steps], max(1, max_steps))
     width = max((len(clean(s.name, MAX_NAME_WIDTH)) for s in steps[start:end]), default=0)
     if start:
         lines.append(f"  … {plural(start, 'earlier step')}")
