@@ -53,6 +53,7 @@ BOARD_STYLE = """<style>
 
 
 # -- helpers shared with the launcher ---------------------------------------------------
+FOLLOWED_TRAITS = ["status", "steps", "error", "polls"]  # what a row mirrors of a card
 
 
 def current_step(snapshot: RunSnapshot | None) -> str:
@@ -182,13 +183,18 @@ class BoardRow:
         return self._settled.is_set()
 
     def expand(self) -> WorkflowRunWidget:
-        """Show the full card under this row (creating it: call on the main thread)."""
+        """Show the full card under this row (creating it: call on the main thread). While a
+        card the board made is open and the run goes on, the card polls and feeds the row,
+        so the run is polled once, not twice."""
         with self._lock:
             if self.widget is None:
                 kwargs = {"scheduler": self._board.scheduler, **self._widget_kwargs}
                 self.widget = WorkflowRunWidget(
                     self.workflow_id, self.execution_id, client=self._client, **kwargs
                 )
+                if self._own_widget and not self.settled and self._poller is not None:
+                    self._poller.stop()
+                    self._hook(self.widget)
             self.expanded = True
             self.toggle.icon = "chevron-down"
             self.toggle.tooltip = "Hide this run's card"
@@ -197,7 +203,8 @@ class BoardRow:
         return card
 
     def collapse(self) -> None:
-        """Hide the card; a card the board made is closed (it polls and holds images)."""
+        """Hide the card; a card the board made is closed (it polls and holds images), and
+        the row polls again if the run is still going."""
         with self._lock:
             self.expanded = False
             self.toggle.icon = "chevron-right"
@@ -207,7 +214,20 @@ class BoardRow:
                 self.widget = None
         self._board._layout_rows()
         if owned and card is not None:
+            self._unhook(card)
             card.close()
+            if not self.settled and not self._closed and self._poller is not None:
+                self._poller.start()
+
+    def _hook(self, card: WorkflowRunWidget) -> None:
+        self._previous_on_complete = card.on_complete
+        card.on_complete = self._widget_completed
+        card.observe(self._widget_changed, FOLLOWED_TRAITS)
+
+    def _unhook(self, card: WorkflowRunWidget) -> None:
+        card.unobserve(self._widget_changed, FOLLOWED_TRAITS)
+        card.on_complete = self._previous_on_complete
+        self._previous_on_complete = None
 
     def __repr__(self) -> str:
         parts = [f"Run {self.execution_id}", self.status]
@@ -276,7 +296,7 @@ class BoardRow:
         """Mirror a widget the user made: its traits for state, its on_complete for images."""
         self._previous_on_complete = widget.on_complete
         widget.on_complete = self._widget_completed
-        widget.observe(self._widget_changed, ["status", "steps", "error", "polls"])
+        widget.observe(self._widget_changed, FOLLOWED_TRAITS)
         snapshot = widget.snapshot
         if snapshot is not None:
             self._take_snapshot(snapshot)
@@ -367,7 +387,7 @@ class BoardRow:
             self._poller.stop()
         self._media_cancel.set()
         if not owned and card is not None:  # the user's widget: unhook, never close
-            card.unobserve(self._widget_changed, ["status", "steps", "error", "polls"])
+            card.unobserve(self._widget_changed, FOLLOWED_TRAITS)
             if card.on_complete == self._widget_completed:
                 card.on_complete = self._previous_on_complete
         elif card is not None:
