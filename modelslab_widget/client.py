@@ -77,7 +77,7 @@ def cancellable_retry_class() -> type[Retry]:
         # whole wait; a 429 goes back to the caller instead, as a RateLimitError to schedule.
         RETRY_AFTER_STATUS_CODES = frozenset({503})
 
-        def increment(self, *args: Any, **kwargs: Any) -> Retry:
+        def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
             event = _cancel_event()
             if event is not None and event.is_set():
                 raise _Cancelled()

@@ -89,7 +89,7 @@ def make_thumbnail(data: bytes, size: int | tuple[int, int]) -> Thumbnail:
     """Decode ``data`` into a Thumbnail (index and url left for the caller to fill in)."""
     from PIL import Image, ImageOps
 
-    box = (size, size) if isinstance(size, int) else tuple(size)
+    box = (size, size) if isinstance(size, int) else (size[0], size[1])
     image = _open_checked(data)
     original = image.size
     try:
