@@ -34,7 +34,7 @@ browser-deps:
 demo: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
-test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps
+test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint
 	$(PY) -m pytest -ra
 
 # The long soak (1,000 runs in a row, 200 at once): a few minutes, so not in `make test`.
