@@ -81,7 +81,8 @@ class WorkerPool:
         future: Future[Any] = Future()
         self._work.put((future, fn, args))
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self._max_workers:
+            # More work waiting than idle workers to take it: add a worker (up to the bound).
+            if self._work.qsize() > self._idle and len(self._threads) < self._max_workers:
                 self._start_worker()
         return future
 

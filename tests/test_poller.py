@@ -88,3 +88,12 @@ def test_a_poller_whose_listener_is_garbage_stops(sim, client):
     count = sim.request_count("status", execution_id=eid)
     time.sleep(0.3)
     assert sim.request_count("status", execution_id=eid) == count
+
+
+def test_idle_workers_do_not_serialise_a_burst_of_work():
+    pool = WorkerPool(4, "test-pool", idle_seconds=5)
+    pool.submit(lambda: None).result(2)  # one worker now idles, waiting for work
+    barrier = threading.Barrier(4, timeout=3)
+    futures = [pool.submit(barrier.wait) for _ in range(4)]  # needs 4 at once to pass
+    assert all(f.exception(5) is None for f in futures)
+    pool.shutdown()
