@@ -155,7 +155,7 @@ class WorkflowRunWidget(widgets.VBox):
             scheduler=self._scheduler,
             next_change=_weak(self._expected_change),
         )
-        self.observe(self._on_trait_change, ["status", "steps", "error", "output_urls"])
+        self.observe(self._on_status_change, "status")
         self._render()
         if autostart:
             self.start()
@@ -272,6 +272,7 @@ class WorkflowRunWidget(widgets.VBox):
                 self._seen_running_at = datetime.now(timezone.utc)
             self._message.value = ""  # a good answer clears any "retrying" notice
             self._apply_snapshot(snapshot)
+            self._render()  # once per answer, however many traits it changed
 
     def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
         with self._lock:
@@ -358,10 +359,9 @@ class WorkflowRunWidget(widgets.VBox):
             self._controls, self._top, self._message, *self._gallery.widgets(),
         ]
 
-    def _on_trait_change(self, change: dict[str, Any]) -> None:
-        if change["name"] == "status" and render.status_class(change["new"]) != "running":
+    def _on_status_change(self, change: dict[str, Any]) -> None:
+        if render.status_class(change["new"]) != "running":
             self._update_controls()
-        self._render()
 
     def estimate(self) -> Estimate | None:
         """Time left and progress by expected time, once this workflow has completed before
