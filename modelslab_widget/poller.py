@@ -316,7 +316,8 @@ class RunPoller:
         self._lock = threading.Lock()
         self._active = False
         self._cancel = threading.Event()
-        self._jobs: list[Job] = []
+        self._next_poll: Job | None = None
+        self._timeout_job: Job | None = None
         self._failures = 0
         self._next_due = 0.0
 
@@ -334,11 +335,13 @@ class RunPoller:
             self._failures = 0
             self._next_due = time.monotonic()
             cancel = self._cancel
-            self._jobs = [self._scheduler.call_at(self._next_due, lambda: self._poll_once(cancel))]
-            if self.policy.timeout is not None:
-                timeout = min(self.policy.timeout, MAX_WAIT * 24 * 365)  # inf means no limit
-                timer = self._scheduler.call_later(timeout, lambda: self._time_out(cancel))
-                self._jobs.append(timer)
+            self._next_poll = self._scheduler.call_at(
+                self._next_due, lambda: self._poll_once(cancel)
+            )
+            if self.policy.timeout is not None:  # math.inf is fine: the timer clamps its waits
+                self._timeout_job = self._scheduler.call_later(
+                    self.policy.timeout, lambda: self._time_out(cancel)
+                )
 
     def stop(self) -> None:
         """Stop polling: once this returns no new request is started for this run."""
@@ -351,9 +354,10 @@ class RunPoller:
             return False
         self._active = False
         self._cancel.set()  # also cuts short urllib3 back-off sleeps of a call in flight
-        for job in self._jobs:
-            job.cancel()
-        self._jobs = []
+        for job in (self._next_poll, self._timeout_job):
+            if job is not None:
+                job.cancel()
+        self._next_poll = self._timeout_job = None
         return True
 
     def _poll_once(self, cancel: threading.Event) -> None:
@@ -425,9 +429,9 @@ class RunPoller:
             if cancel.is_set():
                 return
             self._next_due = max(now, base + delay)
-            self._jobs = [job for job in self._jobs if not job.cancelled]
-            job = self._scheduler.call_at(self._next_due, lambda: self._poll_once(cancel))
-            self._jobs.append(job)
+            self._next_poll = self._scheduler.call_at(
+                self._next_due, lambda: self._poll_once(cancel)
+            )
 
     def _time_out(self, cancel: threading.Event) -> None:
         seconds = self.policy.timeout
