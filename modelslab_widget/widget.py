@@ -137,6 +137,9 @@ class WorkflowRunWidget(widgets.VBox):
         self._settled = threading.Event()
         self._end_error: BaseException | None = None
         self._user_stopped = False
+        # True from start() until this widget has heard how watching ended. The poller goes
+        # inactive a moment before it tells us, and nothing may restart it in that gap.
+        self._session_open = False
         self._media_cancel = threading.Event()
         self._pending_thumbs = 0
         self._tick_job: Any = None
@@ -165,8 +168,9 @@ class WorkflowRunWidget(widgets.VBox):
     def start(self) -> None:
         """Start (or resume) watching; a no-op once the run has ended or while watching."""
         with self._lock:
-            if self._is_finished() or self._poller.active:
+            if self._is_finished() or self._session_open:
                 return
+            self._session_open = True
             self._user_stopped = False
             self._end_error = None
             self._settled.clear()
@@ -181,6 +185,7 @@ class WorkflowRunWidget(widgets.VBox):
         with self._lock:
             was_active = self._poller.active
             self._poller.stop()
+            self._session_open = False
             self._cancel_tick()
             if was_active and not self._is_finished():
                 self._user_stopped = True
@@ -209,8 +214,9 @@ class WorkflowRunWidget(widgets.VBox):
         snapshot. A failed or cancelled run returns normally. Raises ``TimeoutError`` when
         ``timeout`` passes first, or the error that ended watching (``AuthenticationError``,
         ``NotFoundError``, ``ServerError``, ...)."""
-        if not self._poller.active and not self._settled.is_set() and not self._is_finished():
-            self.start()
+        with self._lock:
+            if not self._session_open and not self._settled.is_set():
+                self.start()  # a no-op once the run has ended
         if not self._settled.wait(timeout):
             raise TimeoutError(f"the run did not finish within {timeout:g} s")
         with self._lock:
@@ -292,6 +298,9 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _end_watching(self, snapshot: RunSnapshot | None, error: BaseException | None) -> bool:
         """Show how watching ended; True once settled (False while thumbnails load)."""
+        if self._poller.active:
+            return False  # a late word from a session that stop() + start() already replaced
+        self._session_open = False
         self.polls = self._poller.polls
         self._cancel_tick()
         if error is not None:

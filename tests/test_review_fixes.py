@@ -52,6 +52,29 @@ def test_an_unforeseen_exception_ends_watching_instead_of_hanging(sim, client, m
     widget.close()
 
 
+def test_wait_in_the_moment_between_the_poller_ending_and_the_widget_hearing_of_it(
+    sim, client, monkeypatch
+):
+    """The poller goes inactive just before it calls on_finished. wait() arriving in that
+    gap once restarted polling (CI caught it); it must instead wait for the end it missed."""
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, autostart=False)
+    monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
+    told = widget.on_finished
+
+    def hear_late(snapshot, error):
+        threading.Event().wait(0.3)  # hold the gap open long enough to land wait() in it
+        told(snapshot, error)
+
+    widget.on_finished = hear_late
+    widget.start()
+    wait_for(lambda: not widget._poller.active)
+    with pytest.raises(ZeroDivisionError):
+        widget.wait(5)
+    assert not widget.watching and widget._poller.polls == 1
+    widget.close()
+
+
 @pytest.mark.parametrize("retry_after", [math.inf, 1e12])
 def test_absurd_retry_after_does_not_kill_the_timer(retry_after):
     assert PollPolicy(interval=1).backoff(1, retry_after) <= 3600
