@@ -18,6 +18,7 @@ import json
 import math
 import re
 import secrets
+import signal
 import socket
 import struct
 import sys
@@ -1051,14 +1052,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--api-key", default=None, help="default: a random sim-... key")
     args = parser.parse_args(argv)
+    # Ctrl-C (or a TERM) only sets an event: a KeyboardInterrupt could land anywhere, even in
+    # the prints before a try block or halfway through stopping, and leave a traceback or a hang.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     with Simulator(api_key=args.api_key, host=args.host, port=args.port) as sim:
         print(f"base_url: {sim.base_url}")
         print(f"api_key: {sim.api_key}")
         print(f"workflow_id: {DEMO_WORKFLOW_ID}", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
     return 0
 
