@@ -45,8 +45,8 @@ from modelslab_widget.terminal import (
 def test_simulate_prints_base_url_and_key_and_serves(command):
     process = subprocess.Popen(
         [*command, "--port", "0", "--api-key", "cli-key"],
-        stdout=subprocess.PIPE,
-        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         lines = dict(process.stdout.readline().strip().split(": ", 1) for _ in range(3))
@@ -54,8 +54,11 @@ def test_simulate_prints_base_url_and_key_and_serves(command):
             assert client.get_workflow(lines["workflow_id"]).name
         assert lines["api_key"] == "cli-key"
     finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        code, stderr = interrupt(process)
+        process.stdout.close()
+        process.stderr.close()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
 
 
 # ---------------------------------------------------------------- helpers
@@ -69,7 +72,21 @@ def cli_env(sim: Simulator, key: str | None = None) -> dict[str, str]:
     env["MODELSLAB_API_KEY"] = sim.api_key if key is None else key
     env["MODELSLAB_BASE_URL"] = sim.base_url
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # see interrupt()
     return env
+
+
+def interrupt(process: subprocess.Popen[str], patience: float = 20) -> tuple[int, str]:
+    """Ctrl-C a child; its exit code and stderr. Should it hang, SIGABRT makes Python's
+    faulthandler (PYTHONFAULTHANDLER=1) print every thread's stack, and the test shows it."""
+    process.send_signal(signal.SIGINT)
+    try:
+        code = process.wait(patience)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        process.wait(10)
+        pytest.fail(f"no exit {patience:g} s after Ctrl-C; stacks:\n{process.stderr.read()}")
+    return code, process.stderr.read()
 
 
 def watch(sim: Simulator, execution_id: object, *extra: str, key: str | None = None,
@@ -176,9 +193,8 @@ def test_ctrl_c_stops_watching_with_130(sim):
     )
     try:
         assert "run running" in process.stdout.readline()
-        process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 130
-        stderr = process.stderr.read()
+        code, stderr = interrupt(process)
+        assert code == 130, stderr
         assert "interrupted" in stderr
         assert "Traceback" not in stderr
     finally:

@@ -27,6 +27,8 @@ from modelslab_widget import RunSnapshot, WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.errors import APIError, AuthenticationError, ModelsLabError
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator, render_image
 
+from .conftest import card_markup
+
 FAST = [("Text to Image", 0.15), ("Image Upscaler", 0.15)]
 
 
@@ -282,12 +284,13 @@ import logging, os, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, force=True)
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
+# One write, before any background thread logs (print's separate writes got interleaved).
+print(f"key length {len(os.environ['MLW_SECRET_KEY'])}")
 sim = Simulator(api_key=os.environ["MLW_SECRET_KEY"]).start()
 eid = sim.add_run(steps=[("Text to Image", 0.3), ("Image Upscaler", 0.3)], images=2,
                   status_faults=[Fault("http", status=500), Fault("api_error")])
 run = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, api_key=os.environ["MLW_SECRET_KEY"],
                         base_url=sim.base_url, poll_interval=0.1, backoff_base=0.1)
-print("key length", len(os.environ["MLW_SECRET_KEY"]))
 run""",
     """\
 snapshot = run.wait(60)
@@ -456,7 +459,7 @@ class CardParser(HTMLParser):
             self.problems.append(f"tag <{tag}>")
         if any(name.startswith("on") for name in attributes):
             self.problems.append(f"event handler on <{tag}>")
-        if self.stack and "mlw-steps" in (self.stack[-1][1].get("class") or "").split():
+        if self.stack and "mlw-step" in (self.stack[-1][1].get("class") or "").split():
             self.grid_cells += 1
         if "mlw-name" in (attributes.get("class") or "").split():
             self.names.append("")
@@ -531,7 +534,7 @@ def test_hostile_text_is_escaped_and_keeps_the_layout(names, step_status, run_st
             failure = None if snapshot.status == "failed" else APIError(error or "no message")
             widget.on_finished(snapshot if failure is None else None, failure)
 
-            card = CardParser().check(widget._status_view.value)
+            card = CardParser().check(card_markup(widget))
             assert card.names == [step.name for step in snapshot.steps]
             assert card.titles == card.names  # the title attribute holds the same text
             assert card.grid_cells == 4 * len(snapshot.steps)  # one grid row per step
