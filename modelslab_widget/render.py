@@ -9,6 +9,7 @@ word, never colour alone. Nothing here imports ipywidgets, which keeps it easy t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -42,9 +43,9 @@ STYLE = """<style>
 .mlw-progress>div{height:100%;background:var(--jp-brand-color1,#1976d2);transition:width .3s}
 .mlw-progress.mlw-s-completed>div{background:var(--jp-success-color1,#388e3c)}
 .mlw-progress.mlw-s-failed>div{background:var(--jp-error-color1,#d32f2f)}
-.mlw-steps{display:grid;grid-template-columns:1.4em minmax(0,1fr) auto 5.5em;gap:2px 8px;
- margin:4px 0;align-items:center}
-.mlw-steps>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 7em 5.5em;gap:0 8px;
+ align-items:center;line-height:24px}
+.mlw-step>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .mlw-icon{text-align:center;font-weight:700}
 .mlw-dur{text-align:right;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
 .mlw-spin{display:inline-block;animation:mlw-spin 1s linear infinite}
@@ -136,7 +137,8 @@ def progress_bar(
     )
 
 
-MAX_ROWS = 24  # longer step lists show a window around the active step
+MAX_ROWS = 12  # longer step lists show a window around the active step
+WAITING_FOR_STEPS = '<div class="mlw-card mlw-sub">Waiting for the first steps…</div>'
 
 
 def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
@@ -150,6 +152,7 @@ def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int
 
 
 def step_row(index: int, step: Mapping[str, Any], running_for: float | None) -> str:
+    """One step as a small grid of its own (fixed columns, so separate rows line up)."""
     status = str(step.get("status") or "unknown")
     name = escape(str(step.get("name") or f"Step {index + 1}"))
     seconds = step.get("duration")
@@ -157,41 +160,51 @@ def step_row(index: int, step: Mapping[str, Any], running_for: float | None) -> 
         seconds = running_for
     cls = f"mlw-s-{status_class(status)}"
     return (
+        '<div class="mlw-card mlw-step">'
         f'<span class="mlw-icon {cls}" aria-hidden="true">{icon(status)}</span>'
         f'<span class="mlw-name" title="{name}">{name}</span>'
         f'<span class="{cls}">{escape(status.replace("_", " "))}</span>'
         f'<span class="mlw-dur">{format_seconds(seconds) if seconds is not None else ""}</span>'
+        "</div>"
     )
 
 
-def _hidden_rows(count: int, where: str) -> str:
+def hidden_steps(count: int, where: str) -> str:
+    """The line standing for the steps outside the window ("… 3 earlier steps")."""
+    if not count:
+        return ""
     return (
-        f'<span></span><span class="mlw-sub">… {count} {where} '
-        f'step{"s" if count != 1 else ""}</span><span></span><span></span>'
+        f'<div class="mlw-card mlw-step"><span></span><span class="mlw-sub">… {count} {where} '
+        f'step{"s" if count != 1 else ""}</span></div>'
     )
 
 
-def steps_table(
-    status: str,
-    steps: Sequence[Mapping[str, Any]],
-    running_for: Mapping[int, float],
-    fraction: float | None = None,
-) -> str:
-    """The progress bar, then one grid row per step (a window of them for long runs);
-    ``running_for`` holds the live timers of running steps by index."""
-    bar = progress_bar(status, steps, fraction)
+@dataclass(frozen=True)
+class StepsView:
+    """The step list as separate fragments, one per view, so a change touches only its row.
+    ``before`` is the waiting line or the earlier steps' count; empty strings mean hidden."""
+
+    before: str
+    rows: list[str]
+    after: str
+
+
+def steps_view(
+    steps: Sequence[Mapping[str, Any]], running_for: Mapping[int, float], rows: int = MAX_ROWS
+) -> StepsView:
+    """The rows to show (a window of ``rows`` for long runs); ``running_for`` holds the live
+    timers of running steps by index."""
     if not steps:
-        waiting = '<div class="mlw-sub">Waiting for the first steps…</div>'
-        return f"{bar}{waiting}"
-    start, end = step_window([str(step.get("status")) for step in steps])
-    cells = [_hidden_rows(start, "earlier")] if start else []
-    cells += [step_row(i, steps[i], running_for.get(i)) for i in range(start, end)]
-    if end < len(steps):
-        cells.append(_hidden_rows(len(steps) - end, "more"))
-    return f'{bar}<div class="mlw-steps">{"".join(cells)}</div>'
+        return StepsView(WAITING_FOR_STEPS, [], "")
+    start, end = step_window([str(step.get("status")) for step in steps], rows)
+    return StepsView(
+        hidden_steps(start, "earlier"),
+        [step_row(i, steps[i], running_for.get(i)) for i in range(start, end)],
+        hidden_steps(len(steps) - end, "more"),
+    )
 
 
-def card(
+def summary(
     *,
     status: str,
     workflow_id: str,
@@ -199,19 +212,17 @@ def card(
     elapsed: float | None,
     finished: bool,
     steps: Sequence[Mapping[str, Any]],
-    running_for: Mapping[int, float],
     remaining: float | None = None,
     fraction: float | None = None,
 ) -> str:
-    """Header, progress and steps as one fragment: one small update per change or tick.
+    """Header and progress bar: the part of the card that moves with every tick.
     ``remaining`` and ``fraction`` come from earlier runs' timings when there are some."""
     done = sum(1 for step in steps if step.get("status") == "completed")
     top = header(
         status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
         finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
     )
-    table = steps_table(status, steps, running_for, fraction)
-    return f'<div class="mlw-card">{top}{table}</div>'
+    return f'<div class="mlw-card">{top}{progress_bar(status, steps, fraction)}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:

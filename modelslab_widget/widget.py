@@ -20,6 +20,7 @@ from typing import Any
 
 import ipywidgets as widgets
 from IPython.display import display
+from ipywidgets.widgets.widget_string import HTMLStyle
 from traitlets import Dict, Int, List, Unicode
 
 from . import render
@@ -85,6 +86,36 @@ class _Gallery:
 
     def widgets(self) -> list[widgets.Widget]:
         return [*self.images, *self.captions, *self.slots, self.more, self.box]
+
+
+class _StepRows:
+    """Pre-built step rows (a window of them for long runs), each its own view: a poll or a
+    tick sends only the rows whose text changed, never the whole list."""
+
+    def __init__(self, rows: int) -> None:
+        # One Layout and one style for all rows: the rows cost one model each, not three.
+        layout, style = widgets.Layout(margin="0"), HTMLStyle()
+        self.before = widgets.HTML(render.WAITING_FOR_STEPS, layout=layout, style=style)
+        self.rows = [widgets.HTML(layout=layout, style=style) for _ in range(rows)]
+        self.after = widgets.HTML(layout=layout, style=style)
+        self.box = widgets.VBox([self.before], layout=widgets.Layout(margin="2px 0"))
+
+    def show(self, steps: list[dict[str, Any]], running_for: dict[int, float]) -> None:
+        view = render.steps_view(steps, running_for, len(self.rows))
+        set_if_changed(self.before, view.before)
+        set_if_changed(self.after, view.after)
+        for row, markup in zip(self.rows, view.rows, strict=False):  # spare rows stay hidden
+            set_if_changed(row, markup)
+        shown = (
+            *([self.before] if view.before else []),
+            *self.rows[: len(view.rows)],
+            *([self.after] if view.after else []),
+        )
+        if self.box.children != shown:
+            self.box.children = shown
+
+    def widgets(self) -> list[widgets.Widget]:
+        return [self.before, *self.rows, self.after, self.box]
 
 
 class WorkflowRunWidget(widgets.VBox):
@@ -340,7 +371,7 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _build_views(self, slots: int) -> None:
         self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
-        # Header, progress and steps are one HTML view: a change or a tick is one message.
+        # The header and progress bar are one view; each step row is another (see _StepRows).
         self._status_view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self._stop_button = widgets.Button(
             description="Stop", icon="stop", tooltip="Stop watching this run",
@@ -356,16 +387,18 @@ class WorkflowRunWidget(widgets.VBox):
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
+        self._steps_view = _StepRows(render.MAX_ROWS)
         self._message = widgets.HTML()
         self._gallery = _Gallery(slots)
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._top, self._message, self._gallery.box]
+        return [self._style, self._top, self._steps_view.box, self._message, self._gallery.box]
 
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
-            self._controls, self._top, self._message, *self._gallery.widgets(),
+            self._controls, self._top, *self._steps_view.widgets(), self._message,
+            *self._gallery.widgets(),
         ]
 
     def _on_status_change(self, change: dict[str, Any]) -> None:
@@ -385,18 +418,18 @@ class WorkflowRunWidget(widgets.VBox):
     def _render(self) -> None:
         with self._lock:
             estimate = self.estimate()
-            markup = render.card(
+            markup = render.summary(
                 status=self.status,
                 workflow_id=self.workflow_id,
                 execution_id=str(self.execution_id),
                 elapsed=self._elapsed(),
                 finished=self._is_finished(),
                 steps=self.steps,
-                running_for=self._step_timers(),
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
             )
             set_if_changed(self._status_view, markup)
+            self._steps_view.show(self.steps, self._step_timers())
 
     def _elapsed(self) -> float | None:
         snapshot = self.snapshot

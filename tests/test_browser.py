@@ -264,7 +264,7 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     # 1. live updates: a step row says "running" while the run is still going
     try:
         page.wait_for_function(
-            "() => document.querySelector('.mlw-steps .mlw-s-running') !== null",
+            "() => document.querySelector('.mlw-step .mlw-s-running') !== null",
             polling=100,
             timeout=20_000,
         )
@@ -274,7 +274,7 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
             f"no step row turned 'running' within 20 s; prompts {prompts.all_inner_texts()}"
             f"\n{context()}"
         ) from exc
-    running_rows = page.locator(".mlw-steps span:not(.mlw-icon).mlw-s-running")
+    running_rows = page.locator(".mlw-step span:not(.mlw-icon).mlw-s-running")
     expect(running_rows.first).to_have_text("running")
     expect(page.locator(".mlw-badge").first).not_to_contain_text("Completed")
     widget = page.locator(".jp-OutputArea-output", has=page.locator(".mlw-badge")).first
@@ -283,7 +283,15 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     # 2. the header badge reaches "Completed"
     badge = page.locator(".mlw-badge").first
     expect(badge).to_contain_text("Completed", timeout=60_000)
-    expect(page.locator(".mlw-steps")).to_contain_text("completed")
+    expect(page.locator(".mlw-step").first).to_contain_text("completed")
+    # each row is its own view: their columns must still line up, rows stay compact
+    columns = page.evaluate(
+        """() => [...document.querySelectorAll('.mlw-step')].map(row => {
+               const r = row.getBoundingClientRect();
+               return [row.children[2].getBoundingClientRect().left, r.height]; })"""
+    )
+    assert len(columns) >= 2 and len({round(left) for left, _ in columns}) == 1, columns
+    assert all(8 < height < 34 for _, height in columns), columns
     completed = time.monotonic()
 
     # 3. the thumbnails: loaded <img> elements (blob: URLs) inside the widget's output

@@ -12,7 +12,7 @@ from modelslab_widget.eta import DurationHistory, use_history_file
 from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID
 
-from .conftest import wait_for
+from .conftest import card_markup, wait_for
 
 T0 = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
 
@@ -89,7 +89,7 @@ def test_repeat_run_shows_eta_closer_than_a_step_count_guess(sim, client):
         # What a step count alone suggests: the second step will take as long as the first.
         guess_by_steps = elapsed * 2 - elapsed
         assert abs(estimate.remaining - truth) < abs(guess_by_steps - truth)
-        assert "left" in widget._status_view.value
+        assert "left" in card_markup(widget)
         widget.wait(10)
     finally:
         widget.close()

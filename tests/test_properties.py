@@ -88,7 +88,7 @@ def test_card_html_escapes_everything(name, status, error, wf):
         steps_done=0,
         steps_known=1,
     )
-    table = render.steps_table(status, steps, {})
+    table = "".join(render.steps_view(steps, {}).rows)
     panel = render.message("error", "The run failed", error, "hint")
     for markup, text in ((header, None), (header, wf), (table, name or None), (panel, error)):
         assert_safe(markup, text)

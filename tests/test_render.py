@@ -11,16 +11,25 @@ def steps(statuses):
 
 def test_a_thousand_steps_show_a_window_around_the_active_one():
     many = steps(["completed"] * 600 + ["running"] + ["pending"] * 399)
-    html = render.steps_table("running", many, {600: 3.0})
-    assert html.count('class="mlw-name"') == render.MAX_ROWS
+    view = render.steps_view(many, {600: 3.0})
+    assert len(view.rows) == render.MAX_ROWS
+    html = "".join(view.rows)
     assert "step 600" in html and "3.0 s" in html
-    assert "… 592 earlier steps" in html and "… 384 more steps" in html
-    assert len(html) < 12_000
+    earlier = 600 - render.MAX_ROWS // 3
+    assert f"… {earlier} earlier steps" in view.before
+    assert f"… {1000 - earlier - render.MAX_ROWS} more steps" in view.after
+    assert len(html) < 6_000
 
 
-def test_short_lists_show_every_row():
-    html = render.steps_table("running", steps(["completed", "running"]), {})
-    assert html.count('class="mlw-name"') == 2 and "earlier" not in html
+def test_short_lists_show_every_row_and_no_hidden_lines():
+    view = render.steps_view(steps(["completed", "running"]), {})
+    assert len(view.rows) == 2 and view.before == view.after == ""
+    assert all(row.count('class="mlw-name"') == 1 for row in view.rows)
+
+
+def test_no_steps_yet_says_so():
+    view = render.steps_view([], {})
+    assert "Waiting for the first steps" in view.before and view.rows == []
 
 
 def test_progress_counts_completed_steps():

@@ -13,7 +13,7 @@ from modelslab_widget import WorkflowRunWidget, WorkflowsClient, watch
 from modelslab_widget.errors import AuthenticationError, NotFoundError, ServerError
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
-from .conftest import our_threads, wait_for
+from .conftest import card_markup, our_threads, wait_for
 
 FAST = [("Text to Image", 0.3), ("Image Upscaler", 0.3)]
 
@@ -37,7 +37,7 @@ def make(sim, client):
 
 
 def all_html(widget: WorkflowRunWidget) -> str:
-    parts = [widget._status_view.value, widget._message.value]
+    parts = [card_markup(widget), widget._message.value]
     parts += [caption.value for caption in widget._gallery.captions]
     return "\n".join(parts)
 
@@ -52,7 +52,7 @@ def test_completed_run_shows_steps_and_thumbnails(sim, make):
     assert len(widget.output_urls) == 3 and widget.error == ""
     assert [t.size for t in widget.thumbnails] == [(128, 96)] * 3
     assert widget.polls >= 3 and widget.snapshot is snapshot
-    assert "Completed" in widget._status_view.value and "2/2 steps" in widget._status_view.value
+    assert "Completed" in card_markup(widget) and "2/2 steps" in card_markup(widget)
     assert all(image.value[:2] == b"\xff\xd8" for image in widget._gallery.images[:3])  # JPEG
     assert repr(widget).startswith(f"Run {eid} · completed · 2/2 steps · ")
     assert repr(widget).endswith("3 images")
@@ -199,9 +199,40 @@ def test_elapsed_time_ticks_without_extra_requests(sim, make):
     eid = sim.add_run(steps=[("Long", 3.0)])
     widget = make(eid, poll_interval=10)
     wait_for(lambda: widget.status == "running")
-    first = widget._status_view.value
-    wait_for(lambda: widget._status_view.value != first, timeout=3)
+    first = card_markup(widget)
+    wait_for(lambda: card_markup(widget) != first, timeout=3)
     assert sim.request_count("status", execution_id=eid) == 1
+
+
+def test_a_step_row_is_only_touched_when_its_step_changed(sim, make):
+    """Each row is its own view: a poll or a tick rewrites a row only when that step's state
+    changed or its live timer moved; the other rows send nothing."""
+    eid = sim.add_run(steps=[("First", 0.4), ("Slow middle", 2.2), ("Last", 0.3)])
+    widget = make(eid, autostart=False)
+    touched: list[tuple[int, str]] = []
+    last_seen: dict[int, str] = {}
+    wrong: list[str] = []
+
+    def watch_row(index: int):
+        def changed(change):
+            step = widget.steps[index] if index < len(widget.steps) else None
+            state = repr(step)
+            running = step is not None and step["status"] == "running"
+            if last_seen.get(index) == state and not running:
+                wrong.append(f"row {index} rewritten while its step stayed {state}")
+            last_seen[index] = state
+            touched.append((index, change["new"]))
+        return changed
+
+    for index, row in enumerate(widget._steps_view.rows[:3]):
+        row.observe(watch_row(index), "value")
+    widget.start()
+    widget.wait(15)
+    assert not wrong, wrong
+    middle_ticks = [markup for index, markup in touched if index == 1 and "running" in markup]
+    assert len(middle_ticks) >= 2, "the running row's timer should have moved"
+    first_row = [markup for index, markup in touched if index == 0]
+    assert len(first_row) <= 6, "the first row went on changing while the middle step ran"
 
 
 def test_on_complete_callback_runs_once_after_thumbnails(sim, make):
