@@ -59,6 +59,24 @@ def input_kind(parameter: Parameter) -> str:
     return {"number": "float", "integer": "int", "boolean": "bool"}.get(kind, "text")
 
 
+NUMBER_KINDS = ("float", "int")
+
+
+def parse_number(text: str, kind: str) -> float | int:
+    """A number box's text as the schema's type: "512" or "512.0" for an integer."""
+    try:
+        number = float(text.strip().replace("_", ""))
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError("Enter a number.")
+    if kind == "int":
+        if not number.is_integer():
+            raise ValueError("Enter a whole number.")
+        return int(number)
+    return number
+
+
 class _Field:
     """One parameter's input, with the error line under it."""
 
@@ -68,12 +86,13 @@ class _Field:
         self.input = self._make_input()
         self.error = widgets.HTML()
         self.box = widgets.VBox([self.input, self.error])
-        # Optional numbers and booleans are sent only once set: 0 or False shown in an
-        # untouched box must not override the workflow's own default.
+        # An optional checkbox is sent only once touched: False shown in an untouched box must
+        # not override the workflow's own default. (Empty text and number boxes are left out.)
         self.touched = False
         if parameter.key in remembered:
+            value = remembered[parameter.key]
             try:
-                self.input.value = remembered[parameter.key]
+                self.input.value = str(value) if self.kind in NUMBER_KINDS else value
                 self.touched = True
             except TraitError:
                 pass  # the schema changed type since: start blank
@@ -94,10 +113,13 @@ class _Field:
                 layout=widgets.Layout(width="100%", max_width="720px", height="4.5em"),
                 placeholder="required" if param.required else "", **common,
             )
-        if self.kind == "float":
-            return widgets.FloatText(layout=widgets.Layout(width="22em"), **common)
-        if self.kind == "int":
-            return widgets.IntText(layout=widgets.Layout(width="22em"), **common)
+        if self.kind in NUMBER_KINDS:
+            # A text box, not FloatText: that cannot be empty, and a 0 shown in it reads as
+            # "width 0" when the workflow's own default is what will be used.
+            return widgets.Text(
+                layout=widgets.Layout(width="22em"),
+                placeholder="required" if param.required else "default", **common,
+            )
         if self.kind == "bool":
             return widgets.Checkbox(indent=True, layout=widgets.Layout(width="auto"), **common)
         return widgets.Text(
@@ -109,11 +131,14 @@ class _Field:
         self.touched = True
 
     def value(self) -> Any:
-        """The value to send, or _NOT_SET to leave the parameter out."""
+        """The value to send, or _NOT_SET to leave the parameter out; ValueError when a
+        number box holds something that is not a number."""
         value = self.input.value
-        if self.kind in ("textarea", "text"):
-            return value if value.strip() else _NOT_SET
-        return value if self.parameter.required or self.touched else _NOT_SET
+        if self.kind == "bool":
+            return value if self.parameter.required or self.touched else _NOT_SET
+        if not value.strip():
+            return _NOT_SET
+        return parse_number(value, self.kind) if self.kind in NUMBER_KINDS else value
 
     def show_errors(self, messages: list[str]) -> None:
         text = "<br>".join(escape(message) for message in messages)
@@ -246,19 +271,40 @@ class WorkflowLauncher(widgets.VBox):
         self._build_form(info)
 
     def values(self) -> dict[str, Any]:
-        """The parameters the Run button would send now."""
-        chosen = {field.parameter.key: field.value() for field in self._fields}
+        """The parameters the Run button would send now; ValueError naming the first field
+        that does not hold a valid value."""
+        chosen: dict[str, Any] = {}
+        for field in self._fields:
+            try:
+                chosen[field.parameter.key] = field.value()
+            except ValueError as error:
+                raise ValueError(f"{field.parameter.key}: {error}") from None
         return {key: value for key, value in chosen.items() if value is not _NOT_SET}
+
+    def _checked_values(self) -> dict[str, Any] | None:
+        """The values, or None after marking every field that holds something invalid."""
+        problems = 0
+        for field in self._fields:
+            field.error.value = ""
+            try:
+                field.value()
+            except ValueError as error:
+                field.show_errors([str(error)])
+                problems += 1
+        if problems:
+            self._show("error", "Please fix the highlighted fields.")
+            return None
+        return self.values()
 
     def launch(self) -> WorkflowRunWidget | None:
         """Start a run with the form's values, as the Run button does (main thread): returns
         its widget, or None when the server refused (the reason is shown in the form)."""
         if self.info is None or self._closed:
             return None
-        params = self.values()
+        params = self._checked_values()
+        if params is None:
+            return None  # nothing sent: the fields say what to fix
         REMEMBERED[self.workflow_id] = dict(params)
-        for field in self._fields:
-            field.error.value = ""
         self._show("note", "Starting a run…")
         try:
             execution_id = self._client.run_workflow(self.workflow_id, params)

@@ -71,7 +71,8 @@ def test_form_from_the_documented_schema(documented, make):
     assert list(inputs) == ["prompt", "negative_prompt", "width"]
     assert isinstance(inputs["prompt"], widgets.Textarea)
     assert isinstance(inputs["negative_prompt"], widgets.Textarea)  # prompt-like
-    assert isinstance(inputs["width"], widgets.FloatText)
+    assert isinstance(inputs["width"], widgets.Text)  # a number box that can be empty
+    assert inputs["width"].placeholder == "default" and inputs["width"].value == ""
     assert [w.description for w in inputs.values()] == ["prompt *", "negative_prompt", "width"]
     assert "Text to Image" in inputs["prompt"].tooltip
     header = launcher._header.value
@@ -86,20 +87,22 @@ def test_form_with_every_parameter_type(sim, make):
     launcher = make(workflow)
     kinds = {key: type(w) for key, w in launcher.inputs.items()}
     assert kinds == {
-        "title": widgets.Text, "strength": widgets.FloatText, "steps": widgets.IntText,
+        "title": widgets.Text, "strength": widgets.Text, "steps": widgets.Text,
         "tile": widgets.Checkbox, "init_image": widgets.Text,
     }
+    assert launcher.inputs["steps"].placeholder == "required"
     marked = [w.description for w in launcher.inputs.values() if w.description.endswith(" *")]
     assert marked == ["title *", "steps *"]
     assert launcher.inputs["init_image"].tooltip.endswith("<i>Loader</i>")  # plain text
     assert launcher.inputs["init_image"].description_allow_html is False
-    # Required values always go; optional numbers and booleans only once set.
-    assert launcher.values() == {"steps": 0}
+    # Empty boxes are left out (the workflow's default applies); an untouched optional
+    # checkbox too; numbers go as the schema's type.
+    assert launcher.values() == {}
     launcher.inputs["title"].value = "poster"
     launcher.inputs["tile"].value = True
-    launcher.inputs["strength"].value = 0.0  # set to its shown value: not a change...
-    assert launcher.values() == {"title": "poster", "steps": 0, "tile": True}
-    launcher.inputs["strength"].value = 0.75
+    launcher.inputs["steps"].value = " 30.0 "
+    assert launcher.values() == {"title": "poster", "steps": 30, "tile": True}
+    launcher.inputs["strength"].value = "0.75"
     assert launcher.values()["strength"] == 0.75
     run = launcher.launch()
     assert isinstance(run, WorkflowRunWidget) and sim.runs_started(workflow) == 1
@@ -128,7 +131,7 @@ def test_a_double_click_launches_one_run(sim, documented, make):
 
 def test_missing_required_field_gets_the_servers_message_on_it(sim, documented, make):
     launcher = make(documented)
-    launcher.inputs["width"].value = 640
+    launcher.inputs["width"].value = "640"
     assert launcher.launch() is None
     errors = {field.parameter.key: field.error.value for field in launcher._fields}
     assert "The prompt field is required." in errors["prompt"]
@@ -176,14 +179,38 @@ def test_lost_answer_is_not_retried_and_says_the_run_may_exist(sim, documented, 
     assert "may have started anyway" in launcher._message.value
 
 
+@pytest.mark.parametrize(
+    ("key", "text", "message"),
+    [("steps", "twelve", "Enter a number."), ("steps", "2.5", "Enter a whole number."),
+     ("strength", "nan", "Enter a number."), ("strength", "1e999", "Enter a number.")],
+)
+def test_a_bad_number_is_marked_on_its_field_and_nothing_is_sent(sim, make, key, text, message):
+    workflow = sim.add_workflow(parameters=EVERY_TYPE, steps=FAST)
+    launcher = make(workflow)
+    launcher.inputs["title"].value = "poster"
+    launcher.inputs["steps"].value = "20"
+    launcher.inputs[key].value = text
+    assert launcher.launch() is None
+    assert sim.runs_started(workflow) == 0
+    assert message in launcher._fields[[f.parameter.key for f in launcher._fields].index(key)
+                                        ].error.value
+    assert "fix the highlighted fields" in launcher._message.value
+    with pytest.raises(ValueError, match=key):
+        launcher.values()
+    launcher.inputs[key].value = "3"
+    assert launcher.launch() is not None and sim.runs_started(workflow) == 1
+    assert all(not field.error.value for field in launcher._fields)
+
+
 def test_values_are_remembered_per_workflow(sim, documented, make):
     first = make(documented)
     first.inputs["prompt"].value = "remember me"
-    first.inputs["width"].value = 768
+    first.inputs["width"].value = "768"
     first.launch()
     first.close()
     again = make(documented)
     assert again.inputs["prompt"].value == "remember me"
+    assert again.inputs["width"].value == "768.0"
     assert again.values() == {"prompt": "remember me", "width": 768.0}
     other = make(sim.add_workflow(steps=FAST))
     assert other.inputs["prompt"].value == "" and other.values() == {}
