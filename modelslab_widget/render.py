@@ -142,12 +142,17 @@ WAITING_FOR_STEPS = '<div class="mlw-card mlw-sub">Waiting for the first stepsâ€
 
 
 def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
-    """[start, end) of the steps to show: all, or ``rows`` around the first unfinished one
-    (a third before it, the rest after). Shared by the card and the terminal view."""
+    """[start, end) of the steps to show: all, or ``rows`` holding the first unfinished one
+    with up to a third of them before it. Shared by the card and the terminal view.
+
+    The window moves in jumps of half its size rather than one step at a time: each row is a
+    view of its own, and a window that slid on every step would rewrite all of them."""
     if len(statuses) <= rows:
         return 0, len(statuses)
     active = next((i for i, s in enumerate(statuses) if s != "completed"), len(statuses) - 1)
-    start = max(0, min(active - rows // 3, len(statuses) - rows))
+    stride = max(1, rows // 2)
+    start = max(0, active - rows // 3) // stride * stride
+    start = min(start, len(statuses) - rows)
     return start, start + rows
 
 

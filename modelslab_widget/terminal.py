@@ -33,6 +33,7 @@ CLEAR_LINE = "\x1b[2K"
 CLEAR_BELOW = "\x1b[J"
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 MAX_NAME_WIDTH = 40
+WAKE_INTERVAL = 0.5  # seconds the main thread may sleep in one wait (see TerminalWatcher.run)
 MAX_STEP_ROWS = 24  # longer step lists show a window around the active step, as the card does
 # Control, format, private-use, unassigned and line/paragraph separator characters.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -324,7 +325,9 @@ class TerminalWatcher:
             self._redraw()
             next_tick = time.monotonic() + self.tick
             while True:
-                wait = max(0.0, next_tick - time.monotonic()) if self.live else None
+                # Never block without a timeout: Ctrl-C is acted on only when this thread
+                # runs Python again, and the kernel may hand the signal to a worker thread.
+                wait = max(0.0, next_tick - time.monotonic()) if self.live else WAKE_INTERVAL
                 try:
                     kind, payload = self._events.get(timeout=wait)
                 except queue.Empty:

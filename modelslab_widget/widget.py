@@ -308,8 +308,8 @@ class WorkflowRunWidget(widgets.VBox):
             if snapshot.status == "running" and self._seen_running_at is None:
                 self._seen_running_at = datetime.now(timezone.utc)
             self._message.value = ""  # a good answer clears any "retrying" notice
-            self._apply_snapshot(snapshot)
-            self._render()  # once per answer, however many traits it changed
+            if self._apply_snapshot(snapshot):
+                self._render()  # once per answer that changed something; timers are ticks
 
     def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
         with self._lock:
@@ -358,9 +358,10 @@ class WorkflowRunWidget(widgets.VBox):
 
     # -- internals ----------------------------------------------------------------------
 
-    def _apply_snapshot(self, snapshot: RunSnapshot) -> None:
-        """Copy a snapshot into the traits; only changed values notify (and reach the browser)."""
+    def _apply_snapshot(self, snapshot: RunSnapshot) -> bool:
+        """Copy a snapshot into the traits (only changed values notify); True if any changed."""
         steps = [step.to_dict() for step in snapshot.steps]
+        before = (self.status, self.steps, self.output_urls, self.error)
         with self.hold_trait_notifications():
             if steps != self.steps:
                 self.steps = steps
@@ -368,6 +369,7 @@ class WorkflowRunWidget(widgets.VBox):
                 self.output_urls = list(snapshot.outputs)
             self.error = (snapshot.error or "") if snapshot.status == "failed" else ""
             self.status = snapshot.status
+        return before != (self.status, self.steps, self.output_urls, self.error)
 
     def _build_views(self, slots: int) -> None:
         self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
