@@ -133,13 +133,13 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
     assert len(thumbnails) == 2, "the HTML export should carry both thumbnails"
 
 
-@pytest.mark.parametrize("name", ["launcher.ipynb", "board.ipynb"])
-def test_example_notebooks_run_offline(name: str) -> None:
+@pytest.mark.parametrize("name", ["launcher.ipynb", "board.ipynb", "results.ipynb"])
+def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
     client = nbclient.NotebookClient(
         notebook, kernel_name="python3", timeout=180, startup_timeout=180,
-        store_widget_state=True, resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute(env=env)
     outputs = [out for cell in notebook.cells for out in cell.get("outputs", [])]
@@ -149,3 +149,8 @@ def test_example_notebooks_run_offline(name: str) -> None:
     assert any(WIDGET_VIEW in out.get("data", {}) for out in outputs), "no widget displayed"
     stdout = "\n".join(_stdout(cell) for cell in notebook.cells if cell.cell_type == "code")
     assert "completed" in stdout, stdout
+    if name == "results.ipynb":
+        assert re.search(r"\['[^']+\.png', '[^']+\.png'\]", stdout), "saved file names"
+        assert "(512, 512)" in stdout, "full-size images"
+        assert re.search(r"about \d+ s left, \d+% done", stdout), "an ETA on the repeat run"
+        assert "exit code 0" in stdout and "completed" in stdout, "the terminal demo"

@@ -164,6 +164,79 @@ QUICKSTART_CELLS = [
 ]
 
 
+RESULTS_CELLS = [
+    new_markdown_cell(
+        "# Keep the results, see how long is left, watch from a terminal\n\n"
+        "Three things around the live card: saving a run's full-size images, the estimated "
+        "time left on a repeat run of a workflow, and the same live view in a terminal.\n\n"
+        + OFFLINE_NOTE + " With a key, the cells below start two runs on your account."
+    ),
+    new_code_cell(SETUP),
+    new_code_cell(
+        "from modelslab_widget import watch\n\n"
+        'first_id = client.run_workflow(WORKFLOW_ID, {"prompt": "a red fox in the snow"})\n'
+        "first = watch(WORKFLOW_ID, first_id, client=client, poll_interval=POLL_INTERVAL)\n"
+        "first.wait(timeout=300)"
+    ),
+    new_markdown_cell(
+        "## Keep the results\n\n"
+        "`save_images(folder)` downloads the full-size outputs (file names from their URLs, "
+        "never overwriting a file already there) and returns the paths. `images()` returns "
+        "them as Pillow images, downloaded once and then cached."
+    ),
+    new_code_cell(
+        'paths = first.save_images("outputs")\n'
+        "print([path.name for path in paths])\n"
+        "print([image.size for image in first.images()])"
+    ),
+    new_markdown_cell(
+        "## How long is left\n\n"
+        "This kernel has now seen the workflow complete, so a new run of it shows `~N s left` "
+        "in its header, and its progress bar moves by expected time rather than by steps "
+        "done. The estimate is the median of earlier step durations; `use_history_file()` "
+        "keeps them on disk for later kernels. The widget also polls less while no step is "
+        "expected to end."
+    ),
+    new_code_cell(
+        'second_id = client.run_workflow(WORKFLOW_ID, {"prompt": "a red fox at night"})\n'
+        "second = watch(WORKFLOW_ID, second_id, client=client, poll_interval=POLL_INTERVAL)"
+    ),
+    new_code_cell(
+        "import time\n\n"
+        'while second.status not in ("running", "completed", "failed", "cancelled"):\n'
+        "    time.sleep(0.1)  # the first answer is on its way\n"
+        "estimate = second.estimate()\n"
+        "if estimate is not None:\n"
+        '    print(f"about {estimate.remaining:.0f} s left, {estimate.fraction:.0%} done")\n'
+        "second.wait(timeout=300)\n"
+        "print(second)"
+    ),
+    new_markdown_cell(
+        "## From a terminal\n\n"
+        "`modelslab-widget watch WORKFLOW_ID EXECUTION_ID` shows the same step list in a "
+        "terminal (redrawn in place, or one line per change when not a terminal) and exits 0 "
+        "when the run completed, 1 when it failed or was cancelled, 2 when watching failed. "
+        "`--save DIR` downloads the images and `--json` prints the final snapshot. "
+        "`modelslab-widget demo` does the same against its own simulator:"
+    ),
+    new_code_cell(
+        "import subprocess\nimport sys\n\n"
+        "demo = subprocess.run(\n"
+        '    [sys.executable, "-m", "modelslab_widget.cli", "demo"],\n'
+        "    capture_output=True, text=True, timeout=120,\n"
+        ")\n"
+        "print(demo.stdout)\n"
+        'print("exit code", demo.returncode)'
+    ),
+    new_markdown_cell(
+        "Saved with its widget state (JupyterLab: *Settings → Save Widget State "
+        "Automatically*), this notebook keeps showing the final cards, thumbnails included, "
+        "in nbconvert's HTML and on sites that render notebooks. `first.close()` and "
+        "`second.close()` stop and close the cards."
+    ),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(cells=cells)
     for index, cell in enumerate(notebook.cells):
@@ -180,6 +253,7 @@ def main() -> None:
     write("quickstart.ipynb", QUICKSTART_CELLS)
     write("launcher.ipynb", LAUNCHER_CELLS)
     write("board.ipynb", BOARD_CELLS)
+    write("results.ipynb", RESULTS_CELLS)
 
 
 if __name__ == "__main__":
