@@ -3,6 +3,7 @@ that fail a test if a background thread raised or a thread was left running."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,12 @@ import pytest
 
 from modelslab_widget import WorkflowsClient, eta
 from modelslab_widget.simulator import Simulator
+
+# A job a non-interactive shell starts in the background runs with SIGINT ignored, and every
+# child it starts inherits that: the Ctrl-C tests' children would never see their Ctrl-C (a
+# hang) and the soak's Ctrl-C test would be skipped. The suite needs Python's usual handling.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
