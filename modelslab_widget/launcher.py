@@ -64,8 +64,14 @@ NUMBER_KINDS = ("float", "int")
 
 def parse_number(text: str, kind: str) -> float | int:
     """A number box's text as the schema's type: "512" or "512.0" for an integer."""
+    text = text.strip()
+    if kind == "int":
+        try:
+            return int(text)  # exact: a seed above 2**53 must not go through float
+        except ValueError:
+            pass  # "512.0" or "1e3" still name whole numbers
     try:
-        number = float(text.strip().replace("_", ""))
+        number = float(text.replace("_", ""))
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
@@ -75,6 +81,13 @@ def parse_number(text: str, kind: str) -> float | int:
             raise ValueError("Enter a whole number.")
         return int(number)
     return number
+
+
+def number_text(value: Any) -> str:
+    """A remembered number as the user would type it: 768, not 768.0."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
 
 
 class _Field:
@@ -92,7 +105,7 @@ class _Field:
         if parameter.key in remembered:
             value = remembered[parameter.key]
             try:
-                self.input.value = str(value) if self.kind in NUMBER_KINDS else value
+                self.input.value = number_text(value) if self.kind in NUMBER_KINDS else value
                 self.touched = True
             except TraitError:
                 pass  # the schema changed type since: start blank

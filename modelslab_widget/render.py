@@ -142,11 +142,13 @@ WAITING_FOR_STEPS = '<div class="mlw-card mlw-sub">Waiting for the first stepsâ€
 
 
 def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
-    """[start, end) of the steps to show: all, or ``rows`` holding the first unfinished one
-    with up to a third of them before it. Shared by the card and the terminal view.
+    """[start, end) of the steps to show: all, or ``rows`` that hold the first unfinished
+    one. Shared by the card and the terminal view.
 
     The window moves in jumps of half its size rather than one step at a time: each row is a
-    view of its own, and a window that slid on every step would rewrite all of them."""
+    view of its own, and a window that slid on every step would rewrite all of them. So the
+    active step sits between about a third and five sixths of the way down (with 12 rows,
+    rows 5 to 10), and always a few upcoming steps show below it."""
     if len(statuses) <= rows:
         return 0, len(statuses)
     active = next((i for i, s in enumerate(statuses) if s != "completed"), len(statuses) - 1)

@@ -1055,8 +1055,13 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C (or a TERM) only sets an event: a KeyboardInterrupt could land anywhere, even in
     # the prints before a try block or halfway through stopping, and leave a traceback or a hang.
     stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C ends it even if stopping hangs
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, request_stop)
     with Simulator(api_key=args.api_key, host=args.host, port=args.port) as sim:
         print(f"base_url: {sim.base_url}")
         print(f"api_key: {sim.api_key}")

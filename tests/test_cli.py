@@ -54,9 +54,11 @@ def test_simulate_prints_base_url_and_key_and_serves(command):
             assert client.get_workflow(lines["workflow_id"]).name
         assert lines["api_key"] == "cli-key"
     finally:
-        code, stderr = interrupt(process)
-        process.stdout.close()
-        process.stderr.close()
+        try:
+            code, stderr = interrupt(process)
+        finally:
+            process.stdout.close()
+            process.stderr.close()
     assert code == 0, stderr
     assert "Traceback" not in stderr
 
@@ -84,7 +86,11 @@ def interrupt(process: subprocess.Popen[str], patience: float = 20) -> tuple[int
         code = process.wait(patience)
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGABRT)
-        process.wait(10)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         pytest.fail(f"no exit {patience:g} s after Ctrl-C; stacks:\n{process.stderr.read()}")
     return code, process.stderr.read()
 

@@ -13,7 +13,7 @@ from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import WorkflowRunWidget
 from modelslab_widget.errors import ValidationError
-from modelslab_widget.launcher import REMEMBERED, WorkflowLauncher, input_kind
+from modelslab_widget.launcher import REMEMBERED, WorkflowLauncher, input_kind, parse_number
 from modelslab_widget.models import Parameter
 from modelslab_widget.simulator import Fault
 
@@ -202,6 +202,13 @@ def test_a_bad_number_is_marked_on_its_field_and_nothing_is_sent(sim, make, key,
     assert all(not field.error.value for field in launcher._fields)
 
 
+def test_numbers_parse_exactly_as_the_schema_type():
+    assert parse_number(" 9007199254740993 ", "int") == 9007199254740993  # above 2**53
+    assert parse_number("512.0", "int") == 512 and isinstance(parse_number("1e3", "int"), int)
+    assert parse_number("1_000", "int") == 1000 and parse_number("0.75", "float") == 0.75
+    assert isinstance(parse_number("3", "float"), float)
+
+
 def test_values_are_remembered_per_workflow(sim, documented, make):
     first = make(documented)
     first.inputs["prompt"].value = "remember me"
@@ -210,7 +217,7 @@ def test_values_are_remembered_per_workflow(sim, documented, make):
     first.close()
     again = make(documented)
     assert again.inputs["prompt"].value == "remember me"
-    assert again.inputs["width"].value == "768.0"
+    assert again.inputs["width"].value == "768"  # as typed, not "768.0"
     assert again.values() == {"prompt": "remember me", "width": 768.0}
     other = make(sim.add_workflow(steps=FAST))
     assert other.inputs["prompt"].value == "" and other.values() == {}

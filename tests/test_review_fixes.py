@@ -56,16 +56,24 @@ def test_wait_in_the_moment_between_the_poller_ending_and_the_widget_hearing_of_
     sim, client, monkeypatch
 ):
     """The poller goes inactive just before it calls on_finished. wait() arriving in that
-    gap once restarted polling (CI caught it); it must instead wait for the end it missed."""
+    gap once restarted polling (CI caught it); it must instead wait for the end it missed.
+    The end is held back until wait() is inside, so the gap is hit every time."""
     widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
                                poll_interval=0.05, autostart=False)
     monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
     told = widget.on_finished
+    waiting = threading.Event()
+
+    class NotingEvent(threading.Event):
+        def wait(self, timeout=None):  # wait() decides whether to start just before this
+            waiting.set()
+            return super().wait(timeout)
 
     def hear_late(snapshot, error):
-        threading.Event().wait(0.3)  # hold the gap open long enough to land wait() in it
+        assert waiting.wait(5), "wait() was not called"  # the gap stays open until then
         told(snapshot, error)
 
+    widget._settled = NotingEvent()
     widget.on_finished = hear_late
     widget.start()
     wait_for(lambda: not widget._poller.active)

@@ -204,6 +204,32 @@ def test_elapsed_time_ticks_without_extra_requests(sim, make):
     assert sim.request_count("status", execution_id=eid) == 1
 
 
+def test_an_answer_that_changes_nothing_sends_nothing(make):
+    """Timers move with the once-a-second tick; a poll answer equal to the last one must not
+    rewrite any view (it used to re-render, so each such poll sent the header again)."""
+    from datetime import datetime, timedelta, timezone
+
+    from modelslab_widget import RunSnapshot
+
+    started = (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat()
+    body = {"status": "success", "execution": {"id": 1, "status": "running",
+                                               "started_at": started},
+            "steps": [{"name": "Text to Image", "status": "running", "started_at": started},
+                      {"name": "Image Upscaler", "status": "pending"}]}
+    widget = make(1, autostart=False)
+    widget.on_snapshot(RunSnapshot.from_api(body), 1)
+    views = [widget._status_view, widget._message, *widget._steps_view.widgets()[:-1]]
+    changed: list[str] = []
+    for view in views:
+        view.observe(lambda change: changed.append(change["new"]), "value")
+    time.sleep(0.15)  # the elapsed figures (0.1 s resolution) have moved by now
+    widget.on_snapshot(RunSnapshot.from_api(body), 2)
+    assert changed == []
+    widget._render()  # what the tick does: the header and the running row, nothing else
+    touched = {id(view) for view in views if view.value in changed}
+    assert touched == {id(widget._status_view), id(widget._steps_view.rows[0])}
+
+
 def test_a_step_row_is_only_touched_when_its_step_changed(sim, make):
     """Each row is its own view: a poll or a tick rewrites a row only when that step's state
     changed or its live timer moved; the other rows send nothing."""
