@@ -162,23 +162,22 @@ def is_loopback(host: str) -> bool:
 
 
 def _retry_after_seconds(response: requests.Response, body: Any) -> float | None:
-    """Seconds to wait from a 429: the body's ``retry_after`` first, then ``Retry-After``."""
+    """Seconds to wait from a 429: the body's ``retry_after`` first, then ``Retry-After``
+    (a number or an HTTP date); always finite and capped by ``_seconds``."""
     if isinstance(body, Mapping):
-        value = body.get("retry_after")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return max(0.0, float(value))
+        seconds = _seconds(body.get("retry_after"))
+        if seconds is not None:
+            return seconds
     header = response.headers.get("Retry-After")
     if not header:
         return None
+    seconds = _seconds(header)
+    if seconds is not None:
+        return seconds
     import email.utils
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(header))
-    with contextlib.suppress(TypeError, ValueError):
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         moment = email.utils.parsedate_to_datetime(header)
-        return max(0.0, moment.timestamp() - time.time())
+        return _seconds(moment.timestamp() - time.time())
     return None
 
 
@@ -186,6 +185,8 @@ def _seconds(value: Any) -> float | None:
     """A finite, non-negative number of seconds (capped at a day), or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
+    if isinstance(value, int):  # JSON integers have no size limit; float() would overflow
+        return float(min(max(0, value), MAX_RETRY_AFTER))
     try:
         seconds = float(value)
     except (ValueError, OverflowError):

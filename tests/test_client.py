@@ -143,6 +143,15 @@ def test_rate_limit_carries_retry_after(sim, client, where, expected):
     assert info.value.retry_after == expected and info.value.transient
 
 
+@pytest.mark.parametrize(("value", "where"), [(10**400, "body"), (10**12, "header")])
+def test_an_absurd_retry_after_is_capped_not_raised(sim, client, value, where):
+    fault = Fault("rate_limit", retry_after=value, retry_after_in=where)
+    eid = sim.add_run(steps=FAST, status_faults=[fault])
+    with pytest.raises(RateLimitError) as info:
+        client.get_run(DEMO_WORKFLOW_ID, eid)
+    assert info.value.retry_after == 86_400  # a day at most, never inf or an OverflowError
+
+
 def test_workflow_rate_limit_answers_429(sim, client):
     workflow = sim.add_workflow(rate_limit=2)
     eid = sim.add_run(workflow, steps=FAST)
