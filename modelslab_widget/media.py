@@ -95,11 +95,9 @@ def make_thumbnail(data: bytes, size: int | tuple[int, int]) -> Thumbnail:
     try:
         # JPEG can decode straight at a fraction of full size: far less work for big images.
         image.draft("RGB", (box[0] * 2, box[1] * 2))
-        image = ImageOps.exif_transpose(image)  # also loads the first frame of animations
+        ImageOps.exif_transpose(image, in_place=True)  # no full-size copy when upright
         image = _to_displayable(image)
         image.thumbnail(box, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    except ImageError:
-        raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"could not decode the image ({exc})") from None
     encoded, fmt = _encode(image)
@@ -279,10 +277,9 @@ def open_full_size(data: bytes) -> PILImage.Image:
     from PIL import ImageOps
 
     try:
-        image = ImageOps.exif_transpose(_open_checked(data))
+        image = _open_checked(data)
+        ImageOps.exif_transpose(image, in_place=True)
         image.load()
-    except ImageError:
-        raise
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"could not decode the image ({exc})") from None
     return image
