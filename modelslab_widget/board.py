@@ -32,7 +32,7 @@ from .errors import ModelsLabError
 from .media import Thumbnail, encode_small, load_thumbnails
 from .models import RunSnapshot
 from .poller import Job, PollPolicy, RunPoller, Scheduler, shared_scheduler
-from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts, set_if_changed
+from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
 COUNT_ORDER = ("pending", "running", "completed", "failed", "cancelled", "unknown", WATCH_ERROR)
@@ -373,7 +373,7 @@ class BoardRow:
                 error=error,
                 thumbnails=self.thumbnails,
             )
-            set_if_changed(self.view, markup)
+            self.view.value = markup
 
     def _settle(self) -> None:
         self._settled.set()
@@ -576,4 +576,4 @@ class RunBoard(widgets.VBox):
         with self._lock:
             if self._closed:
                 return
-            set_if_changed(self._counts, counts_html(self.counts()))
+            self._counts.value = counts_html(self.counts())

@@ -31,7 +31,7 @@ from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationErro
 from .media import encode_small
 from .models import Parameter, WorkflowInfo
 from .poller import Job, Scheduler, shared_scheduler
-from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts, set_if_changed
+from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)
 REMEMBERED: dict[str, dict[str, Any]] = {}
@@ -205,7 +205,7 @@ class _HistoryRow:
         )
         with self._lock:
             if not self._closed:
-                set_if_changed(self.text, markup)
+                self.text.value = markup
 
     def on_complete(self, run: WorkflowRunWidget) -> None:
         """Called on a pool thread once the run ended and its thumbnails are in."""

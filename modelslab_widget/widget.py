@@ -101,18 +101,19 @@ class _StepRows:
         self.box = widgets.VBox([self.before], layout=widgets.Layout(margin="2px 0"))
 
     def show(self, steps: list[dict[str, Any]], running_for: dict[int, float]) -> None:
+        # traitlets notifies (and ipywidgets sends) only values that differ from the current
+        # one, so a row whose text is unchanged costs nothing.
         view = render.steps_view(steps, running_for, len(self.rows))
-        set_if_changed(self.before, view.before)
-        set_if_changed(self.after, view.after)
+        self.before.value = view.before
+        self.after.value = view.after
         for row, markup in zip(self.rows, view.rows, strict=False):  # spare rows stay hidden
-            set_if_changed(row, markup)
+            row.value = markup
         shown = (
             *([self.before] if view.before else []),
             *self.rows[: len(view.rows)],
             *([self.after] if view.after else []),
         )
-        if self.box.children != shown:
-            self.box.children = shown
+        self.box.children = shown
 
     def widgets(self) -> list[widgets.Widget]:
         return [self.before, *self.rows, self.after, self.box]
@@ -363,10 +364,8 @@ class WorkflowRunWidget(widgets.VBox):
         steps = [step.to_dict() for step in snapshot.steps]
         before = (self.status, self.steps, self.output_urls, self.error)
         with self.hold_trait_notifications():
-            if steps != self.steps:
-                self.steps = steps
-            if list(snapshot.outputs) != self.output_urls:
-                self.output_urls = list(snapshot.outputs)
+            self.steps = steps
+            self.output_urls = list(snapshot.outputs)
             self.error = (snapshot.error or "") if snapshot.status == "failed" else ""
             self.status = snapshot.status
         return before != (self.status, self.steps, self.output_urls, self.error)
@@ -430,7 +429,7 @@ class WorkflowRunWidget(widgets.VBox):
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
             )
-            set_if_changed(self._status_view, markup)
+            self._status_view.value = markup
             self._steps_view.show(self.steps, self._step_timers())
 
     def _elapsed(self) -> float | None:
@@ -550,12 +549,6 @@ def _close_parts(item: widgets.Widget) -> None:
         child = getattr(item, part, None)
         if isinstance(child, widgets.Widget):
             child.close()
-
-
-def set_if_changed(view: widgets.HTML, value: str) -> None:
-    """Only a changed value becomes a message to the browser."""
-    if view.value != value:
-        view.value = value
 
 
 def _explain(error: BaseException) -> tuple[str, str, str]:
