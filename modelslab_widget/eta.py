@@ -42,6 +42,10 @@ class DurationHistory:
     def __init__(self, path: Path | str | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
+        # The file is written outside _lock (a slow disk must not hold up every widget's
+        # estimate on the timer thread); _write_lock and the version keep writes in order.
+        self._write_lock = threading.Lock()
+        self._version = self._written = 0
         self._samples: dict[str, dict[str, list[float]]] = {}
         if self.path is not None:
             self._samples = _read(self.path)
@@ -57,30 +61,39 @@ class DurationHistory:
             steps = self._samples.setdefault(snapshot.workflow_id, {})
             for name, seconds in durations.items():
                 steps[name] = [*steps.get(name, []), seconds][-MAX_SAMPLES:]
-            if self.path is not None:
-                _write(self.path, self._samples)
+            if self.path is None:
+                return
+            self._version += 1
+            version, text = self._version, json.dumps(self._samples)
+        with self._write_lock:
+            if version > self._written:  # a newer state may already be on disk
+                _write(self.path, text)
+                self._written = version
 
     def expected(self, workflow_id: str) -> dict[str, float]:
         """Median duration of each step seen in completed runs of the workflow."""
-        with self._lock:
-            steps = self._samples.get(workflow_id, {})
-            return {name: statistics.median(values) for name, values in steps.items() if values}
+        return self._statistics(workflow_id)[0]
 
     def earliest(self, workflow_id: str) -> dict[str, float]:
         """Shortest duration seen for each step (how soon a step could end)."""
+        return self._statistics(workflow_id)[1]
+
+    def _statistics(self, workflow_id: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(median, shortest) duration per step, read under one lock."""
         with self._lock:
-            steps = self._samples.get(workflow_id, {})
-            return {name: min(values) for name, values in steps.items() if values}
+            steps = {name: values for name, values in self._samples.get(workflow_id, {}).items()
+                     if values}
+            return ({name: statistics.median(values) for name, values in steps.items()},
+                    {name: min(values) for name, values in steps.items()})
 
     def estimate(self, snapshot: RunSnapshot, now: datetime | None = None) -> Estimate | None:
         """Time left for a running run, or None without history for every one of its steps."""
         if snapshot.is_terminal or not snapshot.workflow_id or not snapshot.steps:
             return None
-        expected = self.expected(snapshot.workflow_id)
+        expected, earliest = self._statistics(snapshot.workflow_id)
         if any(step.name not in expected for step in snapshot.steps):
             return None
-        now = now or datetime.now(timezone.utc)
-        return _estimate(snapshot, expected, self.earliest(snapshot.workflow_id), now)
+        return _estimate(snapshot, expected, earliest, now or datetime.now(timezone.utc))
 
 
 def _estimate(
@@ -128,11 +141,11 @@ def _read(path: Path) -> dict[str, dict[str, list[float]]]:
     return clean
 
 
-def _write(path: Path, samples: Mapping[str, object]) -> None:
+def _write(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(samples), encoding="utf-8")
+        temporary.write_text(text, encoding="utf-8")
         temporary.replace(path)  # atomic: a crash never leaves half a file
     except OSError:
         pass  # the history is a convenience; never fail a run over it
