@@ -123,7 +123,8 @@ def watch_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         return _fail(str(error))
     execution_id: int | str = (
-        int(args.execution_id) if args.execution_id.isdigit() else args.execution_id
+        int(args.execution_id) if args.execution_id.isascii() and args.execution_id.isdigit()
+        else args.execution_id  # "²".isdigit() is true, but it is no number
     )
     with WorkflowsClient(args.api_key, base_url=args.base_url) as client:
         return watch_and_report(

@@ -165,9 +165,10 @@ class Scheduler:
         return self.call_at(time.monotonic() + max(0.0, delay), fn, in_pool=in_pool)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        """Run ``fn(*args)`` in the worker pool now."""
-        with self._cond:
-            return self._submit_locked(fn, *args)
+        """Run ``fn(*args)`` in the worker pool now (the pool has its own lock)."""
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(_log_failure)
+        return future
 
     def _wake(self) -> None:
         with self._cond:
@@ -198,11 +199,6 @@ class Scheduler:
             )
             self._timer.start()
 
-    def _submit_locked(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = self._pool.submit(fn, *args)
-        future.add_done_callback(_log_failure)
-        return future
-
     def _timer_loop(self) -> None:
         while True:
             with self._cond:
@@ -210,10 +206,11 @@ class Scheduler:
                 if job is None:
                     self._timer = None
                     return
-                if job.in_pool:
-                    self._submit_locked(_run_unless_cancelled, job)
-                    continue
-            self._run_inline(job)
+            # Outside the lock: starting a pool worker must not hold up call_at() callers.
+            if job.in_pool:
+                self.submit(_run_unless_cancelled, job)
+            else:
+                self._run_inline(job)
 
     def _next_due_job(self) -> Job | None:
         """Wait (with the lock held) for the earliest job to fall due; None when none are left."""

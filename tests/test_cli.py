@@ -167,7 +167,8 @@ def test_missing_key_exits_2(sim):
 
 
 @pytest.mark.parametrize(("workflow_id", "execution_id"), [(DEMO_WORKFLOW_ID, 99999),
-                                                           ("no-such-workflow", 12345)])
+                                                           ("no-such-workflow", 12345),
+                                                           (DEMO_WORKFLOW_ID, "²")])
 def test_unknown_run_exits_2(sim, workflow_id, execution_id):
     result = watch(sim, execution_id, workflow_id=workflow_id)
     assert result.returncode == 2
