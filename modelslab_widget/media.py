@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .client import MAX_IMAGE_BYTES, WorkflowsClient
@@ -46,6 +46,8 @@ class Thumbnail:
     def ok(self) -> bool:
         return self.image is not None
 
+
+T = TypeVar("T")
 
 def is_web_url(url: object) -> bool:
     """Only http(s) URLs are fetched or linked; ``file:``, ``javascript:``, ``data:`` never."""
@@ -131,18 +133,37 @@ def load_thumbnail(
 ) -> Thumbnail:
     """Fetch the first of ``urls`` that works (an output URL, then its proxy link) and make
     its thumbnail; never raises for a bad image, the reason is in ``Thumbnail.error``."""
-    reason = "no http(s) URL for this output"
-    for url in urls:
+
+    def thumbnail_of(url: str) -> Thumbnail:
+        return make_thumbnail(client.fetch_image(url, max_bytes, cancel=cancel), size)
+
+    try:
+        url, thumb = first_that_works(urls, thumbnail_of)
+    except ModelsLabError as exc:
+        return Thumbnail(index, urls[0] if urls else "", error=str(exc))
+    return dataclasses.replace(thumb, index=index, url=url)
+
+
+def candidates_for(outputs: Sequence[str], fallbacks: Sequence[str]) -> list[list[str]]:
+    """Per output, the URLs to try in order: the output, then its proxy link (if different)."""
+    return [
+        [url, *([fallbacks[i]] if i < len(fallbacks) and fallbacks[i] != url else [])]
+        for i, url in enumerate(outputs)
+    ]
+
+
+def first_that_works(candidates: Sequence[str], work: Callable[[str], T]) -> tuple[str, T]:
+    """``(url, work(url))`` for the first http(s) candidate whose work raises no
+    ModelsLabError; the last such error (or why there was nothing to try) otherwise."""
+    error: ModelsLabError = ImageError("no http(s) URL for this output")
+    for url in candidates:
         if not is_web_url(url):
             continue
         try:
-            data = client.fetch_image(url, max_bytes, cancel=cancel)
-            thumb = make_thumbnail(data, size)
+            return url, work(url)
         except ModelsLabError as exc:
-            reason = str(exc)
-            continue
-        return dataclasses.replace(thumb, index=index, url=url)
-    return Thumbnail(index, urls[0] if urls else "", error=reason)
+            error = exc
+    raise error
 
 
 def load_thumbnails(
@@ -168,13 +189,10 @@ def load_thumbnails(
         if cancel is None or not cancel.is_set():
             on_ready(thumb)
 
-    futures = []
-    for index, url in enumerate(outputs):
-        candidates = [url]
-        if index < len(fallbacks) and fallbacks[index] != url:
-            candidates.append(fallbacks[index])
-        futures.append(submit(job, index, candidates))
-    return futures
+    return [
+        submit(job, index, candidates)
+        for index, candidates in enumerate(candidates_for(outputs, fallbacks))
+    ]
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -240,36 +258,19 @@ def save_images(
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    for index, url in enumerate(urls):
-        candidates = [url]
-        if index < len(fallbacks) and fallbacks[index] != url:
-            candidates.append(fallbacks[index])
+    for index, candidates in enumerate(candidates_for(urls, fallbacks)):
         try:
-            path = _save_one(client, folder, index, candidates)
+            url, data = first_that_works(candidates, client.fetch_image)
+            path = _write_new(folder, _with_suffix_for(file_name_for(url, index), data), data)
         except (ModelsLabError, OSError) as error:
             if on_error is None:
                 raise
-            on_error(index, url, error)
+            on_error(index, candidates[0], error)
             continue
         saved.append(path)
         if on_saved is not None:
             on_saved(path)
     return saved
-
-
-def _save_one(client: WorkflowsClient, folder: Path, index: int, candidates: list[str]) -> Path:
-    error: ModelsLabError = ImageError("no http(s) URL for this output")
-    for url in candidates:
-        if not is_web_url(url):
-            continue
-        try:
-            data = client.fetch_image(url)
-        except ModelsLabError as exc:
-            error = exc
-            continue
-        return _write_new(folder, _with_suffix_for(file_name_for(url, index), data), data)
-    raise error
-
 
 
 def open_full_size(data: bytes) -> PILImage.Image:

@@ -27,7 +27,15 @@ from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import AuthenticationError, ModelsLabError, NotFoundError
 from .eta import Estimate, shared_history
-from .media import Thumbnail, is_web_url, load_thumbnails, open_full_size, save_images
+from .media import (
+    Thumbnail,
+    candidates_for,
+    first_that_works,
+    is_web_url,
+    load_thumbnails,
+    open_full_size,
+    save_images,
+)
 from .models import RunSnapshot, seconds_since
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
 
@@ -261,22 +269,29 @@ class WorkflowRunWidget(widgets.VBox):
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Download the run's full-size outputs into ``directory`` (file names from the URLs,
         never overwriting an existing file) and return the paths."""
-        fallbacks = self.snapshot.proxy_links if self.snapshot else ()
-        return save_images(self._client, self._finished_outputs(), directory, fallbacks=fallbacks)
+        outputs = self._finished_outputs()
+        return save_images(self._client, [urls[0] for urls in outputs], directory,
+                           fallbacks=[urls[-1] for urls in outputs])
 
     def images(self) -> list[Any]:
-        """The full-size outputs as PIL images, downloaded on the first call and cached."""
-        urls = self._finished_outputs()
-        if self._full_images is None or len(self._full_images) != len(urls):
-            fetched = [self._client.fetch_image(url) for url in urls]
-            self._full_images = [open_full_size(data) for data in fetched]
+        """The full-size outputs as PIL images, downloaded on the first call and cached (an
+        output that fails falls back to its proxy link, as thumbnails and saving do)."""
+        outputs = self._finished_outputs()
+        if self._full_images is None or len(self._full_images) != len(outputs):
+
+            def full_size(url: str) -> Any:
+                return open_full_size(self._client.fetch_image(url))
+
+            self._full_images = [first_that_works(urls, full_size)[1] for urls in outputs]
         return list(self._full_images)
 
-    def _finished_outputs(self) -> list[str]:
+    def _finished_outputs(self) -> list[list[str]]:
+        """Per output that has an http(s) URL to try: the output, then its proxy link."""
         snapshot = self.snapshot
         if snapshot is None or snapshot.status != "completed":
             raise RuntimeError("the run has not completed yet: call wait() first")
-        return [url for url in snapshot.outputs if is_web_url(url)]
+        outputs = candidates_for(snapshot.outputs, snapshot.proxy_links)
+        return [urls for urls in outputs if any(is_web_url(url) for url in urls)]
 
     @property
     def client(self) -> WorkflowsClient:

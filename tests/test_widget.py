@@ -319,6 +319,20 @@ def test_save_images_writes_the_served_bytes_without_overwriting(sim, make, clie
         assert path.read_bytes() == client.fetch_image(url)
 
 
+def test_each_output_falls_back_to_its_own_proxy_link(sim, make, client, tmp_path):
+    """A non-web output must not shift the pairing of outputs and proxy links."""
+    import dataclasses
+
+    widget = make(sim.add_run(steps=FAST, images=2))
+    snapshot = widget.wait(10)
+    proxies = list(snapshot.proxy_links)
+    widget.snapshot = dataclasses.replace(
+        snapshot, outputs=("javascript:alert(1)", f"{sim.origin}/no-such-image.png"))
+    paths = widget.save_images(tmp_path)
+    assert [path.read_bytes() for path in paths] == [client.fetch_image(url) for url in proxies]
+    assert len(widget.images()) == 2
+
+
 def test_images_are_full_size_and_fetched_once(sim, make):
     eid = sim.add_run(steps=FAST, images=2, image_size=(640, 480))
     widget = make(eid)
