@@ -226,7 +226,8 @@ class BoardRow:
 
     def _unhook(self, card: WorkflowRunWidget) -> None:
         card.unobserve(self._widget_changed, FOLLOWED_TRAITS)
-        card.on_complete = self._previous_on_complete
+        if card.on_complete == self._widget_completed:  # unless someone replaced it since
+            card.on_complete = self._previous_on_complete
         self._previous_on_complete = None
 
     def __repr__(self) -> str:
@@ -294,9 +295,7 @@ class BoardRow:
 
     def follow(self, widget: WorkflowRunWidget) -> None:
         """Mirror a widget the user made: its traits for state, its on_complete for images."""
-        self._previous_on_complete = widget.on_complete
-        widget.on_complete = self._widget_completed
-        widget.observe(self._widget_changed, FOLLOWED_TRAITS)
+        self._hook(widget)
         snapshot = widget.snapshot
         if snapshot is not None:
             self._take_snapshot(snapshot)
@@ -307,13 +306,7 @@ class BoardRow:
             self._changed()
             self._settle()
             return
-        if ended:
-            try:  # already settled before we hooked in? (never restarts a finished run)
-                widget.wait(0)
-            except TimeoutError:
-                return  # still making thumbnails: on_complete will come
-            except Exception:
-                pass  # watching ended on an error: the traits already say so
+        if ended and widget.settled:  # settled before we hooked in: on_complete came already
             self._widget_completed(widget, chain=False)
 
     def _widget_changed(self, change: dict[str, Any]) -> None:
@@ -387,9 +380,7 @@ class BoardRow:
             self._poller.stop()
         self._media_cancel.set()
         if not owned and card is not None:  # the user's widget: unhook, never close
-            card.unobserve(self._widget_changed, FOLLOWED_TRAITS)
-            if card.on_complete == self._widget_completed:
-                card.on_complete = self._previous_on_complete
+            self._unhook(card)
         elif card is not None:
             card.close()
         close_with_parts(self.toggle, self.view, self.box)

@@ -298,6 +298,12 @@ class WorkflowRunWidget(widgets.VBox):
         return self._client
 
     @property
+    def settled(self) -> bool:
+        """True once ``wait()`` would return or raise at once: the run ended and its
+        thumbnails are in, or watching stopped."""
+        return self._settled.is_set()
+
+    @property
     def watching(self) -> bool:
         return self._poller.active
 
