@@ -89,15 +89,13 @@ def row_html(
     thumbnails: Iterable[tuple[bytes, str]] = (),
 ) -> str:
     """One board row: status, run id, current step (or the error), elapsed, thumbnails."""
-    word = "Not watched" if status == WATCH_ERROR else status.replace("_", " ").capitalize()
-    shown = "failed" if status == WATCH_ERROR else status
-    badge = (
-        f'<span class="mlw-s-{render.status_class(shown)}">{render.icon(shown)} '
-        f"{escape(word)}</span>"
-    )
+    if status == WATCH_ERROR:
+        badge = render.status_label("failed", "Not watched")
+    else:
+        badge = render.status_label(status)
     detail = escape(step) or '<span class="mlw-sub">–</span>'
     if error:
-        short = error if len(error) <= ERROR_PREVIEW else error[: ERROR_PREVIEW - 1] + "…"
+        short = render.shorten(error, ERROR_PREVIEW)
         detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
     return (
         f'<div class="mlw-card mlw-row">{badge}'

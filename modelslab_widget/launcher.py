@@ -190,16 +190,12 @@ class _HistoryRow:
     def render(self) -> None:
         run = self.run
         status = run.status if run is not None else "unknown"
-        word = escape(status.replace("_", " ").capitalize())
         run_id = escape(str(run.execution_id)) if run is not None else "…"
-        preview = self.prompt if len(self.prompt) <= PROMPT_PREVIEW else (
-            self.prompt[: PROMPT_PREVIEW - 1] + "…")
+        preview = render.shorten(self.prompt, PROMPT_PREVIEW)
         error = run.error if run is not None and status == "failed" else ""
         markup = (
             f'<div class="mlw-card mlw-history-row" title="{escape(error)}">'
-            f"<span>#{self.number}</span>"
-            f'<span class="mlw-s-{render.status_class(status)}">{render.icon(status)} '
-            f"{word}</span><span>Run {run_id}</span>"
+            f"<span>#{self.number}</span>{render.status_label(status)}<span>Run {run_id}</span>"
             f'<span class="mlw-sub" title="{escape(self.prompt)}">'
             f"{escape(preview)}</span></div>"
         )

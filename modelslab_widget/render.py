@@ -88,8 +88,22 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def status_word(status: str) -> str:
+    return status.replace("_", " ").capitalize()
+
+
+def status_label(status: str, word: str | None = None) -> str:
+    """Icon and word in the status colour (board rows, launcher history)."""
+    text = escape(word if word is not None else status_word(status))
+    return f'<span class="mlw-s-{status_class(status)}">{icon(status)} {text}</span>'
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def badge(status: str) -> str:
-    word = escape(status.replace("_", " ").capitalize())
+    word = escape(status_word(status))
     return (
         f'<span class="mlw-badge mlw-s-{status_class(status)}" title="Run status">'
         f"{icon(status)} {word}</span>"
