@@ -127,10 +127,7 @@ def watch_command(args: argparse.Namespace) -> int:
         else args.execution_id  # "²".isdigit() is true, but it is no number
     )
     with WorkflowsClient(args.api_key, base_url=args.base_url) as client:
-        return watch_and_report(
-            client, args.workflow_id, execution_id, save=args.save, as_json=args.json,
-            policy=PollPolicy(interval=args.interval, timeout=args.timeout),
-        )
+        return _watch_as_asked(client, args.workflow_id, execution_id, args)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -140,10 +137,16 @@ def demo_command(args: argparse.Namespace) -> int:
         execution_id = client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": args.prompt})
         view = sys.stderr if args.json else sys.stdout
         print(f"demo: simulator at {sim.base_url}, run {execution_id}", file=view, flush=True)
-        return watch_and_report(
-            client, DEMO_WORKFLOW_ID, execution_id, save=args.save, as_json=args.json,
-            policy=PollPolicy(interval=args.interval, timeout=args.timeout),
-        )
+        return _watch_as_asked(client, DEMO_WORKFLOW_ID, execution_id, args)
+
+
+def _watch_as_asked(client: WorkflowsClient, workflow_id: str, execution_id: int | str,
+                    args: argparse.Namespace) -> int:
+    """``watch_and_report`` with the output options both commands share."""
+    return watch_and_report(
+        client, workflow_id, execution_id, save=args.save, as_json=args.json,
+        policy=PollPolicy(interval=args.interval, timeout=args.timeout),
+    )
 
 
 def watch_and_report(

@@ -131,6 +131,12 @@ class Step:
             return None
         return max(0.0, (self.completed_at - self.started_at).total_seconds())
 
+    def seconds(self, now: datetime | None = None) -> float | None:
+        """The duration once finished, a live timer while running, else None."""
+        if self.duration is not None:
+            return self.duration
+        return seconds_since(self.started_at, now) if self.status == "running" else None
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from .client import WorkflowsClient
 from .errors import ModelsLabError
-from .models import RunSnapshot, Step, format_timestamp, seconds_since
+from .models import RunSnapshot, Step, format_timestamp
 from .poller import PollPolicy, RunPoller
 from .render import ICONS, format_seconds, step_window
 
@@ -80,15 +80,6 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def step_seconds(step: Step, now: datetime) -> float | None:
-    """A finished step's duration, a running step's live timer, else None."""
-    if step.duration is not None:
-        return step.duration
-    if step.status == "running":
-        return seconds_since(step.started_at, now)
-    return None
-
-
 def header_line(
     snapshot: RunSnapshot | None,
     execution_id: object,
@@ -112,7 +103,7 @@ def step_line(step: Step, now: datetime, name_width: int) -> str:
     """``  ✓ Text to Image   completed  2.5 s``: icon, name, status word, duration or timer."""
     symbol = ICONS.get(step.status, ICONS["unknown"])
     name = clean(step.name, MAX_NAME_WIDTH)
-    seconds = step_seconds(step, now)
+    seconds = step.seconds(now)
     timing = format_seconds(seconds) if seconds is not None else ""
     status = clean(step.status, 64).ljust(9)
     return f"  {symbol} {name.ljust(name_width)}  {status}  {timing}".rstrip()

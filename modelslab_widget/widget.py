@@ -36,7 +36,7 @@ from .media import (
     open_full_size,
     save_images,
 )
-from .models import RunSnapshot, seconds_since
+from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
 
 log = logging.getLogger("modelslab_widget")
@@ -460,12 +460,9 @@ class WorkflowRunWidget(widgets.VBox):
     def _step_timers(self) -> dict[int, float]:
         """Live timers of the running steps, by index."""
         snapshot = self.snapshot
-        timers: dict[int, float] = {}
-        for index, step in enumerate(snapshot.steps if snapshot else ()):
-            seconds = seconds_since(step.started_at) if step.status == "running" else None
-            if seconds is not None:
-                timers[index] = seconds
-        return timers
+        steps = snapshot.steps if snapshot else ()
+        timers = {i: step.seconds() for i, step in enumerate(steps) if step.status == "running"}
+        return {i: seconds for i, seconds in timers.items() if seconds is not None}
 
     def _schedule_tick(self) -> None:
         """Re-render once a second while watching, so timers move without extra requests."""
