@@ -65,11 +65,11 @@ import requests
 
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.media import make_thumbnail
+from modelslab_widget.poller import THREAD_PREFIX, TIMER_THREAD_NAME
 from modelslab_widget.simulator import Fault, Simulator
 
 HERE = Path(__file__).resolve().parent
 INTERVAL = 0.5  # poll interval of figures 1-3 and 5
-TIMER_THREAD = "modelslab-widget-timer"
 
 
 # ---------------------------------------------------------------- the table
@@ -182,7 +182,7 @@ def settle_threads() -> None:
     """Let the shared scheduler's threads wind down between figures."""
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and any(
-            t.name.startswith("modelslab-widget") for t in threading.enumerate()):
+            t.name.startswith(THREAD_PREFIX) for t in threading.enumerate()):
         time.sleep(0.05)
 
 
@@ -479,10 +479,10 @@ def project_traffic(sim: Simulator, rec: recorder.Recorder, steps: Any = FRONTEN
     w.wait(timeout=60)
     messages = rec.since(mark)
     w.close()
-    ticks = [m for m in messages if m.thread == TIMER_THREAD and m.at < marks["completed"]]
+    ticks = [m for m in messages if m.thread == TIMER_THREAD_NAME and m.at < marks["completed"]]
     grouped = group_ticks(ticks)
     polls = [m for m in messages if m.tag is not None]
-    thumbs = [m for m in messages if m.tag is None and m.thread != TIMER_THREAD
+    thumbs = [m for m in messages if m.tag is None and m.thread != TIMER_THREAD_NAME
               and m.at >= marks["completed"]]
     detail = (f"creation {opened / 1000:.1f} KB, poll answers {sum_kb(polls)} KB, "
               f"ticks {sum_kb(ticks)} KB ({len(grouped)} ticks, {len(ticks)} msgs), "

@@ -38,6 +38,9 @@ MAX_RETRY_AFTER = 3600.0  # a server asking for longer is not believed beyond an
 MAX_QUIET_INTERVALS = 10  # however sure the estimate, poll at least every 10 intervals
 
 
+THREAD_PREFIX = "modelslab-widget"  # every thread this package starts has it
+TIMER_THREAD_NAME = f"{THREAD_PREFIX}-timer"
+
 class Job:
     """A scheduled call; ``cancel()`` makes sure it will not run (if it has not started)."""
 
@@ -149,7 +152,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._timer: threading.Thread | None = None
-        self._pool = WorkerPool(max_workers, "modelslab-widget")
+        self._pool = WorkerPool(max_workers, THREAD_PREFIX)
 
     def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
         """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
@@ -195,7 +198,7 @@ class Scheduler:
     def _ensure_timer(self) -> None:
         if self._timer is None:
             self._timer = threading.Thread(
-                target=self._timer_loop, name="modelslab-widget-timer", daemon=True
+                target=self._timer_loop, name=TIMER_THREAD_NAME, daemon=True
             )
             self._timer.start()
 
