@@ -10,11 +10,11 @@ so an idle kernel holds no threads of ours. Nothing here knows about widgets.
 from __future__ import annotations
 
 import atexit
+import collections
 import heapq
 import itertools
 import logging
 import math
-import queue
 import random
 import threading
 import time
@@ -60,6 +60,9 @@ class Job:
         self._wake()  # so the timer thread drops it now, and can exit if nothing is left
 
 
+_WorkItem = tuple[Future[Any], Callable[..., Any], tuple]
+
+
 class WorkerPool:
     """Up to ``max_workers`` daemon threads running submitted calls, with standard Futures.
     A worker ends after ``idle_seconds`` without work, so an idle kernel holds no threads.
@@ -73,31 +76,33 @@ class WorkerPool:
         self._max_workers = max_workers
         self._name = name
         self._idle_seconds = idle_seconds
-        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple] | None]
-        self._work = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        # One lock covers the queue, the threads and the count of workers waiting for work,
+        # so "more work queued than workers waiting for it" is exact when submit() decides
+        # whether to add a worker (a worker takes its item and stops waiting in one step).
+        self._cond = threading.Condition(threading.Lock())
+        self._work: collections.deque[_WorkItem | None] = collections.deque()
         self._threads: set[threading.Thread] = set()
-        self._idle = 0
+        self._waiting = 0
         self._started = itertools.count()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
-        self._work.put((future, fn, args))
-        with self._lock:
-            # More work waiting than idle workers to take it: add a worker (up to the bound).
-            if self._work.qsize() > self._idle and len(self._threads) < self._max_workers:
+        with self._cond:
+            self._work.append((future, fn, args))
+            if len(self._work) > self._waiting and len(self._threads) < self._max_workers:
                 self._start_worker()
+            self._cond.notify()
         return future
 
     def shutdown(self) -> None:
         """Let every worker end once the work already queued is done."""
-        with self._lock:
-            for _ in self._threads:
-                self._work.put(None)
+        with self._cond:
+            self._work.extend([None] * len(self._threads))
+            self._cond.notify_all()
 
     @property
     def thread_count(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._threads)
 
     def _start_worker(self) -> None:
@@ -115,27 +120,21 @@ class WorkerPool:
                 future.set_result(fn(*args))
             except BaseException as exc:  # handed to the Future, like an executor does
                 future.set_exception(exc)
-        with self._lock:
-            self._threads.discard(threading.current_thread())
 
-    def _next(self) -> tuple[Future[Any], Callable[..., Any], tuple] | None:
-        """The next call, or None when it is time for this worker to end."""
-        while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                item = self._work.get(timeout=self._idle_seconds)
-            except queue.Empty:
-                with self._lock:
-                    self._idle -= 1
-                    # Decided under the lock submit() takes, and this worker leaves the count
-                    # at once, so work put in meanwhile always finds or starts a worker.
-                    if self._work.empty():
-                        self._threads.discard(threading.current_thread())
-                        return None
-                continue
-            with self._lock:
-                self._idle -= 1
+    def _next(self) -> _WorkItem | None:
+        """The next call, or None when it is time for this worker to end (a shutdown, or
+        ``idle_seconds`` without work; decided under the lock submit() takes, so work put in
+        meanwhile always finds a waiting worker or starts one)."""
+        with self._cond:
+            while not self._work:
+                self._waiting += 1
+                woken = self._cond.wait(self._idle_seconds)
+                self._waiting -= 1
+                if not woken and not self._work:
+                    break
+            item = self._work.popleft() if self._work else None
+            if item is None:  # leave the count in the same step, so submit() sees it
+                self._threads.discard(threading.current_thread())
             return item
 
 
