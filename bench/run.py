@@ -65,7 +65,7 @@ import requests
 
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.media import make_thumbnail
-from modelslab_widget.poller import THREAD_PREFIX, TIMER_THREAD_NAME
+from modelslab_widget.scheduler import THREAD_PREFIX, TIMER_THREAD_NAME
 from modelslab_widget.simulator import Fault, Simulator
 
 HERE = Path(__file__).resolve().parent

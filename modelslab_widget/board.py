@@ -31,7 +31,8 @@ from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError
 from .media import Thumbnail, encode_small, load_thumbnails
 from .models import RunSnapshot
-from .poller import Job, PollPolicy, RunPoller, Scheduler, shared_scheduler
+from .poller import PollPolicy, RunPoller
+from .scheduler import Job, Scheduler, shared_scheduler
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from . import __version__
+from ._version import __version__
 from .errors import (
     AuthenticationError,
     ImageError,

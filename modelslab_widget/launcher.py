@@ -30,7 +30,7 @@ from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .media import encode_small
 from .models import Parameter, WorkflowInfo
-from .poller import Job, Scheduler, shared_scheduler
+from .scheduler import Job, Scheduler, shared_scheduler
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)

@@ -37,7 +37,8 @@ from .media import (
     save_images,
 )
 from .models import RunSnapshot
-from .poller import PollPolicy, RunPoller, Scheduler, WatchTimeout, shared_scheduler
+from .poller import PollPolicy, RunPoller, WatchTimeout
+from .scheduler import Scheduler, shared_scheduler
 
 log = logging.getLogger("modelslab_widget")
 

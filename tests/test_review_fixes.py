@@ -12,7 +12,8 @@ import pytest
 from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.errors import NotFoundError
 from modelslab_widget.models import RunSnapshot
-from modelslab_widget.poller import PollPolicy, Scheduler
+from modelslab_widget.poller import PollPolicy
+from modelslab_widget.scheduler import Scheduler
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
 from .conftest import wait_for

@@ -1,0 +1,248 @@
+"""One scheduler thread and one worker pool for the whole process.
+
+Every timed job of the package (status polls, a card's elapsed-time tick, downloads) goes
+through the shared ``Scheduler``: a heap of due times served by one timer thread, which hands
+blocking work to a bounded pool of daemon workers. The thread count therefore does not grow
+with the number of runs watched, and both the timer thread and the pool end whenever no job is
+left, so an idle kernel holds no threads of ours. Generic: nothing here knows about runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+log = logging.getLogger("modelslab_widget")
+
+MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
+WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends
+MAX_WAIT = 3600.0  # longest single sleep of the timer thread (far-off jobs just wait again)
+
+
+THREAD_PREFIX = "modelslab-widget"  # every thread this package starts has it
+TIMER_THREAD_NAME = f"{THREAD_PREFIX}-timer"
+
+class Job:
+    """A scheduled call; ``cancel()`` makes sure it will not run (if it has not started)."""
+
+    __slots__ = ("_wake", "cancelled", "due", "fn", "in_pool")
+
+    def __init__(
+        self, due: float, fn: Callable[[], Any], in_pool: bool, wake: Callable[[], None]
+    ) -> None:
+        self.due = due
+        self.fn = fn
+        self.in_pool = in_pool
+        self.cancelled = False
+        self._wake = wake
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._wake()  # so the timer thread drops it now, and can exit if nothing is left
+
+
+_WorkItem = tuple[Future[Any], Callable[..., Any], tuple]
+
+
+class WorkerPool:
+    """Up to ``max_workers`` daemon threads running submitted calls, with standard Futures.
+    A worker ends after ``idle_seconds`` without work, so an idle kernel holds no threads.
+
+    Not ``ThreadPoolExecutor``: it joins its workers at interpreter exit, so a status request
+    waiting out its read timeout would hold a closing kernel for that long. A daemon worker
+    blocked on the network simply ends with the process.
+    """
+
+    def __init__(self, max_workers: int, name: str, idle_seconds: float = WORKER_IDLE) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._idle_seconds = idle_seconds
+        # One lock covers the queue, the threads and the count of workers waiting for work,
+        # so "more work queued than workers waiting for it" is exact when submit() decides
+        # whether to add a worker (a worker takes its item and stops waiting in one step).
+        self._cond = threading.Condition(threading.Lock())
+        self._work: collections.deque[_WorkItem | None] = collections.deque()
+        self._threads: set[threading.Thread] = set()
+        self._waiting = 0
+        self._started = itertools.count()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._cond:
+            self._work.append((future, fn, args))
+            if len(self._work) > self._waiting and len(self._threads) < self._max_workers:
+                self._start_worker()
+            self._cond.notify()
+        return future
+
+    def shutdown(self) -> None:
+        """Let every worker end once the work already queued is done."""
+        with self._cond:
+            self._work.extend([None] * len(self._threads))
+            self._cond.notify_all()
+
+    @property
+    def thread_count(self) -> int:
+        with self._cond:
+            return len(self._threads)
+
+    def _start_worker(self) -> None:
+        name = f"{self._name}_{next(self._started)}"
+        thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._threads.add(thread)
+        thread.start()
+
+    def _run(self) -> None:
+        while (item := self._next()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the Future, like an executor does
+                future.set_exception(exc)
+
+    def _next(self) -> _WorkItem | None:
+        """The next call, or None when it is time for this worker to end (a shutdown, or
+        ``idle_seconds`` without work; decided under the lock submit() takes, so work put in
+        meanwhile always finds a waiting worker or starts one)."""
+        with self._cond:
+            while not self._work:
+                self._waiting += 1
+                woken = self._cond.wait(self._idle_seconds)
+                self._waiting -= 1
+                if not woken and not self._work:
+                    break
+            item = self._work.popleft() if self._work else None
+            if item is None:  # leave the count in the same step, so submit() sees it
+                self._threads.discard(threading.current_thread())
+            return item
+
+
+class Scheduler:
+    """A heap of due times on one timer thread, and a bounded worker pool, both started on demand.
+
+    The threads live only while there is work: when the heap is empty and no pool job is
+    running, the timer thread returns and the pool is shut down.
+    """
+
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+        self._max_workers = max_workers
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Job]] = []
+        self._order = itertools.count()
+        self._timer: threading.Thread | None = None
+        self._pool = WorkerPool(max_workers, THREAD_PREFIX)
+
+    def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
+        """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
+        (only for quick calls that do no I/O)."""
+        job = Job(due, fn, in_pool, self._wake)
+        with self._cond:
+            heapq.heappush(self._heap, (due, next(self._order), job))
+            self._ensure_timer()
+            self._cond.notify()
+        return job
+
+    def call_later(self, delay: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
+        return self.call_at(time.monotonic() + max(0.0, delay), fn, in_pool=in_pool)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in the worker pool now (the pool has its own lock)."""
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(_log_failure)
+        return future
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    @property
+    def thread_count(self) -> int:
+        """Threads this scheduler currently holds (timer and pool workers)."""
+        with self._cond:
+            timer = 1 if self._timer is not None and self._timer.is_alive() else 0
+            return timer + self._pool.thread_count
+
+    def shutdown(self) -> None:
+        """Drop every pending job and let the threads end (used at interpreter exit)."""
+        with self._cond:
+            for _, _, job in self._heap:
+                job.cancel()
+            self._heap.clear()
+            self._cond.notify()
+        self._pool.shutdown()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _ensure_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._timer_loop, name=TIMER_THREAD_NAME, daemon=True
+            )
+            self._timer.start()
+
+    def _timer_loop(self) -> None:
+        while True:
+            with self._cond:
+                job = self._next_due_job()
+                if job is None:
+                    self._timer = None
+                    return
+            # Outside the lock: starting a pool worker must not hold up call_at() callers.
+            if job.in_pool:
+                self.submit(_run_unless_cancelled, job)
+            else:
+                self._run_inline(job)
+
+    def _next_due_job(self) -> Job | None:
+        """Wait (with the lock held) for the earliest job to fall due; None when none are left."""
+        while self._heap:
+            if all(entry[2].cancelled for entry in self._heap):
+                self._heap.clear()  # cancelled jobs deep in the heap would keep us alive
+                break
+            due, _, job = self._heap[0]
+            if job.cancelled:
+                heapq.heappop(self._heap)
+                continue
+            delay = due - time.monotonic()
+            if delay <= 0:
+                heapq.heappop(self._heap)
+                return job
+            self._cond.wait(min(delay, MAX_WAIT))
+        return None
+
+    @staticmethod
+    def _run_inline(job: Job) -> None:
+        try:
+            job.fn()
+        except Exception:
+            log.exception("scheduled callback failed")
+
+
+def _run_unless_cancelled(job: Job) -> None:
+    """A job cancelled after it was handed to the pool, but before it started, does not run."""
+    if not job.cancelled:
+        job.fn()
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("background job failed", exc_info=future.exception())
+
+
+_scheduler = Scheduler()
+atexit.register(_scheduler.shutdown)
+
+
+def shared_scheduler() -> Scheduler:
+    """The process-wide scheduler every poller and widget uses."""
+    return _scheduler
