@@ -463,7 +463,7 @@ def project_traffic(sim: Simulator, rec: recorder.Recorder, steps: Any = FRONTEN
     changed: list[str] = []
     quiet: list[str] = []
     marks: dict[str, float] = {}
-    original = w.on_snapshot
+    original = w.run_watch.on_snapshot  # the poller calls its listener (the run watch)
 
     def on_snapshot(snapshot: Any, polls: int) -> None:
         before = w.steps
@@ -473,7 +473,7 @@ def project_traffic(sim: Simulator, rec: recorder.Recorder, steps: Any = FRONTEN
         if snapshot.is_terminal:
             marks.setdefault("completed", time.time())
 
-    w.on_snapshot = on_snapshot  # type: ignore[method-assign]
+    w.run_watch.on_snapshot = on_snapshot  # type: ignore[method-assign]
     marks["start"] = time.time()
     w.start()
     w.wait(timeout=60)

@@ -19,20 +19,21 @@ import base64
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import datetime
 from html import escape
 from typing import Any
 
 import ipywidgets as widgets
 
-from . import render
+from . import render, runwatch
 from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError
-from .media import Thumbnail, encode_small, load_thumbnails
+from .media import encode_small
 from .models import RunSnapshot
-from .poller import PollPolicy, RunPoller
+from .poller import PollPolicy
+from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, shared_scheduler
+from .text import format_seconds, shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
@@ -96,13 +97,13 @@ def row_html(
         badge = render.status_label(status)
     detail = escape(step) or '<span class="mlw-sub">–</span>'
     if error:
-        short = render.shorten(error, ERROR_PREVIEW)
+        short = shorten(error, ERROR_PREVIEW)
         detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
     return (
         f'<div class="mlw-card mlw-row">{badge}'
         f'<span title="workflow {escape(workflow_id)}">Run {escape(execution_id)}</span>'
         f"<span>{detail}</span>"
-        f'<span class="mlw-dur">{render.format_seconds(elapsed)}</span>'
+        f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
         f"{strip_html(thumbnails)}</div>"
     )
 
@@ -125,35 +126,27 @@ def counts_text(counts: dict[str, int]) -> str:
 
 
 class BoardRow:
-    """One run on the board: its latest snapshot, a one-line view, and (when expanded) the
-    full card. Fed either by its own ``RunPoller`` or by an existing widget's traits."""
+    """One run on the board: a one-line view of the run's shared ``RunWatch`` and (when
+    expanded) the full card, which is another view of the same watch: one request stream."""
 
     def __init__(
         self,
         board: RunBoard,
-        workflow_id: str,
-        execution_id: int | str,
+        watch: RunWatch,
+        policy: PollPolicy,
         *,
-        client: WorkflowsClient,
-        owns_client: bool,
         widget_kwargs: dict[str, Any],
         widget: WorkflowRunWidget | None = None,
     ) -> None:
-        self.workflow_id = str(workflow_id)
-        self.execution_id = execution_id
-        self.snapshot: RunSnapshot | None = None
-        self.watch_error = ""  # why watching ended without the run ending
+        self.workflow_id = watch.workflow_id
+        self.execution_id = watch.execution_id
         self.thumbnails: list[tuple[bytes, str]] = []  # (encoded bytes, "jpeg" | "png")
         self.widget: WorkflowRunWidget | None = widget  # the full card, while there is one
         self._board = board
-        self._client = client
-        self._owns_client = owns_client
+        self._watch = watch
         self._widget_kwargs = widget_kwargs
         self._own_widget = widget is None  # a card we make on expand; a given one we keep
         self._lock = threading.RLock()
-        self._settled = threading.Event()
-        self._media_cancel = threading.Event()
-        self._seen_running_at: datetime | None = None
         self._closed = False
         self.expanded = False
         self.toggle = widgets.Button(
@@ -164,36 +157,57 @@ class BoardRow:
         self.view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self.box = widgets.HBox([self.toggle, self.view], layout=widgets.Layout(
             align_items="center"))
-        self._poller: RunPoller | None = None
-        self._previous_on_complete: Callable[[WorkflowRunWidget], Any] | None = None
+        watch.attach(self, policy, thumbnail_size=board.thumbnail_size,
+                     max_thumbnails=board.max_thumbnails)
+        watch.want(self)
+        if watch.settled:
+            self._take_thumbnails()
 
     # -- public -----------------------------------------------------------------------
 
     @property
+    def snapshot(self) -> RunSnapshot | None:
+        return self._watch.snapshot
+
+    @property
+    def run_watch(self) -> RunWatch:
+        """The run's shared model (the same one its card, if open, shows)."""
+        return self._watch
+
+    @property
+    def watch_error(self) -> str:
+        """Why watching ended without the run ending ("" otherwise)."""
+        error = self._watch.error or self._watch.interrupted(self)
+        if error is None or isinstance(error, runwatch.Stopped) or self._watch.ended:
+            return ""
+        return str(error) or type(error).__name__
+
+    @property
     def status(self) -> str:
         """The run's status, or ``"error"`` once watching ended without the run ending."""
-        if self.watch_error and not (self.snapshot and self.snapshot.is_terminal):
+        if self.watch_error:
             return WATCH_ERROR
-        return self.snapshot.status if self.snapshot else "unknown"
+        snapshot = self.snapshot
+        return snapshot.status if snapshot else "unknown"
 
     @property
     def settled(self) -> bool:
         """True once the run ended (thumbnails in) or watching ended on an error."""
-        return self._settled.is_set()
+        return self._watch.done_for(self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until settled; False if ``timeout`` passed first."""
+        return self._watch.wait_done(self, timeout)
 
     def expand(self) -> WorkflowRunWidget:
-        """Show the full card under this row (creating it: call on the main thread). While a
-        card the board made is open and the run goes on, the card polls and feeds the row,
-        so the run is polled once, not twice."""
+        """Show the full card under this row (creating it: call on the main thread). The
+        card is another view of this row's watch, so the run is still polled once."""
         with self._lock:
             if self.widget is None:
                 kwargs = {"scheduler": self._board.scheduler, **self._widget_kwargs}
                 self.widget = WorkflowRunWidget(
-                    self.workflow_id, self.execution_id, client=self._client, **kwargs
+                    self.workflow_id, self.execution_id, client=self._watch.client, **kwargs
                 )
-                if self._own_widget and not self.settled and self._poller is not None:
-                    self._poller.stop()
-                    self._hook(self.widget)
             self.expanded = True
             self.toggle.icon = "chevron-down"
             self.toggle.tooltip = "Hide this run's card"
@@ -202,8 +216,7 @@ class BoardRow:
         return card
 
     def collapse(self) -> None:
-        """Hide the card; a card the board made is closed (it polls and holds images), and
-        the row polls again if the run is still going."""
+        """Hide the card; a card the board made is closed (it holds images)."""
         with self._lock:
             self.expanded = False
             self.toggle.icon = "chevron-right"
@@ -213,136 +226,41 @@ class BoardRow:
                 self.widget = None
         self._board._layout_rows()
         if owned and card is not None:
-            self._unhook(card)
             card.close()
-            if not self.settled and not self._closed and self._poller is not None:
-                self._poller.start()
-
-    def _hook(self, card: WorkflowRunWidget) -> None:
-        self._previous_on_complete = card.on_complete
-        card.on_complete = self._widget_completed
-        card.observe(self._widget_changed, FOLLOWED_TRAITS)
-
-    def _unhook(self, card: WorkflowRunWidget) -> None:
-        card.unobserve(self._widget_changed, FOLLOWED_TRAITS)
-        if card.on_complete == self._widget_completed:  # unless someone replaced it since
-            card.on_complete = self._previous_on_complete
-        self._previous_on_complete = None
 
     def __repr__(self) -> str:
         parts = [f"Run {self.execution_id}", self.status]
         step = current_step(self.snapshot)
         if step:
             parts.append(step)
-        parts.append(render.format_seconds(elapsed_seconds(self.snapshot, self._seen_running_at)))
-        error = self.watch_error or (self.snapshot.error if self.snapshot else None)
+        parts.append(format_seconds(self._watch.elapsed()))
+        snapshot = self.snapshot
+        error = self.watch_error or (snapshot.error if snapshot else None)
         if error:
             parts.append(f"error: {error[:200]}")
         return " · ".join(parts)
 
-    # -- feeding: our own poller ------------------------------------------------------
+    # -- the watch tells us (background threads) --------------------------------------
 
-    def watch(self, policy: PollPolicy, scheduler: Scheduler) -> None:
-        self._poller = RunPoller(
-            self._client, self.workflow_id, self.execution_id, listener=self,
-            policy=policy, scheduler=scheduler,
-        )
-        self._poller.start()
+    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
+        if change == runwatch.SETTLED:
+            self._take_thumbnails()
+        elif change == runwatch.SNAPSHOT and not detail:
+            return  # an answer that changed nothing shown
+        elif change in (runwatch.RETRYING, runwatch.THUMBNAIL):
+            return  # transient trouble: the row keeps its last state; strips come at the end
+        self._changed()
+        if change in (runwatch.SETTLED, runwatch.ENDED, runwatch.PAUSED):
+            self._board._status_changed()
 
-    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
-        self._take_snapshot(snapshot)
-
-    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
-        """Transient trouble: the row keeps its last state; the poller retries."""
-
-    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
-        if error is not None:
-            with self._lock:
-                self.watch_error = str(error) or type(error).__name__
-            self._changed()
-            self._settle()
-        elif snapshot is not None and snapshot.status == "completed" and snapshot.outputs:
-            self._load_thumbnails(snapshot)
-        else:
-            self._settle()
-
-    def _load_thumbnails(self, snapshot: RunSnapshot) -> None:
-        urls = list(snapshot.outputs[: self._board.max_thumbnails])
-        if not urls:  # max_thumbnails=0: nothing to wait for
-            self._changed()
-            self._settle()
-            return
-        ready: dict[int, Thumbnail] = {}
-
-        def on_ready(thumb: Thumbnail) -> None:
-            with self._lock:
-                ready[thumb.index] = thumb
-                if len(ready) < len(urls):
-                    return
-                self.thumbnails = [
-                    (t.data, t.format) for _, t in sorted(ready.items()) if t.ok
-                ]
-            self._changed()
-            self._settle()
-
-        load_thumbnails(
-            self._client, urls, list(snapshot.proxy_links), self._board.thumbnail_size,
-            submit=self._board.scheduler.submit, on_ready=on_ready, cancel=self._media_cancel,
-        )
-
-    # -- feeding: an existing widget's traits -----------------------------------------
-
-    def follow(self, widget: WorkflowRunWidget) -> None:
-        """Mirror a widget the user made: its traits for state, its on_complete for images."""
-        self._hook(widget)
-        snapshot = widget.snapshot
-        if snapshot is not None:
-            self._take_snapshot(snapshot)
-        ended = snapshot is not None and snapshot.is_terminal
-        if widget.error and not widget.watching and not ended:  # watching already failed
-            with self._lock:
-                self.watch_error = widget.error
-            self._changed()
-            self._settle()
-            return
-        if ended and widget.settled:  # settled before we hooked in: on_complete came already
-            self._widget_completed(widget, chain=False)
-
-    def _widget_changed(self, change: dict[str, Any]) -> None:
-        widget = change["owner"]
-        if widget.snapshot is not None:
-            self._take_snapshot(widget.snapshot)
-        if change["name"] == "error" and not change["new"] and self.watch_error:
-            with self._lock:  # the user pressed Retry: watching again
-                self.watch_error = ""
-                self._settled.clear()
-            self._changed()
-        ended = change["name"] == "error" and change["new"] and not widget.watching
-        if ended and not (widget.snapshot and widget.snapshot.is_terminal):
-            with self._lock:
-                self.watch_error = change["new"]
-            self._changed()
-            self._settle()
-
-    def _widget_completed(self, widget: WorkflowRunWidget, chain: bool = True) -> None:
-        images = list(widget.thumbnails[: self._board.max_thumbnails])
-        small = [encode_small(image, self._board.thumbnail_size) for image in images]
+    def _take_thumbnails(self) -> None:
+        thumbs = self._watch.thumbnails_in_order()[: self._board.max_thumbnails]
+        small = [encode_small(t.image, self._board.thumbnail_size)
+                 for t in thumbs if t.image is not None]
         with self._lock:
             self.thumbnails = small
-        self._changed()
-        self._settle()
-        previous = self._previous_on_complete
-        if chain and previous is not None:
-            previous(widget)
 
     # -- internals ----------------------------------------------------------------------
-
-    def _take_snapshot(self, snapshot: RunSnapshot) -> None:
-        with self._lock:
-            self.snapshot = snapshot
-            if snapshot.status == "running" and self._seen_running_at is None:
-                self._seen_running_at = datetime.now(timezone.utc)
-        self._changed()
 
     def _changed(self) -> None:
         self.render()
@@ -361,30 +279,20 @@ class BoardRow:
                 execution_id=str(self.execution_id),
                 workflow_id=self.workflow_id,
                 step=current_step(snapshot),
-                elapsed=elapsed_seconds(snapshot, self._seen_running_at),
+                elapsed=self._watch.elapsed(),
                 error=error,
                 thumbnails=self.thumbnails,
             )
             self.view.value = markup
 
-    def _settle(self) -> None:
-        self._settled.set()
-        self._board._status_changed()
-
     def close(self) -> None:
         with self._lock:
             self._closed = True
             card, owned = self.widget, self._own_widget
-        if self._poller is not None:
-            self._poller.stop()
-        self._media_cancel.set()
-        if not owned and card is not None:  # the user's widget: unhook, never close
-            self._unhook(card)
-        elif card is not None:
+        self._watch.detach(self)
+        if owned and card is not None:  # a card we made; the user's widget is left open
             card.close()
         close_with_parts(self.toggle, self.view, self.box)
-        if self._owns_client:
-            self._client.close()
 
 
 # -- the board ----------------------------------------------------------------------------
@@ -474,7 +382,7 @@ class RunBoard(widgets.VBox):
         deadline = None if timeout is None else time.monotonic() + timeout
         for row in self.runs:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not row._settled.wait(left):
+            if not row.wait(left):
                 pending = sum(1 for r in self.runs if not r.settled)
                 raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s")
         return self.counts()
@@ -510,31 +418,19 @@ class RunBoard(widgets.VBox):
     ) -> BoardRow:
         path_segment(workflow_id, "workflow_id")
         path_segment(execution_id, "execution_id")
-        policy = PollPolicy(
-            kwargs.get("poll_interval", 2.0), kwargs.get("timeout"),
-            kwargs.get("max_failures", 5), kwargs.get("backoff_base", 1.0),
-        )
-        if policy.interval <= 0:
-            raise ValueError("poll_interval must be positive")
+        policy = _policy_from(kwargs)
         client: WorkflowsClient | None = kwargs.pop("client", None)
         api_key, base_url = kwargs.pop("api_key", None), kwargs.pop("base_url", None)
         owns = client is None and (api_key is not None or base_url is not None)
         if owns:
             client = WorkflowsClient(api_key, base_url=base_url)
-        row = BoardRow(
-            self, workflow_id, execution_id, client=client or self._client, owns_client=owns,
-            widget_kwargs=kwargs,
-        )
-        row.watch(policy, self.scheduler)
-        return row
+        watch = watch_for(client or self._client, workflow_id, execution_id,
+                          scheduler=self.scheduler, owns_client=owns)
+        return BoardRow(self, watch, policy, widget_kwargs=kwargs)
 
     def _row_for_widget(self, widget: WorkflowRunWidget) -> BoardRow:
-        row = BoardRow(
-            self, widget.workflow_id, widget.execution_id, client=widget.client,
-            owns_client=False, widget_kwargs={}, widget=widget,
-        )
-        row.follow(widget)
-        return row
+        return BoardRow(self, widget.run_watch, _policy_from(self._defaults),
+                        widget_kwargs={}, widget=widget)
 
     def _layout_rows(self) -> None:
         """The table's children: each row, followed by its card while expanded."""
@@ -567,3 +463,13 @@ class RunBoard(widgets.VBox):
             if self._closed:
                 return
             self._counts.value = counts_html(self.counts())
+
+
+def _policy_from(kwargs: dict[str, Any]) -> PollPolicy:
+    """The polling part of a row's keyword arguments (the rest are for its card)."""
+    defaults = PollPolicy()
+    return PollPolicy(
+        kwargs.get("poll_interval", defaults.interval), kwargs.get("timeout"),
+        kwargs.get("max_failures", defaults.max_failures),
+        kwargs.get("backoff_base", defaults.backoff_base),
+    )

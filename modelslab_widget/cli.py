@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import IO
 
 from .client import WorkflowsClient, path_segment
-from .errors import AuthenticationError, ModelsLabError, NotFoundError
+from .errors import ModelsLabError
+from .eta import use_history_file
 from .media import save_images
 from .models import RunSnapshot
-from .poller import PollPolicy, WatchTimeout
-from .terminal import TerminalWatcher, clean, snapshot_dict
+from .poller import PollPolicy
+from .terminal import TerminalWatcher, snapshot_dict
+from .text import clean, explain
 
 EXIT_COMPLETED, EXIT_RUN_FAILED, EXIT_WATCH_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_PROMPT = "a lighthouse at dusk"
@@ -126,6 +128,7 @@ def watch_command(args: argparse.Namespace) -> int:
         int(args.execution_id) if args.execution_id.isascii() and args.execution_id.isdigit()
         else args.execution_id  # "²".isdigit() is true, but it is no number
     )
+    use_history_file()  # step durations kept across commands: ETAs and quieter polling
     with WorkflowsClient(args.api_key, base_url=args.base_url) as client:
         return _watch_as_asked(client, args.workflow_id, execution_id, args)
 
@@ -217,23 +220,17 @@ def _save(
 
 
 def _explain(error: BaseException | None, policy: PollPolicy | None) -> str:
-    """Why watching stopped, in words for the terminal (never the key: the client's messages
-    do not carry it)."""
-    if isinstance(error, AuthenticationError):
-        return f"{clean(error)} (or pass --api-key)"
-    if isinstance(error, NotFoundError):
-        return f"run not found: {clean(error)} Check WORKFLOW_ID and EXECUTION_ID."
-    if isinstance(error, WatchTimeout):
-        seconds = policy.timeout if policy is not None and policy.timeout else 0
-        return (f"stopped watching after {seconds:g} s (--timeout): the run had not finished; "
-                "run the command again to keep watching")
-    if isinstance(error, ModelsLabError) and error.transient:
-        failures = policy.max_failures if policy is not None else PollPolicy().max_failures
-        return (f"could not get the run's status ({failures} failed requests in a row): "
-                f"{clean(error)}")
+    """Why watching stopped, as one line for the terminal: ``text.explain``'s words (never
+    the key: the client's messages do not carry it)."""
     if error is None:
         return "watching stopped before the run's status was known"
-    return f"watching stopped: {clean(error)}"
+    words = explain(error, "terminal")
+    detail = clean(words.text)
+    if isinstance(error, ModelsLabError) and error.transient:
+        failures = (policy or PollPolicy()).max_failures
+        detail = f"{failures} failed requests in a row; the last: {detail}"
+    title = words.title[:1].lower() + words.title[1:]
+    return f"{title}: {detail} {words.hint}"
 
 
 def _fail(message: str, err: IO[str] | None = None) -> int:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 import ipaddress
 import json
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 import warnings
@@ -254,6 +256,8 @@ def error_for_response(response: requests.Response, body: Any) -> ModelsLabError
     return ModelsLabError(f"Unexpected answer (HTTP {code}: {message}).", status_code=code)
 
 
+_ACCOUNT_SALT = secrets.token_bytes(32)  # see WorkflowsClient.account
+
 class WorkflowsClient:
     """A client of the ModelsLab Workflows API.
 
@@ -297,6 +301,14 @@ class WorkflowsClient:
     @property
     def has_api_key(self) -> bool:
         return bool(self._api_key)
+
+    @property
+    def account(self) -> tuple[str, str]:
+        """(base URL, a keyed digest of the API key): which account this client speaks for,
+        comparable between clients without keeping the key readable (the digest's secret is
+        per process, so it means nothing outside it)."""
+        digest = hmac.new(_ACCOUNT_SALT, (self._api_key or "").encode(), "sha256").hexdigest()
+        return self.base_url, digest
 
     def get_run(
         self, workflow_id: str, execution_id: int | str, *, cancel: threading.Event | None = None

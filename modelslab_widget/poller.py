@@ -1,7 +1,7 @@
 """Background polling of one run's status, on the shared scheduler (``scheduler.py``).
 
 A ``RunPoller`` polls without drift, backs off on transient errors, honours a 429's wait,
-ends on permanent errors, on timeout, on ``stop()`` and when its listener is garbage.
+ends on permanent errors, on ``stop()`` and when its listener is garbage.
 Nothing here knows about widgets.
 """
 
@@ -41,12 +41,23 @@ class PollListener(Protocol):
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """How often to poll and when to give up."""
+    """How often to poll and when to give up: the one source of these defaults, checked
+    when made (every view takes its ``poll_interval``, ``timeout``, ... through here)."""
 
     interval: float = 2.0
     timeout: float | None = None  # seconds of watching before giving up; None = no limit
     max_failures: int = 5  # transient failures in a row that end watching
     backoff_base: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:  # also refuses nan
+            raise ValueError("poll_interval must be positive")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError("timeout must be positive (or None for no limit)")
+        if self.max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        if not self.backoff_base >= 0:
+            raise ValueError("backoff_base must not be negative")
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Exponential back-off with full jitter above the interval; never below a 429's wait."""
@@ -61,7 +72,8 @@ class WatchTimeout(TimeoutError):
 
 
 class RunPoller:
-    """Polls one run until it ends, is stopped, times out, or its listener is garbage."""
+    """Polls one run until it ends, is stopped, or its listener is garbage. (A time limit is
+    each view's own: ``RunWatch`` keeps it, since several views share one poller.)"""
 
     def __init__(
         self,
@@ -86,7 +98,6 @@ class RunPoller:
         self._active = False
         self._cancel = threading.Event()
         self._next_poll: Job | None = None
-        self._timeout_job: Job | None = None
         self._failures = 0
         self._next_due = 0.0
 
@@ -107,10 +118,6 @@ class RunPoller:
             self._next_poll = self._scheduler.call_at(
                 self._next_due, lambda: self._poll_once(cancel)
             )
-            if self.policy.timeout is not None:  # math.inf is fine: the timer clamps its waits
-                self._timeout_job = self._scheduler.call_later(
-                    self.policy.timeout, lambda: self._time_out(cancel)
-                )
 
     def stop(self) -> None:
         """Stop polling: once this returns no new request is started for this run."""
@@ -123,10 +130,9 @@ class RunPoller:
             return False
         self._active = False
         self._cancel.set()  # also cuts short urllib3 back-off sleeps of a call in flight
-        for job in (self._next_poll, self._timeout_job):
-            if job is not None:
-                job.cancel()
-        self._next_poll = self._timeout_job = None
+        if self._next_poll is not None:
+            self._next_poll.cancel()
+        self._next_poll = None
         return True
 
     def _poll_once(self, cancel: threading.Event) -> None:
@@ -201,14 +207,6 @@ class RunPoller:
             self._next_poll = self._scheduler.call_at(
                 self._next_due, lambda: self._poll_once(cancel)
             )
-
-    def _time_out(self, cancel: threading.Event) -> None:
-        seconds = self.policy.timeout
-        error = WatchTimeout(
-            f"Stopped watching after {seconds:g} s: the run had not finished. "
-            "Call start() to keep watching."
-        )
-        self._finish(cancel, None, error)
 
     def _finish(
         self, cancel: threading.Event, snapshot: RunSnapshot | None, error: BaseException | None

@@ -14,14 +14,8 @@ from html import escape
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-ICONS = {
-    "pending": "○",
-    "running": "◌",
-    "completed": "✓",
-    "failed": "✕",
-    "cancelled": "⊘",
-    "unknown": "?",
-}
+from .text import ICONS, MAX_ROWS, format_seconds, step_window
+from .text import shorten as shorten  # the launcher's history row uses render.shorten
 
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
@@ -75,19 +69,6 @@ def icon(status: str) -> str:
     return f'<span class="mlw-spin">{symbol}</span>' if status == "running" else symbol
 
 
-def format_seconds(seconds: float | None) -> str:
-    """``4.2 s``, ``2 min 05 s``, ``1 h 02 min``; an en dash when unknown."""
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 def status_word(status: str) -> str:
     return status.replace("_", " ").capitalize()
 
@@ -96,10 +77,6 @@ def status_label(status: str, word: str | None = None) -> str:
     """Icon and word in the status colour (board rows, launcher history)."""
     text = escape(word if word is not None else status_word(status))
     return f'<span class="mlw-s-{status_class(status)}">{icon(status)} {text}</span>'
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def badge(status: str) -> str:
@@ -151,25 +128,7 @@ def progress_bar(
     )
 
 
-MAX_ROWS = 12  # longer step lists show a window around the active step
 WAITING_FOR_STEPS = '<div class="mlw-card mlw-sub">Waiting for the first steps…</div>'
-
-
-def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
-    """[start, end) of the steps to show: all, or ``rows`` that hold the first unfinished
-    one. Shared by the card and the terminal view.
-
-    The window moves in jumps of half its size rather than one step at a time: each row is a
-    view of its own, and a window that slid on every step would rewrite all of them. So the
-    active step sits between about a third and five sixths of the way down (with 12 rows,
-    rows 5 to 10), and always a few upcoming steps show below it."""
-    if len(statuses) <= rows:
-        return 0, len(statuses)
-    active = next((i for i, s in enumerate(statuses) if s != "completed"), len(statuses) - 1)
-    stride = max(1, rows // 2)
-    start = max(0, active - rows // 3) // stride * stride
-    start = min(start, len(statuses) - rows)
-    return start, start + rows
 
 
 def step_row(index: int, step: Mapping[str, Any], running_for: float | None) -> str:

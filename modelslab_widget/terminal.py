@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import re
 import time
 import unicodedata
 from collections.abc import Callable
@@ -22,11 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from . import runwatch
 from .client import WorkflowsClient
-from .errors import ModelsLabError
 from .models import RunSnapshot, Step, format_timestamp
-from .poller import PollPolicy, RunPoller
-from .render import ICONS, format_seconds, step_window
+from .poller import PollPolicy
+from .runwatch import Retrying, RunWatch, watch_for
+from .text import ICONS, clean, format_seconds, plural, step_window
 
 CURSOR_UP = "\x1b[{}A"
 CLEAR_LINE = "\x1b[2K"
@@ -35,26 +35,9 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 MAX_NAME_WIDTH = 40
 WAKE_INTERVAL = 0.5  # seconds the main thread may sleep in one wait (see TerminalWatcher.run)
 MAX_STEP_ROWS = 24  # longer step lists show a window around the active step, as the card does
-# Control, format, private-use, unassigned and line/paragraph separator characters.
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 # ---------------------------------------------------------------- pure text helpers
-
-def clean(text: object, limit: int = 500) -> str:
-    """Server text made safe to print: no escape sequences or other control characters,
-    whitespace runs as single spaces, at most ``limit`` characters."""
-    chars = []
-    for char in str(text)[: limit + 1]:
-        if char in "\t\n\r\v\f":
-            chars.append(" ")
-        elif unicodedata.category(char) in _UNPRINTABLE:
-            chars.append("?")
-        else:
-            chars.append(char)
-    result = re.sub(r" {2,}", " ", "".join(chars)).strip()
-    return result if len(result) <= limit else result[: limit - 1] + "…"
-
 
 def _char_width(char: str) -> int:
     if unicodedata.combining(char):
@@ -76,15 +59,12 @@ def fit(line: str, width: int) -> str:
     return "".join(kept) + "…"
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 def header_line(
     snapshot: RunSnapshot | None,
     execution_id: object,
     now: datetime,
     first_seen: datetime | None = None,
+    remaining: float | None = None,
 ) -> str:
     """``Run 12345 · running · 1/2 steps · 3.2 s`` (plus the outputs once completed)."""
     run = f"Run {clean(execution_id, 200)}"
@@ -94,6 +74,8 @@ def header_line(
     elapsed = snapshot.elapsed(now, first_seen)
     if elapsed is not None:
         parts.append(format_seconds(elapsed))
+    if remaining is not None and not snapshot.is_terminal:
+        parts.append(f"~{format_seconds(remaining)} left")
     if snapshot.status == "completed":
         parts.append(plural(len(snapshot.outputs), "output"))
     return " · ".join(parts)
@@ -117,10 +99,11 @@ def frame_lines(
     first_seen: datetime | None = None,
     note: str = "",
     max_steps: int = MAX_STEP_ROWS,
+    remaining: float | None = None,
 ) -> list[str]:
     """The live view: the header, one line per step (a window of them for long runs), and a
     notice (such as a retry) when there is one."""
-    lines = [header_line(snapshot, execution_id, now, first_seen)]
+    lines = [header_line(snapshot, execution_id, now, first_seen, remaining)]
     steps = snapshot.steps if snapshot is not None else ()
     if snapshot is not None and not steps and not snapshot.is_terminal:
         lines.append("  waiting for the first steps…")
@@ -264,12 +247,12 @@ class WatchResult:
 
 
 class TerminalWatcher:
-    """Polls one run and shows it on ``stream`` until it ends; ``run()`` blocks the calling
-    (main) thread, so Ctrl-C reaches it, and stops the poller however it exits.
+    """Shows one run on ``stream`` until it ends: a view of the run's shared ``RunWatch``.
+    ``run()`` blocks the calling (main) thread, so Ctrl-C reaches it, and detaches from the
+    watch however it exits.
 
-    The poller's listener callbacks arrive on background threads and only enqueue; all
-    writing happens on the thread that called ``run()``. The watcher is its own listener
-    and the poller holds it weakly, which is fine while ``run()`` is on the stack.
+    The watch calls ``watch_changed`` on background threads; that only enqueues, and all
+    writing happens on the thread that called ``run()``.
     """
 
     def __init__(
@@ -289,33 +272,34 @@ class TerminalWatcher:
         self.notes = notes or stream
         self.live = is_live_terminal(stream) if live is None else live
         self.tick = tick
+        self.policy = policy or PollPolicy()
         self.snapshot: RunSnapshot | None = None
-        self._first_seen: datetime | None = None
+        self._watch = watch_for(client, workflow_id, execution_id)
         self._note = ""
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._poller = RunPoller(client, workflow_id, execution_id, self, policy)
         self._live_view = LiveView(stream) if self.live else None
         self._line_view = None if self.live else LineView(stream)
 
-    # -- listener (background threads): hand everything to run()
+    @property
+    def run_watch(self) -> RunWatch:
+        return self._watch
 
-    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
-        self._events.put(("snapshot", snapshot))
+    # -- the watch tells us (background threads): hand everything to run()
 
-    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
-        self._events.put(("retry", (error, failures, retry_in)))
-
-    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
-        self._events.put(("finished", (snapshot, error)))
+    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
+        self._events.put((change, detail))
 
     # -- main thread
 
     def run(self) -> WatchResult:
-        self._poller.start()
+        self._watch.attach(self, self.policy)
+        self._watch.want(self)
         try:
+            if self._watch.snapshot is not None:
+                self._show(self._watch.snapshot)
             self._redraw()
             next_tick = time.monotonic() + self.tick
-            while True:
+            while not self._watch.done_for(self) or not self._events.empty():
                 # Never block without a timeout: Ctrl-C is acted on only when this thread
                 # runs Python again, and the kernel may hand the signal to a worker thread.
                 wait = max(0.0, next_tick - time.monotonic()) if self.live else WAKE_INTERVAL
@@ -325,35 +309,40 @@ class TerminalWatcher:
                     self._redraw()  # timers move once a second, without extra requests
                     next_tick = time.monotonic() + self.tick
                     continue
-                if kind == "finished":
-                    snapshot, error = payload
-                    if snapshot is not None:
-                        self._show(snapshot)
-                    return WatchResult(snapshot or self.snapshot, error)
-                if kind == "snapshot":
-                    self._show(payload)
-                else:
-                    self._retrying(*payload)
+                if kind == runwatch.SNAPSHOT and self._watch.snapshot is not None:
+                    self._show(self._watch.snapshot)
+                elif kind == runwatch.RETRYING:
+                    self._retrying(payload)
+                elif kind in (runwatch.ENDED, runwatch.PAUSED):
+                    break
+            return self._result()
         finally:
-            self._poller.stop()
+            self._watch.detach(self)
             if self._live_view is not None:
                 with contextlib.suppress(OSError, ValueError):
                     self._live_view.close()
 
+    def _result(self) -> WatchResult:
+        snapshot = self._watch.snapshot
+        if snapshot is not None and snapshot is not self.snapshot:
+            self._show(snapshot)
+        error = self._watch.error or self._watch.interrupted(self)
+        if snapshot is not None and snapshot.is_terminal:
+            error = None
+        return WatchResult(snapshot, error)
+
     def _show(self, snapshot: RunSnapshot) -> None:
-        if snapshot.status == "running" and self._first_seen is None:
-            self._first_seen = datetime.now(timezone.utc)
         self.snapshot = snapshot
         self._note = ""  # a good answer ends any "retrying" notice
         if self._line_view is not None:
             self._line_view.show(snapshot)
         self._redraw()
 
-    def _retrying(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
-        limit = self._poller.policy.max_failures
+    def _retrying(self, retrying: Retrying) -> None:
         self._note = (
-            f"trouble reaching ModelsLab (attempt {failures} of {limit}), "
-            f"retrying in {retry_in:.0f} s: {clean(error, 200)}"
+            f"trouble reaching ModelsLab (attempt {retrying.failures} of "
+            f"{retrying.max_failures}), retrying in {retrying.retry_in:.0f} s: "
+            f"{clean(retrying.error, 200)}"
         )
         if self._live_view is None:
             self.notes.write(f"{time.strftime('%H:%M:%S')} {self._note}\n")
@@ -364,8 +353,11 @@ class TerminalWatcher:
         if self._live_view is None:
             return
         _, rows = terminal_size(self.stream)
+        estimate = self._watch.estimate()
         lines = frame_lines(
             self.snapshot, self.execution_id, now=datetime.now(timezone.utc),
-            first_seen=self._first_seen, note=self._note, max_steps=min(MAX_STEP_ROWS, rows - 4),
+            first_seen=self._watch.first_seen, note=self._note,
+            max_steps=min(MAX_STEP_ROWS, rows - 4),
+            remaining=estimate.remaining if estimate is not None else None,
         )
         self._live_view.draw(lines)

@@ -1,8 +1,9 @@
 """WorkflowRunWidget: a live card for one ModelsLab workflow run.
 
-The widget is a thin view over its traits (``status``, ``steps``, ``error``, ``output_urls``,
-``polls``). A ``RunPoller`` on the shared scheduler feeds it snapshots; ``media`` makes the
-thumbnails. Every child widget is created here, on the main thread, in ``__init__``; the
+The card is a thin ipywidgets view of a ``RunWatch`` (``runwatch.py``), which polls, learns
+durations, loads thumbnails and settles; the card mirrors it into traits (``status``,
+``steps``, ``error``, ``output_urls``, ``polls``) and draws. Several cards of one run share
+one watch. Every child widget is created here, on the main thread, in ``__init__``; the
 background threads only set values, layouts and children, which ipykernel forwards from any
 thread. They never print or display, so output routing (ipykernel 6 and 7) is not involved.
 """
@@ -14,7 +15,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,23 @@ from IPython.display import display
 from ipywidgets.widgets.widget_string import HTMLStyle
 from traitlets import Dict, Int, List, Unicode
 
-from . import render
+from . import render, runwatch
 from .client import WorkflowsClient, path_segment
-from .errors import AuthenticationError, ModelsLabError, NotFoundError
-from .eta import Estimate, shared_history
+from .eta import Estimate
 from .media import (
     Thumbnail,
     candidates_for,
+    encode_small,
     first_that_works,
     is_web_url,
-    load_thumbnails,
     open_full_size,
     save_images,
 )
 from .models import RunSnapshot
-from .poller import PollPolicy, RunPoller, WatchTimeout
-from .scheduler import Scheduler, shared_scheduler
+from .poller import PollPolicy
+from .runwatch import RunWatch, watch_for
+from .scheduler import Job, Scheduler
+from .text import explain, format_seconds, plural
 
 log = logging.getLogger("modelslab_widget")
 
@@ -132,7 +134,8 @@ class WorkflowRunWidget(widgets.VBox):
     """Watch a ModelsLab workflow run: status, steps with timings, and output thumbnails.
 
     Polling runs on a shared background thread, so the kernel stays free. ``wait()`` blocks
-    until the run ends; ``stop()``/``start()`` pause and resume; ``close()`` ends everything.
+    until the run ends; ``stop()``/``start()`` pause and resume this card (other views of the
+    same run keep watching); ``close()`` ends it.
     """
 
     status = Unicode("unknown", help="The run's status; 'unknown' before the first answer.")
@@ -149,21 +152,20 @@ class WorkflowRunWidget(widgets.VBox):
         api_key: str | None = None,
         base_url: str | None = None,
         client: WorkflowsClient | None = None,
-        poll_interval: float = 2.0,
+        poll_interval: float = PollPolicy.interval,
         timeout: float | None = None,
         thumbnail_size: int = 256,
         autostart: bool = True,
         max_thumbnails: int = DEFAULT_SLOTS,
-        max_failures: int = 5,
-        backoff_base: float = 1.0,
+        max_failures: int = PollPolicy.max_failures,
+        backoff_base: float = PollPolicy.backoff_base,
         on_complete: Callable[[WorkflowRunWidget], Any] | None = None,
         scheduler: Scheduler | None = None,
         **kwargs: Any,
     ) -> None:
         path_segment(workflow_id, "workflow_id")  # refuse bad IDs before any widget exists
         path_segment(execution_id, "execution_id")
-        if poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
+        policy = PollPolicy(poll_interval, timeout, max_failures, backoff_base)  # validates
         self.workflow_id = str(workflow_id)
         self.execution_id = execution_id
         self.thumbnail_size = thumbnail_size
@@ -171,107 +173,72 @@ class WorkflowRunWidget(widgets.VBox):
         self.snapshot: RunSnapshot | None = None
         self.thumbnails: list[Any] = []  # PIL images, in output order
         self.thumbnail_errors: dict[str, str] = {}  # url -> why it could not be shown
-        self._owns_client = client is None
-        self._client = client or WorkflowsClient(api_key, base_url=base_url)
-        self._scheduler = scheduler or shared_scheduler()
         self._lock = threading.RLock()
-        self._settled = threading.Event()
-        self._end_error: BaseException | None = None
-        self._user_stopped = False
-        # True from start() until this widget has heard how watching ended. The poller goes
-        # inactive a moment before it tells us, and nothing may restart it in that gap.
-        self._session_open = False
-        self._media_cancel = threading.Event()
-        self._pending_thumbs = 0
-        self._tick_job: Any = None
-        self._thumbs_by_index: dict[int, Thumbnail] = {}
+        self._tick_job: Job | None = None
+        self._completed_for_user = False  # on_complete called for this settling
         self._full_images: list[Any] | None = None
-        self._seen_running_at: datetime | None = None
+        self._watch: RunWatch = watch_for(
+            client or WorkflowsClient(api_key, base_url=base_url), workflow_id, execution_id,
+            scheduler=scheduler, owns_client=client is None,
+        )
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
-        self._poller = RunPoller(
-            self._client,
-            self.workflow_id,
-            execution_id,
-            listener=self,
-            policy=PollPolicy(poll_interval, timeout, max_failures, backoff_base),
-            scheduler=self._scheduler,
-            next_change=_weak(self._expected_change),
-        )
+        self._watch.attach(self, policy, thumbnail_size=thumbnail_size,
+                           max_thumbnails=max_thumbnails)
         self.observe(self._on_status_change, "status")
-        self._render()
+        self._sync()
         if autostart:
             self.start()
 
     # -- public API ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start (or resume) watching; a no-op once the run has ended or while watching."""
+        """Start (or resume) watching; once the run has ended, show its final state."""
         with self._lock:
-            if self._is_finished() or self._session_open:
-                return
-            self._session_open = True
-            self._user_stopped = False
-            self._end_error = None
-            self._settled.clear()
-            self.error = ""
-            self._message.value = ""
-            self._poller.start()
-            self._update_controls()
-            self._schedule_tick()
+            if self._watch.wants_polling(self) and (self._watch.polling or self._watch.ended):
+                return  # already watching, or already showing the end
+            self._completed_for_user = False
+            self._watch.want(self)
+            self._sync()
+            if self._watch.polling:
+                self._schedule_tick()
 
     def stop(self) -> None:
-        """Stop watching. No status request is started after this returns."""
+        """Stop watching in this card. No status request is started for it after this
+        returns (other views of the same run, if any, keep theirs)."""
         with self._lock:
-            was_active = self._poller.active
-            self._poller.stop()
-            self._session_open = False
+            was_watching = self.watching
+            self._watch.pause(self)
             self._cancel_tick()
-            if was_active and not self._is_finished():
-                self._user_stopped = True
+            if was_watching and not self._watch.ended:
                 self._show_message("note", "Stopped watching.", "", "Press Resume to continue.")
-                self._settled.set()  # wake wait(): it raises, as nothing more will come
             self._update_controls()
 
     def close(self) -> None:
         """Stop watching and fetching, and close this widget's views."""
-        if getattr(self, "_poller", None) is None:  # __init__ failed before polling existed
+        if getattr(self, "_watch", None) is None:  # __init__ failed before watching existed
             return
-        self.stop()
-        self._media_cancel.set()
-        with self._lock:
-            if not self._settled.is_set():  # e.g. thumbnails still loading: wake wait()
-                self._end_error = RuntimeError("the widget was closed before the run settled")
-                self._settled.set()
+        self._cancel_tick()
+        self._watch.detach(self)
         close_with_parts(*self._owned_widgets())
         _close_parts(self)
         super().close()
-        if self._owns_client:
-            self._client.close()
 
     def wait(self, timeout: float | None = None) -> RunSnapshot:
         """Block until the run has ended and its thumbnails are ready, and return the last
         snapshot. A failed or cancelled run returns normally. Raises ``TimeoutError`` when
         ``timeout`` passes first, or the error that ended watching (``AuthenticationError``,
         ``NotFoundError``, ``ServerError``, ...)."""
-        with self._lock:
-            if not self._session_open and not self._settled.is_set():
-                self.start()  # a no-op once the run has ended
-        if not self._settled.wait(timeout):
-            raise TimeoutError(f"the run did not finish within {timeout:g} s")
-        with self._lock:
-            if self._end_error is not None:
-                raise self._end_error
-            if self._user_stopped or self.snapshot is None:
-                raise RuntimeError("watching was stopped before the run ended; call start()")
-            return self.snapshot
+        if not self._watch.done_for(self) and not self.watching:
+            self.start()  # autostart=False: wait() starts watching (not after stop())
+        return self._watch.wait(self, timeout)
 
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Download the run's full-size outputs into ``directory`` (file names from the URLs,
         never overwriting an existing file) and return the paths."""
         outputs = self._finished_outputs()
-        return save_images(self._client, [urls[0] for urls in outputs], directory,
+        return save_images(self.client, [urls[0] for urls in outputs], directory,
                            fallbacks=[urls[-1] for urls in outputs])
 
     def images(self) -> list[Any]:
@@ -281,7 +248,7 @@ class WorkflowRunWidget(widgets.VBox):
         if self._full_images is None or len(self._full_images) != len(outputs):
 
             def full_size(url: str) -> Any:
-                return open_full_size(self._client.fetch_image(url))
+                return open_full_size(self.client.fetch_image(url))
 
             self._full_images = [first_that_works(urls, full_size)[1] for urls in outputs]
         return list(self._full_images)
@@ -296,82 +263,98 @@ class WorkflowRunWidget(widgets.VBox):
 
     @property
     def client(self) -> WorkflowsClient:
-        return self._client
+        return self._watch.client
+
+    @property
+    def run_watch(self) -> RunWatch:
+        """The shared, GUI-free model of this run (one per run, whatever views show it)."""
+        return self._watch
 
     @property
     def settled(self) -> bool:
         """True once ``wait()`` would return or raise at once: the run ended and its
         thumbnails are in, or watching stopped."""
-        return self._settled.is_set()
+        return self._watch.done_for(self)
 
     @property
     def watching(self) -> bool:
-        return self._poller.active
+        """This card wants the run watched and the watch is polling."""
+        return self._watch.polling and self._watch.wants_polling(self)
+
+    def estimate(self) -> Estimate | None:
+        """Time left and progress by expected time, once this workflow has completed before
+        in this kernel; None otherwise."""
+        return self._watch.estimate()
 
     def __repr__(self) -> str:
         steps = self.steps
         done = sum(1 for step in steps if step.get("status") == "completed")
         parts = [f"Run {self.execution_id}", self.status, f"{done}/{len(steps)} steps"]
-        elapsed = self._elapsed()
+        elapsed = self._watch.elapsed()
         if elapsed is not None:
-            parts.append(render.format_seconds(elapsed))
+            parts.append(format_seconds(elapsed))
         if self.output_urls:
-            count = len(self.output_urls)
-            parts.append(f"{count} image{'s' if count != 1 else ''}")
+            parts.append(plural(len(self.output_urls), "image"))
         if self.error:
             parts.append(f"error: {self.error[:200]}")
         return " · ".join(parts)
 
-    # -- poll listener (called on background threads) -----------------------------------
+    # -- the watch tells us (background threads) ----------------------------------------
 
-    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
+    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
         with self._lock:
-            self.snapshot = snapshot
-            self.polls = polls
-            if snapshot.status == "running" and self._seen_running_at is None:
-                self._seen_running_at = datetime.now(timezone.utc)
-            self._message.value = ""  # a good answer clears any "retrying" notice
-            if self._apply_snapshot(snapshot):
-                self._render()  # once per answer that changed something; timers are ticks
+            if change == runwatch.PAUSED:  # this card's own timeout
+                self._show_end()
+                return
+            if watch.interrupted(self) is not None:
+                return  # a stopped card stays as it was; start() catches up
+            if change == runwatch.SNAPSHOT:
+                self._take_snapshot(changed=detail)
+            elif change == runwatch.RETRYING:
+                self.polls = watch.polls
+                self._show_retrying(detail)
+            elif change == runwatch.ENDED:
+                self._show_end()
+            elif change == runwatch.THUMBNAIL:
+                self._gallery.fill(self._sized(detail))
+        if change == runwatch.SETTLED:
+            self._settled()
 
-    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
-        with self._lock:
-            self.polls = self._poller.polls
-            self._show_message(
-                "note",
-                f"Could not get the run's status (attempt {failures} of "
-                f"{self._poller.policy.max_failures}); retrying in {retry_in:.0f} s.",
-                str(error),
-            )
+    def _take_snapshot(self, changed: bool) -> None:
+        self.polls = self._watch.polls
+        self.snapshot = self._watch.snapshot
+        self._message.value = ""  # a good answer clears any "retrying" notice
+        if changed and self._apply_snapshot():
+            self._render()  # once per answer that changed something; timers are ticks
 
-    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
-        with self._lock:
-            settled = self._end_watching(snapshot, error)
-        if settled:
-            self._call_on_complete()
+    def _show_retrying(self, retrying: runwatch.Retrying) -> None:
+        self._show_message(
+            "note",
+            f"Could not get the run's status (attempt {retrying.failures} of "
+            f"{retrying.max_failures}); retrying in {retrying.retry_in:.0f} s.",
+            str(retrying.error),
+        )
 
-    def _end_watching(self, snapshot: RunSnapshot | None, error: BaseException | None) -> bool:
-        """Show how watching ended; True once settled (False while thumbnails load)."""
-        if self._poller.active:
-            return False  # a late word from a session that stop() + start() already replaced
-        self._session_open = False
-        self.polls = self._poller.polls
+    def _show_end(self) -> None:
+        """How watching ended: the run's outcome, or why we stopped (lock held)."""
         self._cancel_tick()
-        if error is not None:
-            self._end_error = error
+        self.polls = self._watch.polls
+        error = self._watch.error or self._watch.interrupted(self)
+        if error is not None and not isinstance(error, runwatch.Stopped):
             self.error = str(error)
-            self._show_message("error", *_explain(error))
-        elif snapshot is not None:
-            shared_history().record(snapshot)  # learns from completed runs only
-            if snapshot.status == "completed" and snapshot.outputs:
-                return self._start_thumbnails(snapshot)
-            self._show_outcome(snapshot)
+            self._show_message("error", *astuple(explain(error)))
+        elif self.snapshot is not None:
+            self._show_outcome(self.snapshot)
         self._update_controls()
-        self._settled.set()
-        return True
 
     def _show_outcome(self, snapshot: RunSnapshot) -> None:
-        if snapshot.status == "failed":
+        if snapshot.status == "completed" and snapshot.outputs:
+            urls = list(snapshot.outputs)
+            shown = min(len(urls), len(self._gallery.slots))
+            self._gallery.show(shown, urls[shown:])
+            for thumb in self._watch.thumbnails_in_order():
+                self._gallery.fill(self._sized(thumb))
+        elif snapshot.status == "failed":
             self._show_message(
                 "error", "The run failed", snapshot.error or "The API gave no reason.",
                 "Check the workflow's inputs, then launch a new run.",
@@ -379,10 +362,60 @@ class WorkflowRunWidget(widgets.VBox):
         elif snapshot.status == "cancelled":
             self._show_message("note", "The run was cancelled.")
 
+    def _settled(self) -> None:
+        """The run ended and the thumbnails are in: keep them, and tell the user's callback
+        (on this background thread, outside our lock: a slow or re-entrant callback must
+        not hold up this widget or, through the lock, the timer)."""
+        with self._lock:
+            thumbs = [self._sized(t) for t in self._watch.thumbnails_in_order()]
+            self.thumbnails = [t.image for t in thumbs if t.image is not None]
+            self.thumbnail_errors = {t.url: t.error or "unknown" for t in thumbs if not t.ok}
+            snapshot = self.snapshot
+            call = (self.on_complete is not None and not self._completed_for_user
+                    and snapshot is not None and snapshot.is_terminal)
+            self._completed_for_user = self._completed_for_user or call
+            self._update_controls()
+        if call and self.on_complete is not None:
+            try:
+                self.on_complete(self)
+            except Exception:
+                log.exception("on_complete callback failed")
+
     # -- internals ----------------------------------------------------------------------
 
-    def _apply_snapshot(self, snapshot: RunSnapshot) -> bool:
-        """Copy a snapshot into the traits (only changed values notify); True if any changed."""
+    def _sync(self) -> None:
+        """Show everything the watch knows (a new card of a run already watched, or after
+        start()): traits, header, steps, the message panel and the gallery."""
+        with self._lock:
+            self.polls = self._watch.polls
+            self.snapshot = self._watch.snapshot
+            self.error = ""
+            self._message.value = ""
+            self._apply_snapshot()
+            self._render()
+            if self._watch.retrying is not None and self._watch.polling:
+                self._show_retrying(self._watch.retrying)
+            if self._watch.ended or (self._watch.error is not None and not self._watch.polling):
+                self._show_end()
+            self._update_controls()
+        if self._watch.settled and self._watch.interrupted(self) is None:
+            self._settled()
+
+    def _sized(self, thumb: Thumbnail) -> Thumbnail:
+        """The watch's thumbnail, made smaller when another view asked for bigger ones."""
+        image = thumb.image
+        if image is None or max(image.size) <= self.thumbnail_size:
+            return thumb
+        small = image.copy()
+        small.thumbnail((self.thumbnail_size, self.thumbnail_size))
+        data, fmt = encode_small(small, self.thumbnail_size)
+        return replace(thumb, image=small, data=data, format=fmt)
+
+    def _apply_snapshot(self) -> bool:
+        """Copy the snapshot into the traits (only changed values notify); True if any did."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return False
         steps = [step.to_dict() for step in snapshot.steps]
         before = (self.status, self.steps, self.output_urls, self.error)
         with self.hold_trait_notifications():
@@ -428,35 +461,21 @@ class WorkflowRunWidget(widgets.VBox):
         if render.status_class(change["new"]) != "running":
             self._update_controls()
 
-    def estimate(self) -> Estimate | None:
-        """Time left and progress by expected time, once this workflow has completed before
-        in this kernel; None otherwise."""
-        snapshot = self.snapshot
-        return shared_history().estimate(snapshot) if snapshot is not None else None
-
-    def _expected_change(self, snapshot: RunSnapshot) -> float | None:
-        estimate = shared_history().estimate(snapshot)
-        return estimate.next_change if estimate is not None else None
-
     def _render(self) -> None:
         with self._lock:
-            estimate = self.estimate()
+            estimate = self._watch.estimate()
             markup = render.summary(
                 status=self.status,
                 workflow_id=self.workflow_id,
                 execution_id=str(self.execution_id),
-                elapsed=self._elapsed(),
-                finished=self._is_finished(),
+                elapsed=self._watch.elapsed(),
+                finished=self._watch.ended,
                 steps=self.steps,
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
             )
             self._status_view.value = markup
             self._steps_view.show(self.steps, self._step_timers())
-
-    def _elapsed(self) -> float | None:
-        snapshot = self.snapshot
-        return snapshot.elapsed(first_seen=self._seen_running_at) if snapshot else None
 
     def _step_timers(self) -> dict[int, float]:
         """Live timers of the running steps, by index."""
@@ -467,11 +486,12 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _schedule_tick(self) -> None:
         """Re-render once a second while watching, so timers move without extra requests."""
-        self._tick_job = self._scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
+        self._cancel_tick()
+        self._tick_job = self._watch.scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
 
     def _tick(self) -> None:
         with self._lock:
-            if not self._poller.active:
+            if not self.watching:
                 return
             self._render()
             self._schedule_tick()
@@ -481,66 +501,16 @@ class WorkflowRunWidget(widgets.VBox):
             self._tick_job.cancel()
             self._tick_job = None
 
-    def _start_thumbnails(self, snapshot: RunSnapshot) -> bool:
-        """Start loading the gallery; True if there is nothing to load (settled at once)."""
-        urls = list(snapshot.outputs)
-        shown = urls[: len(self._gallery.slots)]
-        self._gallery.show(len(shown), urls[len(shown):])
-        self._pending_thumbs = len(shown)
-        self._update_controls()
-        if not shown:
-            self._settled.set()
-            return True
-        self._thumbs_by_index = {}
-        load_thumbnails(
-            self._client,
-            shown,
-            list(snapshot.proxy_links),
-            self.thumbnail_size,
-            submit=self._scheduler.submit,
-            on_ready=self._on_thumbnail,
-            cancel=self._media_cancel,
-        )
-        return False
-
-    def _on_thumbnail(self, thumb: Thumbnail) -> None:
-        with self._lock:
-            self._gallery.fill(thumb)
-            self._thumbs_by_index[thumb.index] = thumb
-            if not thumb.ok:
-                self.thumbnail_errors[thumb.url] = thumb.error or "unknown"
-            self._pending_thumbs -= 1
-            if self._pending_thumbs > 0:
-                return
-            ordered = sorted(self._thumbs_by_index.items())
-            self.thumbnails = [t.image for _, t in ordered if t.image is not None]
-            self._settled.set()
-        self._call_on_complete()
-
-    def _call_on_complete(self) -> None:
-        """The user's callback, on this background thread but outside our lock: a slow or
-        re-entrant callback must not hold up this widget (or, via the lock, the timer)."""
-        snapshot = self.snapshot
-        if self.on_complete is None or snapshot is None or not snapshot.is_terminal:
-            return
-        try:
-            self.on_complete(self)
-        except Exception:
-            log.exception("on_complete callback failed")
-
-    def _is_finished(self) -> bool:
-        return self.snapshot is not None and self.snapshot.is_terminal
-
     def _show_message(self, kind: str, title: str, text: str = "", hint: str = "") -> None:
         self._message.value = render.message(kind, title, text, hint)
 
     def _update_controls(self) -> None:
-        active = self._poller.active if hasattr(self, "_poller") else False
-        ended = self._is_finished()
-        self._stop_button.layout.display = "" if active else "none"
-        show_resume = not active and not ended
-        self._resume_button.layout.display = "" if show_resume else "none"
-        retry = self._end_error is not None and not isinstance(self._end_error, WatchTimeout)
+        watching = self.watching
+        ended = self._watch.ended
+        self._stop_button.layout.display = "" if watching else "none"
+        self._resume_button.layout.display = "" if not watching and not ended else "none"
+        error = self._watch.error
+        retry = error is not None and not isinstance(error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
 
 
@@ -568,22 +538,6 @@ def _close_parts(item: widgets.Widget) -> None:
         child = getattr(item, part, None)
         if isinstance(child, widgets.Widget):
             child.close()
-
-
-def _explain(error: BaseException) -> tuple[str, str, str]:
-    """(title, detail, what to do next) for the error panel."""
-    if isinstance(error, AuthenticationError):
-        return ("The API key was rejected", str(error),
-                "Set MODELSLAB_API_KEY (or pass api_key=...) and press Retry.")
-    if isinstance(error, NotFoundError):
-        return ("Run not found", str(error), "Check the workflow ID and the execution ID.")
-    if isinstance(error, WatchTimeout):
-        return ("Stopped watching: time limit reached", str(error),
-                "Press Resume to keep watching, or pass a larger timeout=.")
-    if isinstance(error, ModelsLabError) and error.transient:
-        return ("Could not get the run's status", str(error),
-                "ModelsLab kept failing or could not be reached. Press Retry to try again.")
-    return ("Watching stopped", str(error), "Press Retry to try again.")
 
 
 def watch(workflow_id: str, execution_id: int | str, **kwargs: Any) -> WorkflowRunWidget:

@@ -53,8 +53,12 @@ def no_background_exceptions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_duration_history(monkeypatch: pytest.MonkeyPatch) -> eta.DurationHistory:
-    """Each test starts with no remembered step durations (they change polling)."""
+def fresh_duration_history(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> eta.DurationHistory:
+    """Each test starts with no remembered step durations (they change polling), and a
+    history file (the command line keeps one) goes to a fresh folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     history = eta.DurationHistory()
     monkeypatch.setattr(eta, "_shared", history)
     return history

@@ -155,14 +155,14 @@ def test_close_leaves_no_threads_and_no_widgets(no_leftover_threads, sim, client
     assert rows[0].widget.comm is None
 
 
-def test_an_open_card_polls_for_its_row_and_the_row_resumes_after(sim, board):
+def test_an_open_card_shares_its_rows_watch_and_the_row_goes_on_after(sim, board):
     eid = sim.add_run(steps=[("Long", 1.0)], images=1)
     row = board.add(DEMO_WORKFLOW_ID, eid)
     row.expand()
-    assert not row._poller.active and row.widget.watching  # one poller for the run
+    assert row.widget.run_watch is row.run_watch and row.widget.watching  # one request stream
     wait_for(lambda: row.status == "running")
     row.collapse()
-    assert row._poller.active  # the run goes on: the row polls again
+    assert row.run_watch.polling  # the run goes on: the row's watch still polls
     assert board.wait(10) == {"completed": 1}
     assert row.view.value.count("<img ") == 1
 
@@ -173,4 +173,4 @@ def test_a_run_that_ends_while_its_card_is_open_settles_its_row(sim, board):
     assert board.wait(10) == {"completed": 1}
     assert row.view.value.count("<img ") == 2 and row.widget.thumbnails
     row.collapse()
-    assert not row._poller.active
+    assert not row.run_watch.polling

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import threading
+import time
 import weakref
 
 import pytest
@@ -62,25 +63,26 @@ def test_wait_in_the_moment_between_the_poller_ending_and_the_widget_hearing_of_
     widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
                                poll_interval=0.05, autostart=False)
     monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
-    told = widget.on_finished
+    watch = widget.run_watch
+    told = watch.on_finished
     waiting = threading.Event()
 
-    class NotingEvent(threading.Event):
-        def wait(self, timeout=None):  # wait() decides whether to start just before this
+    class NotingCondition(threading.Condition):
+        def wait_for(self, predicate, timeout=None):  # wait() decided whether to start
             waiting.set()
-            return super().wait(timeout)
+            return super().wait_for(predicate, timeout)
 
     def hear_late(snapshot, error):
         assert waiting.wait(5), "wait() was not called"  # the gap stays open until then
         told(snapshot, error)
 
-    widget._settled = NotingEvent()
-    widget.on_finished = hear_late
+    watch._changed = NotingCondition(watch._lock)
+    watch.on_finished = hear_late  # the poller calls its listener's attribute
     widget.start()
-    wait_for(lambda: not widget._poller.active)
+    wait_for(lambda: not watch.polling)
     with pytest.raises(ZeroDivisionError):
         widget.wait(5)
-    assert not widget.watching and widget._poller.polls == 1
+    assert not widget.watching and watch.polls == 1
     widget.close()
 
 
@@ -102,13 +104,15 @@ def test_client_caps_retry_after():
 
 
 def test_a_stale_timeout_does_not_end_a_resumed_watch(sim, client):
-    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 1.5)]),
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]),
                                client=client, poll_interval=0.05, timeout=0.3)
     with pytest.raises(TimeoutError):
         widget.wait(5)
-    widget._poller.policy = PollPolicy(0.05, None)  # resume without a limit
-    widget.start()
-    assert widget.wait(10).status == "completed"
+    resumed = time.monotonic()
+    widget.start()  # a fresh time limit: the first one's job must not end it early
+    with pytest.raises(TimeoutError):
+        widget.wait(5)
+    assert time.monotonic() - resumed >= 0.29  # a timer never fires early
     widget.close()
 
 

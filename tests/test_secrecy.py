@@ -530,9 +530,9 @@ def test_hostile_text_is_escaped_and_keeps_the_layout(names, step_status, run_st
     with WorkflowsClient("k", base_url="http://127.0.0.1:9/api/v1") as client:
         widget = WorkflowRunWidget(workflow_id, 1, client=client, autostart=False)
         try:
-            widget.on_snapshot(snapshot, 1)
+            widget.run_watch.on_snapshot(snapshot, 1)  # as the poller would
             failure = None if snapshot.status == "failed" else APIError(error or "no message")
-            widget.on_finished(snapshot if failure is None else None, failure)
+            widget.run_watch.on_finished(snapshot if failure is None else None, failure)
 
             card = CardParser().check(card_markup(widget))
             assert card.names == [step.name for step in snapshot.steps]

@@ -243,10 +243,10 @@ eid = sim.add_run(steps=[("Long", 600)], status_faults=faults)
 run = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, api_key=sim.api_key, base_url=sim.base_url,
                         poll_interval={interval}, backoff_base=30)
 deadline = time.monotonic() + 10
-while run._poller.polls < 1 and time.monotonic() < deadline:  # a request has started
+while run.run_watch.polls < 1 and time.monotonic() < deadline:  # a request has started
     time.sleep(0.02)
 time.sleep(0.5)  # well inside the first poll's request, or its back-off
-print("watching", run._poller.polls, run.watching, flush=True)
+print("watching", run.run_watch.polls, run.watching, flush=True)
 # the end of the script: no close(), no sim.stop(), as when a kernel shuts down
 """
 

@@ -217,13 +217,13 @@ def test_an_answer_that_changes_nothing_sends_nothing(make):
             "steps": [{"name": "Text to Image", "status": "running", "started_at": started},
                       {"name": "Image Upscaler", "status": "pending"}]}
     widget = make(1, autostart=False)
-    widget.on_snapshot(RunSnapshot.from_api(body), 1)
+    widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 1)  # as the poller would
     views = [widget._status_view, widget._message, *widget._steps_view.widgets()[:-1]]
     changed: list[str] = []
     for view in views:
         view.observe(lambda change: changed.append(change["new"]), "value")
     time.sleep(0.15)  # the elapsed figures (0.1 s resolution) have moved by now
-    widget.on_snapshot(RunSnapshot.from_api(body), 2)
+    widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 2)
     assert changed == []
     widget._render()  # what the tick does: the header and the running row, nothing else
     touched = {id(view) for view in views if view.value in changed}

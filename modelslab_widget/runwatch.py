@@ -1,0 +1,529 @@
+"""RunWatch: the life of one watched run, with no GUI, shared by every view of that run.
+
+A watch owns what every view of a run needs and used to compute on its own: the poller (one
+request stream however many cards, board rows or terminal views show the run), the latest
+snapshot, when the run was first seen running, learning step durations and the estimate of
+the next change, loading the outputs' thumbnails, settling, ``wait()`` and the words for why
+watching stopped. Views only draw: a watch calls ``view.watch_changed(watch, change, detail)``
+(on a background thread, outside its lock) and the view reads what it needs.
+
+One watch per run per process: ``watch_for()`` hands every view of the same run (same API
+base URL, same key, same workflow and execution ID, same scheduler) the same watch. The
+registry and the watch hold views weakly; views hold their watch. A view ``want()``s polling
+and ``pause()``s it; the watch polls while any attached view wants it, and the last view to
+``detach()`` stops it. Nothing here imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .client import WorkflowsClient
+from .errors import ModelsLabError
+from .eta import DurationHistory, Estimate, shared_history
+from .media import Thumbnail, load_thumbnails
+from .models import RunSnapshot
+from .poller import PollPolicy, RunPoller, WatchTimeout
+from .scheduler import Job, Scheduler, shared_scheduler
+
+log = logging.getLogger("modelslab_widget")
+
+# What a watch tells its views (the ``change`` argument of ``watch_changed``).
+SNAPSHOT = "snapshot"  # a new answer (detail: True when it changed what a view shows)
+RETRYING = "retrying"  # a transient error; detail: Retrying
+ENDED = "ended"  # polling ended: the run is terminal, or detail is the error that ended it
+THUMBNAIL = "thumbnail"  # detail: a Thumbnail, as soon as it is made
+SETTLED = "settled"  # the run ended and its thumbnails are in (or watching ended)
+PAUSED = "paused"  # this view was paused (detail: None for stop(), or a WatchTimeout)
+
+
+class WatchView(Protocol):
+    """What a view of a run implements; held weakly by its watch."""
+
+    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A transient failure: attempt ``failures`` of ``max_failures``, next try in ``retry_in``."""
+
+    error: ModelsLabError
+    failures: int
+    max_failures: int
+    retry_in: float
+
+
+@dataclass
+class _Attachment:
+    """One view's wishes: how it wants the run polled and how many thumbnails of what size."""
+
+    policy: PollPolicy
+    thumbnail_size: int = 0
+    max_thumbnails: int = 0
+    active: bool = False
+    interrupted: BaseException | None = None  # why this view stopped (stop(), its timeout)
+    timeout_job: Job | None = field(default=None, repr=False)
+
+
+class RunWatch:
+    """The shared, GUI-free state of one watched run (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: WorkflowsClient,
+        workflow_id: str,
+        execution_id: int | str,
+        *,
+        scheduler: Scheduler | None = None,
+        history: DurationHistory | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        self.client = client
+        self.workflow_id = str(workflow_id)
+        self.execution_id = execution_id
+        self.scheduler = scheduler or shared_scheduler()
+        self.snapshot: RunSnapshot | None = None
+        self.first_seen: datetime | None = None  # when we first saw it running
+        self.error: BaseException | None = None  # what ended watching before the run ended
+        self.retrying: Retrying | None = None  # the current transient trouble, if any
+        self.thumbnails: dict[int, Thumbnail] = {}  # by output index, as they arrive
+        self._history = history
+        self._owns_client = owns_client
+        self.registry_key: tuple[Any, ...] = ()  # set by watch_for()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # wait() sleeps on it
+        self._views: weakref.WeakKeyDictionary[Any, _Attachment] = weakref.WeakKeyDictionary()
+        self._settled = False
+        self._settling = False  # views are being told; waiters wake right after
+        self._waiters: list[tuple[weakref.ref[Any], Callable[[], None]]] = []
+        self._generation = 0  # of thumbnail loads: a reload at a larger size drops older ones
+        # True from start() until the poller's end has been heard. The poller goes inactive a
+        # moment before it reports, and nothing may start a second session in that gap.
+        self._session_open = False
+        self._loaded = (0, 0)  # (size, count) of the thumbnails loaded or loading
+        self._loading = 0
+        self._media_cancel = threading.Event()
+        self._poller = RunPoller(
+            client, self.workflow_id, execution_id, listener=self,
+            policy=PollPolicy(), scheduler=self.scheduler, next_change=_weak(self._next_change),
+        )
+
+    # -- what views read ----------------------------------------------------------------
+
+    @property
+    def polls(self) -> int:
+        return self._poller.polls
+
+    @property
+    def polling(self) -> bool:
+        return self._poller.active
+
+    @property
+    def ended(self) -> bool:
+        """The run reached a terminal status."""
+        return self.snapshot is not None and self.snapshot.is_terminal
+
+    @property
+    def settled(self) -> bool:
+        """The run ended and its thumbnails are in, or watching ended on an error."""
+        return self._settled
+
+    @property
+    def max_failures(self) -> int:
+        return self._poller.policy.max_failures
+
+    @property
+    def history(self) -> DurationHistory:
+        return self._history or shared_history()
+
+    def elapsed(self, now: datetime | None = None) -> float | None:
+        snapshot = self.snapshot
+        return snapshot.elapsed(now, self.first_seen) if snapshot is not None else None
+
+    def estimate(self) -> Estimate | None:
+        """Time left and progress by expected time, once this workflow completed before."""
+        snapshot = self.snapshot
+        return self.history.estimate(snapshot) if snapshot is not None else None
+
+    def thumbnails_in_order(self) -> list[Thumbnail]:
+        with self._lock:
+            return [thumb for _, thumb in sorted(self.thumbnails.items())]
+
+    def views(self) -> list[Any]:
+        with self._lock:
+            return list(self._views.keys())
+
+    # -- views come and go ----------------------------------------------------------------
+
+    def attach(self, view: WatchView, policy: PollPolicy, *, thumbnail_size: int = 0,
+               max_thumbnails: int = 0) -> None:
+        """Register a view (not yet wanting polling): its policy and thumbnail needs."""
+        with self._lock:
+            self._views[view] = _Attachment(policy, thumbnail_size, max_thumbnails)
+
+    def want(self, view: WatchView) -> None:
+        """The view wants the run watched: poll (unless the run ended, or a session is still
+        open), load the thumbnails it needs. Also how Retry restarts after an error."""
+        with self._lock:
+            attachment = self._views.get(view)
+            if attachment is None:
+                return
+            if not attachment.active:
+                attachment.active, attachment.interrupted = True, None
+                self._start_view_timeout(view, attachment)
+            if self.ended:
+                self._load_more_thumbnails()
+            elif not self._session_open:
+                self._start_session()
+            else:
+                self._poller.policy = self._combined_policy()
+
+    def pause(self, view: WatchView, reason: BaseException | None = None) -> None:
+        """The view no longer wants polling; polling stops once no view wants it."""
+        with self._lock:
+            attachment = self._views.get(view)
+            if attachment is None or not attachment.active:
+                return
+            attachment.active = False
+            attachment.interrupted = reason or Stopped()
+            if attachment.timeout_job is not None:
+                attachment.timeout_job.cancel()
+                attachment.timeout_job = None
+            self._stop_if_unwanted()
+            self._changed.notify_all()
+            callbacks = self._take_waiters(view)
+        for callback in callbacks:
+            _call_safely(callback)
+
+    def detach(self, view: WatchView) -> None:
+        """The view is gone (closed); the last view to go ends the watch."""
+        with self._lock:
+            self.pause(view)
+            self._views.pop(view, None)
+            last = not self._views
+        if last:
+            self._end()
+
+    def wants_polling(self, view: WatchView) -> bool:
+        with self._lock:
+            attachment = self._views.get(view)
+            return attachment is not None and attachment.active
+
+    def interrupted(self, view: WatchView) -> BaseException | None:
+        """Why this view stopped watching (its ``stop()`` or its timeout), else None."""
+        with self._lock:
+            attachment = self._views.get(view)
+            return attachment.interrupted if attachment is not None else None
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait(self, view: WatchView, timeout: float | None = None) -> RunSnapshot:
+        """Block until settled (or this view stopped); see ``WorkflowRunWidget.wait``."""
+        if not self.wait_done(view, timeout):
+            raise TimeoutError(f"the run did not finish within {timeout:g} s")
+        return self.outcome(view)
+
+    def wait_done(self, view: WatchView, timeout: float | None = None) -> bool:
+        """Block until ``done_for(view)``; False if ``timeout`` passed first. Starts watching
+        for a view that never started (``autostart=False``), not for one that was stopped."""
+        with self._lock:
+            if not self._settled and not self.wants_polling(view) and not self.interrupted(view):
+                self.want(view)
+            return self._changed.wait_for(lambda: self._done_for(view), timeout)
+
+    def when_done(self, view: WatchView, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once ``wait(view)`` would return or raise at once (settled, or the
+        view stopped): now, or later on a background thread. The hook ``wait_async`` uses."""
+        with self._lock:
+            if not self._done_for(view):
+                self._waiters.append((weakref.ref(view), callback))
+                return
+        callback()
+
+    def _take_waiters(self, view: WatchView | None) -> list[Callable[[], None]]:
+        """Remove and return the callbacks for ``view`` (None: all of them); lock held."""
+        taken = [cb for ref, cb in self._waiters if view is None or ref() is view]
+        self._waiters = [(r, cb) for r, cb in self._waiters if view is not None and r() is not view]
+        return taken
+
+    def outcome(self, view: WatchView) -> RunSnapshot:
+        """What ``wait()`` returns or raises now that it is done waiting."""
+        with self._lock:
+            return self._outcome(view)
+
+    def done_for(self, view: WatchView) -> bool:
+        with self._lock:
+            return self._done_for(view)
+
+    def _done_for(self, view: WatchView) -> bool:
+        attachment = self._views.get(view)  # None: the view was closed
+        return self._settled or attachment is None or attachment.interrupted is not None
+
+    def _outcome(self, view: WatchView) -> RunSnapshot:
+        if self._settled and self.error is not None:
+            raise self.error
+        if self._settled and self.snapshot is not None:
+            return self.snapshot
+        if view not in self._views:
+            raise RuntimeError("the view was closed before the run settled")
+        interrupted = self.interrupted(view)
+        if isinstance(interrupted, WatchTimeout):
+            raise interrupted
+        raise RuntimeError("watching was stopped before the run ended; call start()")
+
+    # -- the poller's listener (background threads) ---------------------------------------
+
+    def on_snapshot(self, snapshot: RunSnapshot, polls: int) -> None:
+        with self._lock:
+            previous = self.snapshot
+            self.snapshot = snapshot
+            if snapshot.status == "running" and self.first_seen is None:
+                self.first_seen = datetime.now(timezone.utc)
+            had_notice, self.retrying = self.retrying is not None, None
+            changed = had_notice or previous is None or _shown(previous) != _shown(snapshot)
+        self._notify(SNAPSHOT, changed)
+
+    def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
+        with self._lock:
+            self.retrying = Retrying(error, failures, self.max_failures, retry_in)
+        self._notify(RETRYING, self.retrying)
+
+    def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
+        with self._lock:
+            if self._poller.active:
+                return  # a late word from a session that a new one has already replaced
+            self._session_open = False
+            self.retrying = None
+            if error is not None:
+                self.error = error
+            elif snapshot is not None:
+                self.history.record(snapshot)  # learns from completed runs only
+        self._notify(ENDED, error)
+        with self._lock:
+            loading = error is None and self._load_more_thumbnails()
+        if not loading:
+            self._settle()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start_session(self) -> None:
+        self._session_open = True
+        self.error = None
+        self.retrying = None
+        self._settled = False
+        self._poller.policy = self._combined_policy()
+        self._poller.start()
+
+    def _combined_policy(self) -> PollPolicy:
+        """The most eager interval of the views that want polling; timeouts are per view."""
+        wanting = [a.policy for a in self._views.values() if a.active] or [PollPolicy()]
+        first = wanting[0]
+        return replace(first, interval=min(p.interval for p in wanting), timeout=None)
+
+    def _stop_if_unwanted(self) -> None:
+        if any(a.active for a in self._views.values()):
+            self._poller.policy = self._combined_policy()
+            return
+        self._poller.stop()
+        self._session_open = False
+
+    def _start_view_timeout(self, view: WatchView, attachment: _Attachment) -> None:
+        seconds = attachment.policy.timeout
+        if seconds is None or self.ended:
+            return
+        view_ref, watch_ref = weakref.ref(view), weakref.ref(self)
+
+        def time_out() -> None:
+            target, watch = view_ref(), watch_ref()
+            if target is not None and watch is not None:
+                watch._time_out(target, seconds)
+
+        attachment.timeout_job = self.scheduler.call_later(seconds, time_out, in_pool=False)
+
+    def _time_out(self, view: WatchView, seconds: float) -> None:
+        error = WatchTimeout(
+            f"Stopped watching after {seconds:g} s: the run had not finished."
+        )
+        with self._lock:
+            attachment = self._views.get(view)
+            if attachment is None or not attachment.active or self.ended:
+                return
+            attachment.timeout_job = None
+            self.pause(view, error)
+        _tell(view, self, PAUSED, error)
+
+    def _load_more_thumbnails(self) -> bool:
+        """Start loading thumbnails that the views need and that are not loaded yet (lock
+        held); True while some are loading."""
+        snapshot = self.snapshot
+        if snapshot is None or snapshot.status != "completed" or not snapshot.outputs:
+            return self._loading > 0
+        size = max((a.thumbnail_size for a in self._views.values() if a.active), default=0)
+        count = max((a.max_thumbnails for a in self._views.values() if a.active), default=0)
+        count = min(count, len(snapshot.outputs))
+        loaded_size, loaded_count = self._loaded
+        if size <= 0 or count <= 0 or (size <= loaded_size and count <= loaded_count):
+            return self._loading > 0
+        if size > loaded_size:  # a bigger view came: load them all again, at its size
+            self.thumbnails, start = {}, 0
+            self._generation += 1
+        else:  # same size: only the outputs not loaded yet
+            size, start = loaded_size, loaded_count
+        self._loaded = (size, count)
+        urls = list(snapshot.outputs[start:count])
+        self._loading += len(urls)
+        self._settled = False
+        generation = self._generation
+
+        def on_ready(thumb: Thumbnail) -> None:
+            self._on_thumbnail(replace(thumb, index=thumb.index + start), generation)
+
+        load_thumbnails(
+            self.client, urls, list(snapshot.proxy_links[start:count]), size,
+            submit=self.scheduler.submit, on_ready=on_ready, cancel=self._media_cancel,
+        )
+        return True
+
+    def _on_thumbnail(self, thumb: Thumbnail, generation: int) -> None:
+        with self._lock:
+            self._loading -= 1
+            current = generation == self._generation
+            if current:
+                self.thumbnails[thumb.index] = thumb
+            done = self._loading == 0
+        if current:
+            self._notify(THUMBNAIL, thumb)
+        if done:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Tell the views first, then wake the waiters: whoever ``wait()`` returns to sees
+        every view already showing the end."""
+        with self._lock:
+            if self._settled or self._settling or self._poller.active or self._loading:
+                return
+            self._settling = True
+        try:
+            self._notify(SETTLED, None)
+        finally:
+            with self._lock:
+                self._settling = False
+                self._settled = True
+                callbacks = self._take_waiters(None)
+                self._changed.notify_all()
+        for callback in callbacks:
+            _call_safely(callback)
+
+    def _end(self) -> None:
+        """No view is left: stop everything this watch started."""
+        self._poller.stop()
+        self._media_cancel.set()
+        with self._lock:
+            self._session_open = False
+            if not self._settled:  # e.g. thumbnails were loading: wake any waiter
+                self._settled = True
+                self.error = RuntimeError("the view was closed before the run settled")
+            self._changed.notify_all()
+            callbacks = self._take_waiters(None)
+        for callback in callbacks:
+            _call_safely(callback)
+        _forget(self)
+        if self._owns_client:
+            self.client.close()
+
+    def discard(self) -> None:
+        """Drop a watch that was never used (lost a race to register)."""
+        self._end()
+
+    def _next_change(self, snapshot: RunSnapshot) -> float | None:
+        estimate = self.history.estimate(snapshot)
+        return estimate.next_change if estimate is not None else None
+
+    def _notify(self, change: str, detail: Any) -> None:
+        for view in self.views():
+            _tell(view, self, change, detail)
+
+
+class Stopped(Exception):
+    """The view's own stop(): not an error, only why that view is no longer watching."""
+
+
+def _shown(snapshot: RunSnapshot) -> tuple[Any, ...]:
+    """What a view shows of an answer (moving timers are a view's own tick)."""
+    return (snapshot.status, snapshot.steps, snapshot.outputs, snapshot.error)
+
+
+def _tell(view: WatchView, watch: RunWatch, change: str, detail: Any) -> None:
+    try:
+        view.watch_changed(watch, change, detail)
+    except Exception:  # one broken view must not stop the others (or the poller)
+        log.exception("a view of run %s failed to update", watch.execution_id)
+
+
+def _call_safely(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("a settle callback failed")
+
+
+def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound method that does not keep its object alive; returns None once it is gone."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        target = ref()
+        return target(*args) if target is not None else None
+
+    return call
+
+
+# -- one watch per run per process --------------------------------------------------------
+
+_registry: weakref.WeakValueDictionary[tuple[Any, ...], RunWatch] = (
+    weakref.WeakValueDictionary()
+)
+# Re-entrant: garbage collection can close a forgotten widget (ipywidgets' __del__ closes)
+# at any allocation, also while this thread holds the lock, and closing one forgets its watch.
+_registry_lock = threading.RLock()
+
+
+def watch_for(
+    client: WorkflowsClient,
+    workflow_id: str,
+    execution_id: int | str,
+    *,
+    scheduler: Scheduler | None = None,
+    owns_client: bool = False,
+) -> RunWatch:
+    """The process's watch of this run, made on first use. A view that made its own client
+    passes ``owns_client=True``: the watch closes it when the last view goes, and if another
+    view's watch already exists, that client is closed at once (it would never be used)."""
+    scheduler = scheduler or shared_scheduler()
+    key = (client.account, str(workflow_id), str(execution_id), id(scheduler))
+    with _registry_lock:
+        existing = _registry.get(key)
+    if existing is None:
+        made = RunWatch(client, workflow_id, execution_id, scheduler=scheduler,
+                        owns_client=owns_client)
+        made.registry_key = key
+        with _registry_lock:
+            existing = _registry.setdefault(key, made)
+        if existing is made:
+            return made
+        made.discard()  # another thread registered the same run a moment before us
+    if owns_client and existing.client is not client:
+        client.close()
+    return existing
+
+
+def _forget(watch: RunWatch) -> None:
+    with _registry_lock:
+        if _registry.get(watch.registry_key) is watch:
+            del _registry[watch.registry_key]
