@@ -18,6 +18,7 @@ import json
 import math
 import re
 import secrets
+import shlex
 import signal
 import socket
 import struct
@@ -25,20 +26,25 @@ import sys
 import threading
 import time
 import uuid
+import wave
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
     "DEFAULT_PARAMETERS",
     "DEFAULT_STEPS",
+    "DEMO_MEDIA_WORKFLOW_ID",
     "DEMO_WORKFLOW_ID",
+    "OUTPUT_TYPES",
     "Fault",
     "Simulator",
     "StepSpec",
@@ -47,8 +53,12 @@ __all__ = [
 
 DEMO_WORKFLOW_ID = "5f3c2a1e-8d4b-4e8b-9c1d-0a7b6e5f4d3c"
 DEMO_WORKFLOW_NAME = "Text to Image + Upscale"
+DEMO_MEDIA_WORKFLOW_ID = "9a7e4c2b-3f1d-4a6e-b8c5-2d0f1e3a4b5c"
+DEMO_MEDIA_WORKFLOW_NAME = "Text to Video + Soundtrack"
+DEMO_MEDIA_OUTPUTS = ("png", "mp4", "wav", "glb")
 FIRST_EXECUTION_ID = 12345
 RATE_LIMIT_WINDOW = 60.0
+DOCUMENTED_RATE_LIMIT = 10  # what the API reports for a workflow without its own limit
 CONNECTION_TIMEOUT = 5.0  # idle keep-alive connections end by themselves after this
 HTML_BAD_GATEWAY = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
@@ -81,7 +91,16 @@ IMAGE_VARIANTS = {  # fault kind -> (file extension, content type)
 IMAGE_FAULTS = frozenset({"not_image", "truncated", "bomb", *IMAGE_VARIANTS})
 FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
            "WEBP": ("webp", "image/webp"), "GIF": ("gif", "image/gif")}
-# POST faults after which the run exists anyway: the server did the work, the answer got lost.
+OUTPUT_TYPES = {  # output extension -> Content-Type
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
+    "gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm", "wav": "audio/wav",
+    "glb": "model/gltf-binary", "obj": "model/obj", "stl": "model/stl", "ply": "model/x-ply",
+}
+PILLOW_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "gif": "GIF"}
+NO_EXTENSION = "?noext"  # an output spec like "mp4?noext" gets a URL without extension
+DATA_DIR = Path(__file__).with_name("simulator") / "data"
+# POST faults after which the run exists (or is cancelled) anyway: the server did the work,
+# the answer got lost.
 POST_FAULTS_THAT_CREATE = frozenset({"slow", "trickle", "truncated_json", "drop", "reset"})
 
 
@@ -97,6 +116,13 @@ DEFAULT_STEPS: tuple[StepSpec, ...] = (StepSpec("Text to Image", 1.0),
                                        StepSpec("Image Upscaler", 1.0))
 DEMO_STEPS: tuple[StepSpec, ...] = (StepSpec("Text to Image", 2.5),
                                     StepSpec("Image Upscaler", 2.0))
+# slow enough that the run is still going when its watch command has been pasted
+CLI_DEMO_STEPS: tuple[StepSpec, ...] = (StepSpec("Text to Image", 20.0),
+                                        StepSpec("Image Upscaler", 15.0))
+DEMO_MEDIA_STEPS: tuple[StepSpec, ...] = (StepSpec("Text to Image", 1.5),
+                                          StepSpec("Image to Video", 2.5),
+                                          StepSpec("Text to Audio", 1.5),
+                                          StepSpec("Image to 3D", 1.5))
 
 
 @dataclass(frozen=True)
@@ -160,9 +186,38 @@ class _Workflow:
     images: int
     rate_limit: int | None
     webhook_url: str | None
+    outputs: tuple[_Output, ...] | None = None
+    created_at: float = field(default_factory=time.time)
+    last_called_at: float | None = None
     post_faults: _FaultQueue = field(default_factory=_FaultQueue)
     schema_faults: _FaultQueue = field(default_factory=_FaultQueue)
+    cancel_faults: _FaultQueue = field(default_factory=_FaultQueue)
     runs_started: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The workflow's entry in GET /workflows."""
+        updated = self.last_called_at or self.created_at
+        return {"id": self.id, "name": self.name, "description": self.description,
+                "rate_limit": self.rate_limit or DOCUMENTED_RATE_LIMIT,
+                "call_count": self.runs_started,
+                "last_called_at": _iso(self.last_called_at) if self.last_called_at else None,
+                "created_at": _iso(self.created_at), "updated_at": _iso(updated)}
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One output file of a run: its kind (extension) and whether its URL shows it."""
+
+    ext: str
+    noext: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> _Output:
+        ext, noext = spec.lower(), spec.lower().endswith(NO_EXTENSION)
+        ext = ext.removesuffix(NO_EXTENSION)
+        if ext not in OUTPUT_TYPES:
+            raise ValueError(f"unknown output kind {spec!r}; known: {', '.join(OUTPUT_TYPES)}")
+        return cls(ext, noext)
 
 
 @dataclass
@@ -171,7 +226,7 @@ class _Run:
     workflow_id: str
     steps: tuple[StepSpec, ...]
     outcome: str
-    images: int
+    outputs: tuple[_Output, ...]
     error: str
     prompt: str
     queue_time: float
@@ -179,8 +234,9 @@ class _Run:
     status_faults: _FaultQueue
     image_faults: dict[int, Fault]
     image_size: tuple[int, int]
-    image_format: str
-    t0_mono: float = field(default_factory=time.monotonic)
+    t0_mono: float
+    video_bytes: int | None = None
+    cancelled_at: float | None = None  # offset from t0 of an accepted cancel request
     t0_wall: float = field(default_factory=time.time)
 
     def step_bounds(self) -> list[tuple[float, float]]:
@@ -197,11 +253,25 @@ class _Run:
             return self.queue_time
         return bounds[-1][0] if self.outcome == "cancelled" else bounds[-1][1]
 
-    def image_type(self, index: int) -> tuple[str, str]:
+    def ending(self) -> tuple[float, str]:
+        """When the run ends (offset from t0) and how: a cancel request overrides the script."""
+        if self.cancelled_at is not None:
+            return self.cancelled_at, "cancelled"
+        return self.end_offset(), self.outcome
+
+    def status_at(self, offset: float) -> str:
+        end, outcome = self.ending()
+        if offset >= end:
+            return outcome
+        return "pending" if offset < self.queue_time else "running"
+
+    def output_type(self, index: int) -> tuple[str, str]:
+        """(extension, Content-Type) of output `index`; an image variant fault changes it."""
         fault = self.image_faults.get(index)
         if fault is not None and fault.kind in IMAGE_VARIANTS:
             return IMAGE_VARIANTS[fault.kind]
-        return FORMATS[self.image_format]
+        ext = self.outputs[index].ext
+        return ext, OUTPUT_TYPES[ext]
 
 
 def _iso(timestamp: float) -> str:
@@ -213,25 +283,22 @@ def _iso(timestamp: float) -> str:
 def _run_body(run: _Run, origin: str, now: float | None = None) -> dict[str, Any]:
     """The status answer for `run` at monotonic time `now`, shaped like the API examples."""
     offset = (time.monotonic() if now is None else now) - run.t0_mono
-    start, end = run.queue_time, run.end_offset()
+    start = run.queue_time
+    end, outcome = run.ending()
 
     def stamp(off: float) -> str:
         return _iso(run.t0_wall + off)
 
-    if offset < start:
-        status = "pending"
-    elif offset < end:
-        status = "running"
-    else:
-        status = run.outcome
-    finished = status == run.outcome
+    status = run.status_at(offset)
+    finished = status == outcome
+    started = offset >= start and start <= end  # a run cancelled while queued never started
     execution = {
         "id": run.id,
         "workflow_id": run.workflow_id,
         "status": status,
-        "started_at": stamp(start) if offset >= start else None,
+        "started_at": stamp(start) if started else None,
         "completed_at": stamp(end) if finished else None,
-        "execution_time": round(end - start, 3) if finished else None,
+        "execution_time": round(max(0.0, end - start), 3) if finished else None,
     }
     body: dict[str, Any] = {"status": "success", "execution": execution}
     if status == "completed":
@@ -247,9 +314,16 @@ def _run_body(run: _Run, origin: str, now: float | None = None) -> dict[str, Any
 def _steps_body(run: _Run, offset: float, stamp: Callable[[float], str]) -> list[dict[str, Any]]:
     steps = []
     last = len(run.steps) - 1
+    cancel = run.cancelled_at
     for index, (spec, (begin, finish)) in enumerate(zip(run.steps, run.step_bounds(), strict=True)):
         started = completed = None
-        if run.outcome == "cancelled" and index == last and offset >= begin:
+        if cancel is not None and offset >= cancel and finish > cancel:
+            # the step running at the cancel is cancelled; later ones never start
+            if begin <= cancel:
+                status, started, completed = "cancelled", stamp(begin), stamp(cancel)
+            else:
+                status = "pending"
+        elif run.outcome == "cancelled" and index == last and offset >= begin:
             status = "cancelled"
         elif offset < begin:
             status = "pending"
@@ -267,7 +341,11 @@ def _steps_body(run: _Run, offset: float, stamp: Callable[[float], str]) -> list
 
 
 def _image_urls(run: _Run, origin: str, kind: str) -> list[str]:
-    return [f"{origin}/{kind}/{run.id}/{i}.{run.image_type(i)[0]}" for i in range(run.images)]
+    urls = []
+    for index, output in enumerate(run.outputs):
+        suffix = "" if output.noext else "." + run.output_type(index)[0]
+        urls.append(f"{origin}/{kind}/{run.id}/{index}{suffix}")
+    return urls
 
 
 def _validate(parameters: Sequence[Mapping[str, Any]], body: Any) -> dict[str, list[str]]:
@@ -353,8 +431,21 @@ def _encode(image: Any, fmt: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _output_bytes(run: _Run, index: int) -> bytes:
+    """The bytes of output `index` of `run`, of its kind (or of its image variant fault)."""
+    fault = run.image_faults.get(index)
+    ext = run.outputs[index].ext
+    if (fault is not None and fault.kind in IMAGE_VARIANTS) or ext in PILLOW_FORMATS:
+        return _image_bytes(run, index)
+    if ext in ("mp4", "webm"):
+        return sample_video(ext, run.video_bytes if ext == "mp4" else None)
+    if ext == "wav":
+        return tone_wav(220.0 * (1 + index % 4))
+    return model_3d(ext)
+
+
 def _image_bytes(run: _Run, index: int) -> bytes:
-    """The bytes of output `index` of `run`: normal, or the format variant its fault asks for."""
+    """Output `index` as an image: normal, or the format variant its fault asks for."""
     fault = run.image_faults.get(index)
     variant = fault.kind if fault is not None and fault.kind in IMAGE_VARIANTS else None
     if variant == "exif_rotated":
@@ -374,8 +465,84 @@ def _image_bytes(run: _Run, index: int) -> bytes:
         return _encode(image, "PNG")
     if variant == "webp":
         return _encode(image, "WEBP", quality=85)
-    fmt = run.image_format
+    fmt = PILLOW_FORMATS[run.outputs[index].ext]
+    if fmt == "GIF":  # a short animation, the kind of "video" a browser shows as an image
+        return _animated_gif(run.prompt, index, run.image_size)
     return _encode(image.convert("RGB") if fmt == "JPEG" else image, fmt)
+
+
+# ---------------------------------------------------------------- video, audio, 3D
+
+@lru_cache(maxsize=4)
+def sample_video(ext: str = "mp4", size: int | None = None) -> bytes:
+    """A 1 s 64x64 clip that Chromium plays (tools/make_sim_video.py made it with ffmpeg).
+
+    `size` pads an MP4 to that many bytes with a trailing `free` box, which players skip, so
+    a test can serve a big video that is still valid. WebM is never padded.
+    """
+    data = (DATA_DIR / f"sample.{ext}").read_bytes()
+    if ext != "mp4" or size is None or size < len(data) + 8:
+        return data
+    padding = size - len(data)
+    return data + struct.pack(">I", padding) + b"free" + bytes(padding - 8)
+
+
+def tone_wav(frequency: float = 440.0, seconds: float = 0.5, rate: int = 8000) -> bytes:
+    """A real, audible sine tone: 16-bit mono PCM in a WAV container."""
+    import io
+
+    frames = b"".join(
+        struct.pack("<h", int(12000 * math.sin(2 * math.pi * frequency * n / rate)))
+        for n in range(int(seconds * rate)))
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(frames)
+    return buffer.getvalue()
+
+
+_TRIANGLE = ((0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
+
+
+def model_3d(ext: str) -> bytes:
+    """One triangle as a glTF 2.0 binary (glb) or a tiny text OBJ, STL or PLY file."""
+    if ext == "glb":
+        return _triangle_glb()
+    vertices = "\n".join(" ".join(f"{c:g}" for c in v) for v in _TRIANGLE)
+    if ext == "obj":
+        text = "".join(f"v {' '.join(f'{c:g}' for c in v)}\n" for v in _TRIANGLE) + "f 1 2 3\n"
+    elif ext == "stl":
+        corners = "".join(f"      vertex {' '.join(f'{c:g}' for c in v)}\n" for v in _TRIANGLE)
+        text = (f"solid simulator\n  facet normal 0 0 1\n    outer loop\n{corners}"
+                "    endloop\n  endfacet\nendsolid simulator\n")
+    elif ext == "ply":
+        text = ("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                "property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+                f"end_header\n{vertices}\n3 0 1 2\n")
+    else:
+        raise ValueError(f"not a 3D output kind: {ext!r}")
+    return text.encode()
+
+
+def _triangle_glb() -> bytes:
+    """12-byte header, a JSON chunk and a BIN chunk holding the triangle's three positions."""
+    positions = b"".join(struct.pack("<3f", *v) for v in _TRIANGLE)
+    gltf = {
+        "asset": {"version": "2.0", "generator": "modelslab-widget simulator"},
+        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
+        "buffers": [{"byteLength": len(positions)}],
+        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(positions)}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                       "min": [0, 0, 0], "max": [1, 1, 0]}],
+    }
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned; JSON pads with spaces
+    chunks = (struct.pack("<I4s", len(text), b"JSON") + text
+              + struct.pack("<I4s", len(positions), b"BIN\0") + positions)
+    return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
 
 
 def _animated_gif(prompt: str, index: int, size: tuple[int, int]) -> bytes:
@@ -443,6 +610,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     chunks: Callable[[], Iterator[bytes]] | None = None
     length: int | None = None
+    served: int | None = None  # the execution id whose file bytes this body counts toward
 
 
 def _json_answer(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Answer:
@@ -471,6 +639,41 @@ def _huge_json(size: int) -> _Answer:
     size = max(size, len(head) + len(tail))
     inner = _filler(size - len(tail), head)
     return _Answer(200, chunks=lambda: iter([*inner(), tail]), length=size)
+
+
+def _byte_range(header: str, total: int) -> range | None:
+    """The bytes a single `Range: bytes=...` asks for; empty if unsatisfiable, None if the
+    header is not one range we understand (then the whole file is sent, as RFC 9110 allows)."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if match is None or match[1] == match[2] == "":
+        return None
+    if match[1] == "":  # bytes=-N: the last N bytes
+        return range(max(0, total - int(match[2])), total if int(match[2]) else 0)
+    first = int(match[1])
+    last = int(match[2]) if match[2] else total - 1
+    if match[2] and last < first:
+        return None
+    if first >= total:
+        return range(0)
+    return range(first, min(last, total - 1) + 1)
+
+
+def _ranged(answer: _Answer, header: str | None) -> _Answer:
+    """`answer` (a whole file) cut to the Range asked for: 206, or 416 when unsatisfiable."""
+    answer.headers["Accept-Ranges"] = "bytes"
+    if header is None or answer.status != 200 or answer.chunks is not None:
+        return answer
+    total = len(answer.body)
+    wanted = _byte_range(header, total)
+    if wanted is None:
+        return answer
+    if not wanted:
+        return _Answer(416, content_type=answer.content_type,
+                       headers={"Content-Range": f"bytes */{total}", "Accept-Ranges": "bytes"})
+    headers = {**answer.headers,
+               "Content-Range": f"bytes {wanted.start}-{wanted.stop - 1}/{total}"}
+    return _Answer(206, answer.body[wanted.start:wanted.stop], answer.content_type,
+                   headers=headers, served=answer.served)
 
 
 def _huge_png(size: int) -> _Answer:
@@ -550,11 +753,29 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
     def _dispatch(self, method: str) -> None:
-        body = self._read_body()
-        answer, fault = self.server.simulator._respond(
-            method, self.path, dict(self.headers.items()), body)
-        self._deliver(answer, fault)
+        headers = dict(self.headers.items())
+        simulator = self.server.simulator
+        if simulator._wants_body(self.path, headers):
+            body = self._read_body()
+        else:
+            # Unread, a body would be taken for the next request; reading it could cost
+            # hundreds of MB for a request that gets a 401 anyway. Answer, then hang up.
+            body = b""
+            if self._has_body():
+                self.close_connection = True
+        answer, fault = simulator._respond(method, self.path, headers, body)
+        if self.close_connection:
+            answer.headers["Connection"] = "close"
+        self._deliver(answer, fault, head_only=method == "HEAD")
+
+    def _has_body(self) -> bool:
+        if self.headers.get("Transfer-Encoding"):
+            return True
+        return (self.headers.get("Content-Length") or "0").strip() not in ("", "0")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -566,7 +787,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = 0
         return self.rfile.read(length) if length > 0 else b""
 
-    def _deliver(self, answer: _Answer, fault: Fault | None) -> None:
+    def _deliver(self, answer: _Answer, fault: Fault | None, *, head_only: bool = False) -> None:
         kind = fault.kind if fault else None
         if kind == "slow" and self.server.stopping.wait(fault.delay):  # type: ignore[union-attr]
             return
@@ -574,13 +795,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._hang_up(rst=kind == "reset")
             return
         self._send_head(answer)
+        if head_only:
+            return
         if kind == "trickle":
             self._trickle(answer.body, fault)  # type: ignore[arg-type]
         elif answer.chunks is not None:
             for chunk in answer.chunks():
-                self.wfile.write(chunk)
+                self._write(chunk, answer.served)
         else:
-            self.wfile.write(answer.body)
+            for start in range(0, len(answer.body), 65536):
+                self._write(answer.body[start:start + 65536], answer.served)
+
+    def _write(self, data: bytes, served: int | None) -> None:
+        """Write part of a body; file bytes count once the socket took them."""
+        self.wfile.write(data)
+        if served is not None:
+            self.server.simulator._count_bytes(served, len(data))
 
     def _send_head(self, answer: _Answer) -> None:
         self.send_response(answer.status)
@@ -608,9 +838,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _STATUS_PATH = re.compile(r"^/api/v1/workflows/([^/]+)/runs/([^/]+)/?$")
+_CANCEL_PATH = re.compile(r"^/api/v1/workflows/([^/]+)/runs/([^/]+)/cancel/?$")
 _RUN_PATH = re.compile(r"^/api/v1/workflows/([^/]+)/run/?$")
 _WORKFLOW_PATH = re.compile(r"^/api/v1/workflows/([^/]+)/?$")
-_IMAGE_PATH = re.compile(r"^/(files|proxy)/(\d+)/(\d+)\.([A-Za-z0-9]+)$")
+_LIST_PATH = re.compile(r"^/api/v1/workflows/?$")
+_IMAGE_PATH = re.compile(r"^/(files|proxy)/(\d+)/(\d+)(?:\.([A-Za-z0-9]+))?$")
+_API_ROUTES = (("status", _STATUS_PATH), ("cancel", _CANCEL_PATH), ("run", _RUN_PATH),
+               ("workflow", _WORKFLOW_PATH), ("list", _LIST_PATH))
+_METHODS = {"run": "POST", "cancel": "POST"}  # the others are GET
 
 
 # ---------------------------------------------------------------- the simulator
@@ -620,14 +855,27 @@ class Simulator:
 
     Use it as a context manager: `with Simulator() as sim: ...` starts it and stops it,
     leaving no thread behind.
+
+    `rate_window` is the length in seconds of the sliding window of `add_workflow(rate_limit=)`
+    (a minute on modelslab.com; shorter to play a compressed minute). `clock` is the monotonic
+    clock that scripts runs and times the window; a test may pass one it moves by hand.
     """
 
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, *, rate_window: float = RATE_LIMIT_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate_window <= 0:
+            raise ValueError("rate_window must be > 0")
         self.api_key = api_key if api_key is not None else "sim-" + secrets.token_hex(8)
         self.host = host
+        self.rate_window = rate_window
+        self._clock = clock
         self._port = port
         self._lock = threading.RLock()
+        self._list_faults = _FaultQueue()
+        self._rate_limited_counts: Counter[str] = Counter()
+        self._accepted: dict[str, list[float]] = {}
+        self._bytes_served: Counter[int] = Counter()
         self._workflows: dict[str, _Workflow] = {}
         self._runs: dict[int, _Run] = {}
         self._next_id = FIRST_EXECUTION_ID
@@ -700,28 +948,43 @@ class Simulator:
                      parameters: Sequence[Mapping[str, Any]] | None = None,
                      steps: Sequence[StepSpec | tuple[str, float]] | None = None,
                      images: int = 1, rate_limit: int | None = None,
-                     webhook_url: str | None = None) -> str:
-        """Register a workflow (replacing one with the same id); returns its id."""
+                     webhook_url: str | None = None,
+                     outputs: Sequence[str] | None = None) -> str:
+        """Register a workflow (replacing one with the same id); returns its id.
+
+        Its runs (launched by POST, or by add_run without images/outputs) make `outputs`
+        (see add_run) when given, else `images` images; POST launches make `images` images.
+        `rate_limit`: requests per `rate_window` per key, None for no limit (the API then
+        reports the documented default of 10).
+        """
         workflow_id = workflow_id or str(uuid.uuid4())
         params = [dict(p) for p in (DEFAULT_PARAMETERS if parameters is None else parameters)]
+        parsed = None if outputs is None else tuple(_Output.parse(o) for o in outputs)
         workflow = _Workflow(workflow_id, name, description, params,
-                             _step_specs(steps, DEFAULT_STEPS), images, rate_limit, webhook_url)
+                             _step_specs(steps, DEFAULT_STEPS), images, rate_limit, webhook_url,
+                             parsed)
         with self._lock:
             self._workflows[workflow_id] = workflow
         return workflow_id
 
     def add_run(self, workflow_id: str = DEMO_WORKFLOW_ID, *,
                 steps: Sequence[StepSpec | tuple[str, float]] | None = None,
-                outcome: str = "completed", images: int = 1,
+                outcome: str = "completed", images: int | None = None,
                 error: str = "Image generation failed: Invalid prompt",
                 prompt: str = "a lighthouse at dusk", queue_time: float = 0.0,
                 announce: str = "all", status_faults: Iterable[Fault] = (),
                 image_faults: Mapping[int, Fault] | None = None,
                 image_size: tuple[int, int] = (512, 512), image_format: str = "PNG",
-                execution_id: int | None = None) -> int:
+                execution_id: int | None = None, outputs: Sequence[str] | None = None,
+                video_bytes: int | None = None) -> int:
         """Script a run that starts now and plays out in real time; returns its execution id.
 
-        An unknown `workflow_id` is registered with default settings, so tests can invent ids.
+        Its outputs: `outputs`, one file per kind listed (png jpg webp gif mp4 webm wav glb
+        obj stl ply; "mp4?noext" gives a URL without extension, so only the Content-Type
+        tells the kind); else `images` images in `image_format`; else the workflow's own
+        outputs; else one image. `video_bytes` pads each MP4 to that size (a trailing `free`
+        box keeps it valid). An unknown `workflow_id` is registered with default settings,
+        so tests can invent ids.
         """
         _check_choice("outcome", outcome, ("completed", "failed", "cancelled"))
         _check_choice("announce", announce, ("all", "started"))
@@ -729,12 +992,24 @@ class Simulator:
         with self._lock:
             if workflow_id not in self._workflows:
                 self.add_workflow(workflow_id)
+            made = self._outputs(self._workflows[workflow_id], outputs, images, image_format)
             run = _Run(self._claim_id(execution_id), workflow_id,
-                       _step_specs(steps, DEFAULT_STEPS), outcome, images, error, prompt,
+                       _step_specs(steps, DEFAULT_STEPS), outcome, made, error, prompt,
                        queue_time, announce, _FaultQueue(status_faults), dict(image_faults or {}),
-                       tuple(image_size), image_format.upper())  # type: ignore[arg-type]
+                       tuple(image_size), self._clock(),  # type: ignore[arg-type]
+                       video_bytes=video_bytes)
             self._runs[run.id] = run
         return run.id
+
+    @staticmethod
+    def _outputs(workflow: _Workflow, outputs: Sequence[str] | None, images: int | None,
+                 image_format: str) -> tuple[_Output, ...]:
+        if outputs is not None:
+            return tuple(_Output.parse(o) for o in outputs)
+        if images is None and workflow.outputs is not None:
+            return workflow.outputs
+        ext = FORMATS[image_format.upper()][0]
+        return (_Output(ext),) * (1 if images is None else images)
 
     def _claim_id(self, execution_id: int | None) -> int:
         if execution_id is None:
@@ -757,6 +1032,20 @@ class Simulator:
         """Queue faults for GET /workflows/{id} (the schema), one per request."""
         with self._lock:
             self._workflows[workflow_id].schema_faults.extend(faults)
+
+    def cancel_faults(self, workflow_id: str, faults: Iterable[Fault]) -> None:
+        """Queue faults for POST .../runs/{id}/cancel of this workflow, one per request.
+
+        As with post_faults, after a slow, trickle, truncated_json, drop or reset fault the
+        run is cancelled anyway; after the others it is not.
+        """
+        with self._lock:
+            self._workflows[workflow_id].cancel_faults.extend(faults)
+
+    def list_faults(self, faults: Iterable[Fault]) -> None:
+        """Queue faults for GET /workflows (the list), one per request."""
+        with self._lock:
+            self._list_faults.extend(faults)
 
     def status_faults(self, execution_id: int, faults: Iterable[Fault]) -> None:
         """Queue more faults for status requests of a run (e.g. one launched by POST)."""
@@ -793,11 +1082,12 @@ class Simulator:
         """
         with self._lock:
             run = self._runs[execution_id]
-        now = None if elapsed is None else run.t0_mono + elapsed
+        now = self._clock() if elapsed is None else run.t0_mono + elapsed
         return _run_body(run, self.origin, now)
 
     def request_count(self, kind: str | None = None, execution_id: int | None = None) -> int:
-        """Requests received: kind in {"status", "run", "workflow", "image", "other"}."""
+        """Requests received: kind in {"status", "run", "cancel", "workflow", "list", "image"
+        (a GET of an output file of any kind), "head" (a HEAD of one), "other"}."""
         with self._lock:
             return sum(n for (k, eid), n in self._requests.items()
                        if (kind is None or k == kind)
@@ -810,15 +1100,44 @@ class Simulator:
         accepted = server.accepted if server is not None else self._connections_base
         return accepted - self._connections_offset
 
+    def rate_limited_count(self, workflow_id: str | None = None) -> int:
+        """429 answers the rate limiter gave (of one workflow); injected faults not counted."""
+        with self._lock:
+            if workflow_id is None:
+                return sum(self._rate_limited_counts.values())
+            return self._rate_limited_counts[workflow_id]
+
+    def accepted_request_times(self, workflow_id: str) -> list[float]:
+        """Clock times of this workflow's requests that the rate limiter let through, oldest
+        first, so a test can check that no `rate_window` ever held more than the limit."""
+        with self._lock:
+            return list(self._accepted.get(workflow_id, ()))
+
+    def bytes_served(self, execution_id: int | None = None) -> int:
+        """Body bytes of output files written to sockets (of one run's files)."""
+        with self._lock:
+            if execution_id is None:
+                return sum(self._bytes_served.values())
+            return self._bytes_served[execution_id]
+
     def reset_counts(self) -> None:
-        """Zero request and connection counts (runs and runs_started are kept)."""
+        """Zero request, byte, 429 and connection counts (runs and runs_started are kept)."""
         with self._lock:
             self._requests.clear()
+            self._bytes_served.clear()
+            self._rate_limited_counts.clear()
+            self._accepted.clear()
             server = self._server
             self._connections_offset = (server.accepted if server is not None
                                         else self._connections_base)
 
     # -- request handling (called on handler threads)
+
+    def _wants_body(self, raw_path: str, headers: Mapping[str, str]) -> bool:
+        """Only an API request with the right key has its body read (see _Handler)."""
+        if not urlsplit(raw_path).path.startswith("/api/"):
+            return False
+        return _header(headers, "key") == self.api_key
 
     def _respond(self, method: str, raw_path: str, headers: Mapping[str, str],
                  body: bytes) -> tuple[_Answer, Fault | None]:
@@ -826,9 +1145,8 @@ class Simulator:
         path = urlsplit(raw_path).path
         image = _IMAGE_PATH.match(path)
         if image:
-            return self._image(int(image[2]), int(image[3]), raw_path)
-        for kind, pattern in (("status", _STATUS_PATH), ("run", _RUN_PATH),
-                              ("workflow", _WORKFLOW_PATH)):
+            return self._file(method, int(image[2]), int(image[3]), raw_path, headers)
+        for kind, pattern in _API_ROUTES:
             match = pattern.match(path)
             if match:
                 return self._api(kind, method, match.groups(), raw_path, headers, body)
@@ -839,18 +1157,24 @@ class Simulator:
         with self._lock:
             self._requests[(kind, execution_id)] += 1
 
+    def _count_bytes(self, execution_id: int, size: int) -> None:
+        with self._lock:
+            self._bytes_served[execution_id] += size
+
     def _api(self, kind: str, method: str, ids: tuple[str, ...], raw_path: str,
              headers: Mapping[str, str], body: bytes
              ) -> tuple[_Answer, Fault | None]:
-        execution_id = _int_or_none(ids[1]) if kind == "status" else None
+        execution_id = _int_or_none(ids[1]) if kind in ("status", "cancel") else None
         self._count(kind, execution_id)
-        key = {k.lower(): v for k, v in headers.items()}.get("key")
+        key = _header(headers, "key")
         if key != self.api_key:
             return _error(401, "Invalid API key"), None
-        expected = "POST" if kind == "run" else "GET"
-        if method != expected:
+        if method != _METHODS.get(kind, "GET"):
             return _error(405, "Method not allowed"), None
         with self._lock:
+            if kind == "list":  # a request of no one workflow: outside every rate limit
+                return self._with_fault(self._list_faults.take(),
+                                        _json_answer(200, self._list()), raw_path)
             workflow = self._workflows.get(ids[0])
             if workflow is None:
                 return _error(404, "Workflow not found or API access not enabled"), None
@@ -859,34 +1183,68 @@ class Simulator:
                 return limited, None
             if kind == "status":
                 return self._status(workflow, execution_id, raw_path)
+            if kind == "cancel":
+                return self._cancel(workflow, execution_id, raw_path)
             if kind == "workflow":
                 return self._with_fault(workflow.schema_faults.take(),
                                         _json_answer(200, self._schema(workflow)), raw_path)
             return self._launch(workflow, body, raw_path)
 
     def _rate_limited(self, workflow: _Workflow, key: str) -> _Answer | None:
-        """Sliding 60 s window per (workflow, key); None when the request may proceed."""
-        if workflow.rate_limit is None:
-            return None
-        now = time.monotonic()
-        window = self._rate_windows.setdefault((workflow.id, key), deque())
-        while window and window[0] <= now - RATE_LIMIT_WINDOW:
-            window.popleft()
-        if len(window) >= workflow.rate_limit:
-            wait = max(1, math.ceil(window[0] + RATE_LIMIT_WINDOW - now))
-            answer = _error(429, "Rate limit exceeded", retry_after=wait)
-            answer.headers["Retry-After"] = str(wait)
-            return answer
-        window.append(now)
+        """Sliding window per (workflow, key); None when the request may proceed."""
+        now = self._clock()
+        if workflow.rate_limit is not None:
+            window = self._rate_windows.setdefault((workflow.id, key), deque())
+            while window and window[0] <= now - self.rate_window:
+                window.popleft()
+            if len(window) >= workflow.rate_limit:
+                self._rate_limited_counts[workflow.id] += 1
+                return self._too_many(window[0] + self.rate_window - now)
+            window.append(now)
+        self._accepted.setdefault(workflow.id, []).append(now)
         return None
+
+    def _too_many(self, wait: float) -> _Answer:
+        """A 429 whose retry_after is when a slot frees: whole seconds (at least 1) with the
+        real minute, also as a Retry-After header; with a shorter, compressed window, float
+        seconds in the body only, as a header must hold whole seconds."""
+        if self.rate_window < RATE_LIMIT_WINDOW:
+            return _error(429, "Rate limit exceeded", retry_after=max(0.001, round(wait, 3)))
+        seconds = max(1, math.ceil(wait))
+        answer = _error(429, "Rate limit exceeded", retry_after=seconds)
+        answer.headers["Retry-After"] = str(seconds)
+        return answer
+
+    def _run_of(self, workflow: _Workflow, execution_id: int | None) -> _Run | None:
+        run = self._runs.get(execution_id) if execution_id is not None else None
+        return run if run is not None and run.workflow_id == workflow.id else None
 
     def _status(self, workflow: _Workflow, execution_id: int | None, raw_path: str
                 ) -> tuple[_Answer, Fault | None]:
-        run = self._runs.get(execution_id) if execution_id is not None else None
-        if run is None or run.workflow_id != workflow.id:
+        run = self._run_of(workflow, execution_id)
+        if run is None:
             return _error(404, "Execution not found"), None
-        answer = _json_answer(200, _run_body(run, self.origin))
+        answer = _json_answer(200, _run_body(run, self.origin, self._clock()))
         return self._with_fault(run.status_faults.take(), answer, raw_path)
+
+    def _cancel(self, workflow: _Workflow, execution_id: int | None, raw_path: str
+                ) -> tuple[_Answer, Fault | None]:
+        run = self._run_of(workflow, execution_id)
+        if run is None:
+            return _error(404, "Execution not found"), None
+        offset = self._clock() - run.t0_mono
+        if run.status_at(offset) not in ("pending", "running"):
+            return _error(400, "Execution cannot be cancelled in its current state."), None
+        fault = workflow.cancel_faults.take()
+        if fault is not None and fault.kind not in POST_FAULTS_THAT_CREATE:
+            return self._with_fault(fault, _Answer(200), raw_path)
+        run.cancelled_at = offset
+        answer = _json_answer(200, {"status": "success", "message": "Execution cancelled."})
+        return self._with_fault(fault, answer, raw_path)
+
+    def _list(self) -> dict[str, Any]:
+        return {"status": "success",
+                "workflows": [w.summary() for w in self._workflows.values()]}
 
     def _schema(self, workflow: _Workflow) -> dict[str, Any]:
         prefix = f"{self.base_url}/workflows/{workflow.id}"
@@ -894,7 +1252,8 @@ class Simulator:
             "status": "success",
             "workflow": {"id": workflow.id, "name": workflow.name,
                          "description": workflow.description,
-                         "rate_limit": workflow.rate_limit, "webhook_url": workflow.webhook_url},
+                         "rate_limit": workflow.rate_limit or DOCUMENTED_RATE_LIMIT,
+                         "webhook_url": workflow.webhook_url},
             "parameters": [dict(p) for p in workflow.parameters],
             "endpoints": {"run": f"{prefix}/run", "status": prefix + "/runs/{id}"},
         }
@@ -923,10 +1282,12 @@ class Simulator:
 
     def _launch_run(self, workflow: _Workflow, params: dict[str, Any]) -> int:
         size = tuple(_clamp_dimension(params.get(k), 512) for k in ("width", "height"))
-        run_id = self.add_run(workflow.id, steps=workflow.steps, images=workflow.images,
+        images = None if workflow.outputs is not None else workflow.images
+        run_id = self.add_run(workflow.id, steps=workflow.steps, images=images,
                               prompt=str(params.get("prompt") or ""),
                               image_size=size)  # type: ignore[arg-type]
         workflow.runs_started += 1
+        workflow.last_called_at = time.time()
         return run_id
 
     def _with_fault(self, fault: Fault | None, normal: _Answer, raw_path: str
@@ -936,12 +1297,24 @@ class Simulator:
             return normal, fault
         return _fault_answer(fault, normal, self.origin + raw_path), None
 
-    def _image(self, execution_id: int, index: int, raw_path: str
-               ) -> tuple[_Answer, Fault | None]:
-        self._count("image", execution_id)
+    def _file(self, method: str, execution_id: int, index: int, raw_path: str,
+              headers: Mapping[str, str]) -> tuple[_Answer, Fault | None]:
+        """An output file, served without the key, whole or by Range, or its headers (HEAD)."""
+        self._count("head" if method == "HEAD" else "image", execution_id)
+        if method not in ("GET", "HEAD"):
+            return _error(405, "Method not allowed"), None
+        answer, fault = self._file_answer(execution_id, index, raw_path)
+        if answer.status == 200:
+            answer.served = execution_id
+        if method == "HEAD" or fault is None:
+            answer = _ranged(answer, _header(headers, "range"))
+        return answer, fault
+
+    def _file_answer(self, execution_id: int, index: int, raw_path: str
+                     ) -> tuple[_Answer, Fault | None]:
         with self._lock:
             run = self._runs.get(execution_id)
-        if run is None or not 0 <= index < run.images:
+        if run is None or not 0 <= index < len(run.outputs):
             return _error(404, "File not found"), None
         fault = run.image_faults.get(index)
         kind = fault.kind if fault is not None else None
@@ -951,22 +1324,22 @@ class Simulator:
             return _Answer(200, HTML_BAD_GATEWAY.encode(), "image/png"), None
         if kind == "huge":
             return _huge_png(fault.size or 60_000_000), None  # type: ignore[union-attr]
-        data = self._cached_image(run, index)
+        data = self._cached_output(run, index)
         if kind == "truncated":
             data = data[: len(data) // 3]
-        normal = _Answer(200, data, run.image_type(index)[1],
+        normal = _Answer(200, data, run.output_type(index)[1],
                          headers={"Cache-Control": "public, max-age=86400"})
         if kind is None or kind in IMAGE_VARIANTS or kind == "truncated":
             return normal, None
         return self._with_fault(fault, normal, raw_path)
 
-    def _cached_image(self, run: _Run, index: int) -> bytes:
-        """Generated on first request: most runs' images are never fetched."""
+    def _cached_output(self, run: _Run, index: int) -> bytes:
+        """Generated on first request: most runs' outputs are never fetched."""
         key = (run.id, index)
         with self._lock:
             cached = self._image_cache.get(key)
         if cached is None:
-            cached = _image_bytes(run, index)
+            cached = _output_bytes(run, index)
             with self._lock:
                 cached = self._image_cache.setdefault(key, cached)
         return cached
@@ -975,6 +1348,15 @@ class Simulator:
         self.add_workflow(DEMO_WORKFLOW_ID, name=DEMO_WORKFLOW_NAME,
                           description="Generates an image from a prompt, then upscales it.",
                           parameters=DEMO_PARAMETERS, steps=DEMO_STEPS, images=2)
+        self.add_workflow(DEMO_MEDIA_WORKFLOW_ID, name=DEMO_MEDIA_WORKFLOW_NAME,
+                          description="Makes a key frame, animates it into a short clip, "
+                                      "scores it and exports a 3D turntable model.",
+                          steps=DEMO_MEDIA_STEPS, outputs=DEMO_MEDIA_OUTPUTS)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by case-insensitive name."""
+    return next((v for k, v in headers.items() if k.lower() == name), None)
 
 
 def _fault_answer(fault: Fault, normal: _Answer, url: str) -> _Answer:
@@ -1065,10 +1447,23 @@ def main(argv: list[str] | None = None) -> int:
     with Simulator(api_key=args.api_key, host=args.host, port=args.port) as sim:
         print(f"base_url: {sim.base_url}")
         print(f"api_key: {sim.api_key}")
-        print(f"workflow_id: {DEMO_WORKFLOW_ID}", flush=True)
+        print(f"workflow_id: {DEMO_WORKFLOW_ID}")
+        execution_id = sim.add_run(DEMO_WORKFLOW_ID, steps=CLI_DEMO_STEPS, images=2)
+        print(f"execution_id: {execution_id}")
+        print(f"media_workflow_id: {DEMO_MEDIA_WORKFLOW_ID}")
+        print("\nA demo run has started; watch it from another terminal with:\n"
+              f"  {watch_command(sim, DEMO_WORKFLOW_ID, execution_id)}\n"
+              "Press Ctrl-C to stop the server.", flush=True)
         while not stop.wait(0.5):
             pass
     return 0
+
+
+def watch_command(sim: Simulator, workflow_id: str, execution_id: int) -> str:
+    """A shell line that watches a run of `sim` with the modelslab-widget command."""
+    return (f"MODELSLAB_API_KEY={shlex.quote(sim.api_key)} "
+            f"MODELSLAB_BASE_URL={shlex.quote(sim.base_url)} "
+            f"modelslab-widget watch {shlex.quote(workflow_id)} {execution_id}")
 
 
 if __name__ == "__main__":
