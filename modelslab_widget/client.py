@@ -601,7 +601,7 @@ class WorkflowsClient:
                     )
                     if response.status_code == 206:
                         total = response.headers.get("Content-Range", "").rpartition("/")[2]
-                        length = length if length is not None else _length(total)
+                        length = _length(total) or length  # the whole file's size
                     elif length is None:
                         length = _length(response.headers.get("Content-Length"))
                     return OutputProbe(url, content_type, length, head)

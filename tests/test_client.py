@@ -330,7 +330,8 @@ class CannedServer:
                     (self.command, self.path), (404, b'{"message": "no route"}', {})
                 )
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
+                if "Content-Length" not in headers:
+                    self.send_header("Content-Length", str(len(body)))
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
