@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import RunSnapshot, WorkflowRunWidget, WorkflowsClient
-from modelslab_widget.errors import APIError, AuthenticationError, ModelsLabError
+from modelslab_widget.errors import APIError, AuthenticationError, ImageError, ModelsLabError
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator, render_image
 
 from .conftest import card_markup
+from .test_client import CannedServer
 
 FAST = [("Text to Image", 0.15), ("Image Upscaler", 0.15)]
 
@@ -550,3 +551,74 @@ def test_hostile_text_is_escaped_and_keeps_the_layout(names, step_status, run_st
         finally:
             widget.close()
     assert len(live_widgets) == before
+
+
+# -- issue 13: chained exceptions, traceback locals, encoded echoes, proxies ---------------
+
+
+def _escaped(key: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in key)
+
+
+def _percent(key: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in key)
+
+
+@pytest.mark.parametrize("form", ["json-escaped", "percent-encoded", "mixed"])
+def test_a_401_echoing_the_key_encoded_does_not_show_it(form):
+    key = "sk-Secret-Key-123/abc"
+    echoed = {"json-escaped": _escaped(key), "percent-encoded": _percent(key),
+              "mixed": _escaped(key[:5]) + key[5:10] + _percent(key[10:]).lower()}[form]
+    body = ('{"message": "bad key ' + echoed + '"}').encode()
+    server = CannedServer({("GET", "/api/v1/workflows/wf/runs/1"): (401, body, {})})
+    try:
+        with (
+            WorkflowsClient(key, base_url=f"{server.origin}/api/v1") as c,
+            pytest.raises(AuthenticationError) as info,
+        ):
+            c.get_run("wf", 1)
+    finally:
+        server.close()
+    assert "[redacted]" in str(info.value) and key not in str(info.value)
+    assert echoed not in str(info.value) and "Secret" not in str(info.value)
+
+
+LOCAL_SECRET = "sk-local-secret-999"  # a global: the test's own frame must not hold it
+
+
+def test_errors_carry_no_chained_request_nor_key_in_traceback_locals():
+    with WorkflowsClient(LOCAL_SECRET, base_url="http://127.0.0.1:9/api/v1", retries=0) as c:
+        try:
+            c.get_run("wf", 1)
+        except ModelsLabError as exc:
+            error = exc
+    assert error.__context__ is None and error.__cause__ is None
+    text = "".join(traceback.TracebackException.from_exception(
+        error, capture_locals=True).format())
+    assert "get_run" in text and "_send" in text and LOCAL_SECRET not in text
+
+
+def test_image_errors_carry_no_chained_exception(sim, client):
+    with pytest.raises(ImageError) as info:
+        client.fetch_image("http://127.0.0.1:9/a.png")
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_carrying_a_plain_http_loopback_url_warns(variable, monkeypatch):
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "http://proxy.example:3128")
+    with pytest.warns(UserWarning, match="proxy") as caught:
+        WorkflowsClient("sk-proxy-secret", base_url="http://127.0.0.1:8765/api/v1")
+    assert "sk-proxy-secret" not in str(caught[0].message)
+
+
+def test_no_proxy_warning_for_https_or_when_no_proxy_exempts_the_host(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WorkflowsClient("k", base_url="https://api.example.com/api/v1")
+        WorkflowsClient("k", base_url="http://127.0.0.1:8765/api/v1")
