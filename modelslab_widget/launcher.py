@@ -450,7 +450,7 @@ class WorkflowLauncher(widgets.VBox):
         """Fill the picker from the API and choose a workflow; False (said in the message
         area, form cleared) when there is none to choose."""
         try:
-            workflows = list(self._client.list_workflows())
+            workflows = [w for w in self._client.list_workflows() if _usable_id(w.id)]
         except ModelsLabError as error:
             workflows = []
             self._fail("Could not list your workflows", str(error),
@@ -619,6 +619,16 @@ class WorkflowLauncher(widgets.VBox):
 
     def _show(self, kind: str, title: str, text: str = "", hint: str = "") -> None:
         self._message.value = render.message(kind, title, text, hint)
+
+
+def _usable_id(workflow_id: str) -> bool:
+    """Whether a listed ID can name a workflow in a request (the list is untrusted input:
+    an empty or ".." ID would fail later, outside the message area)."""
+    try:
+        path_segment(workflow_id, "workflow_id")
+    except ValueError:
+        return False
+    return True
 
 
 def _prompt_of(params: dict[str, Any]) -> str:

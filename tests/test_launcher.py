@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
 
-from modelslab_widget import WorkflowRunWidget
+from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.launcher import REMEMBERED, WorkflowLauncher, input_kind, parse_number
 from modelslab_widget.models import Parameter
 from modelslab_widget.simulator import Fault
@@ -329,3 +330,83 @@ def test_each_history_row_opens_its_runs_card(sim, documented, make, client):
         launcher.open_run(stranger)
     stranger.close()
     assert launcher.current_run is second.run
+
+
+# -- the picker: WorkflowLauncher() with no workflow ID ----------------------------------------
+
+
+def labels(launcher: WorkflowLauncher) -> dict[str, str]:
+    """The picker's entries: workflow ID -> the text shown for it."""
+    return {value: label for label, value in launcher.picker.options}
+
+
+def test_the_picker_lists_workflows_and_builds_the_chosen_ones_form(sim, documented, make):
+    every = sim.add_workflow(name="Every <type>", parameters=EVERY_TYPE, steps=FAST,
+                             rate_limit=5)
+    launcher = make(None)
+    assert launcher.picker.layout.display == "" and launcher.message == ""
+    shown = labels(launcher)
+    assert {documented, every} <= set(shown)
+    assert shown[every] == "Every <type> — 5/min · 0 runs"  # plain text: a Dropdown escapes
+    assert launcher.workflow_id == launcher.picker.value  # the first one is chosen
+    launcher.picker.value = documented
+    assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]
+    assert launcher.info is not None and launcher.info.name == "Image <Generator>"
+    launcher.inputs["prompt"].value = "typed, not sent"
+    launcher.picker.value = every  # switching rebuilds the form for the other workflow
+    assert list(launcher.inputs) == ["title", "strength", "steps", "tile", "init_image"]
+    launcher.inputs["title"].value = "poster"
+    launcher.inputs["steps"].value = "20"
+    run = launcher.launch()
+    assert run is not None and run.workflow_id == every
+    assert sim.runs_started(every) == 1 and sim.runs_started(documented) == 0
+    launcher.picker.value = documented  # what was typed there is still there
+    assert launcher.inputs["prompt"].value == "typed, not sent"
+    launcher.picker.value = every
+    assert launcher.values() == {"title": "poster", "steps": 20}
+    assert launcher.history[0].run is run and launcher.current_run is run
+
+
+def test_the_picker_says_how_to_enable_a_workflow_when_there_is_none(sim, make):
+    sim.list_faults([Fault("json", body={"status": "success", "workflows": []})])
+    launcher = make(None)
+    assert launcher.workflows == [] and launcher.picker.layout.display == "none"
+    assert "No workflows are enabled for the API" in launcher.message
+    assert "enable it as an API endpoint" in launcher.message
+    assert launcher.run_button.layout.display == "none" and launcher.inputs == {}
+    assert launcher.launch() is None and repr(launcher).startswith(
+        "WorkflowLauncher · no workflow chosen")
+    press(launcher.reload_button)  # the next answer lists the workflows again
+    assert launcher.workflows and launcher.inputs and launcher.message == ""
+    assert launcher.run_button.layout.display == ""
+
+
+def test_a_bad_key_shows_in_the_launchers_message_area(sim, make):
+    with WorkflowsClient("sim-wrong-key", base_url=sim.base_url) as wrong:
+        launcher = make(None, client=wrong)
+        assert "Could not list your workflows" in launcher.message
+        assert "Check the API key" in launcher.message
+        assert launcher.reload_button.layout.display == "" and launcher.inputs == {}
+        assert "sim-wrong-key" not in launcher.message and sim.api_key not in launcher.message
+
+
+def test_no_network_shows_in_the_launchers_message_area(make):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with WorkflowsClient("sim-key", base_url=f"http://127.0.0.1:{port}/api/v1",
+                         timeout=(0.5, 0.5), backoff_factor=0.01) as offline:
+        launcher = make(None, client=offline)
+        assert "Could not list your workflows" in launcher.message
+        assert launcher.picker.layout.display == "none"
+        assert launcher.reload_button.layout.display == ""
+
+
+def test_the_picker_takes_the_list_as_untrusted_input(sim, documented, make):
+    listed = [{"id": "..", "name": "dot dot"}, {"id": "", "name": "no id"},
+              {"id": documented, "name": "<b>Mine</b>", "rate_limit": None, "call_count": 1}]
+    sim.list_faults([Fault("json", body={"status": "success", "workflows": listed})])
+    launcher = make(None)
+    assert launcher.picker.options == (("<b>Mine</b> — 1 run", documented),)
+    assert [w.id for w in launcher.workflows] == [documented]
+    assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]
