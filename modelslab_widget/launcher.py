@@ -147,7 +147,7 @@ class _Field:
             # A text box, not FloatText: that cannot be empty, and a 0 shown in it reads as
             # "width 0" when the workflow's own default is what will be used.
             return widgets.Text(
-                layout=widgets.Layout(width="24em"),
+                layout=widgets.Layout(width="27em"),
                 placeholder="required" if param.required else "default", **common,
             )
         if self.kind == "bool":

@@ -312,10 +312,10 @@ def more_outputs(urls: Sequence[str], start: int) -> str:
 # (``.mlw-card.mlw-field-error``) because every run card injects STYLE again further down the
 # page, and a later ``.mlw-card{color:…}`` would otherwise win and grey out the error lines.
 
-LAUNCHER_LABEL_WIDTH = "13em"
+LAUNCHER_LABEL_WIDTH = "17.5em"
 
 LAUNCHER_STYLE = """<style>
-.mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 13em;
+.mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
  font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}
 .mlw-invalid input,.mlw-invalid textarea{border-color:var(--jp-error-color1,#d32f2f)!important;
  box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}
