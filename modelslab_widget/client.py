@@ -6,6 +6,11 @@ connection and read errors and 502/503/504 with exponential back-off, honouring
 run is never launched twice. A caller may pass a ``threading.Event`` as ``cancel``: setting it
 cuts short any back-off sleep and stops further retries of that call, which is how the poller
 keeps its promise of no request after ``stop()``.
+
+Every call also has a wall-clock deadline covering connect, headers and body together (the
+socket timeouts bound each read, so a server dripping one byte every half second would never
+trip them): the connections register their sockets with the call, and a watchdog on the shared
+scheduler's timer thread shuts them down when the deadline passes, which ends any blocked read.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import json
 import logging
 import math
 import os
+import re
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from ._version import __version__
@@ -31,12 +39,15 @@ from .errors import (
     ModelsLabError,
     NetworkError,
     NotFoundError,
+    OutputError,
     RateLimitError,
     ResponseFormatError,
+    RunAlreadyEndedError,
     ServerError,
     ValidationError,
 )
-from .models import RunAccepted, RunSnapshot, WorkflowInfo
+from .models import RunAccepted, RunSnapshot, WorkflowInfo, WorkflowSummary, cancel_message
+from .scheduler import shared_scheduler
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
     import requests
@@ -51,7 +62,13 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_RETRY_SLEEP = 10.0  # longer Retry-After waits belong to the poller, not a blocked call
 MAX_RETRY_AFTER = 86_400.0  # a day: longer waits are not believed
 MAX_REDIRECTS = 5  # the API does not redirect; a few hops for a proxy, then it is a loop
+MAX_OUTPUT_BYTES = 2 * 1024**3  # a saved output (a long video) may be big, never unbounded
+DOWNLOAD_DEADLINE = 600.0  # seconds for one whole output download, connect to last byte
+PROBE_BYTES = 4096  # enough for any container's magic bytes
 _CHUNK = 64 * 1024
+# Content types that say nothing about what a file is; a probe then looks at its first bytes.
+_VAGUE_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream",
+                          "application/binary", "application/unknown"})
 
 
 class _Cancelled(Exception):
@@ -63,6 +80,134 @@ _call = threading.local()  # the cancel event of the call running on this thread
 
 def _cancel_event() -> threading.Event | None:
     return getattr(_call, "cancel", None)
+
+
+class _Deadline:
+    """The wall-clock deadline of one call: the sockets it uses are shut down when it passes."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.due = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._done = False
+        # in_pool=False: shutting a socket down is instant, and the pool may be busy with the
+        # very downloads whose deadline this is.
+        self._job = shared_scheduler().call_later(seconds, self._expire, in_pool=False)
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if self._done:
+                return
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:  # a retry connected after the deadline: it must not get to read either
+            _shut(sock)
+
+    def finish(self) -> None:
+        """The call is over: its sockets go back to the pool untouched, the watchdog is off."""
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+        self._job.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket.shutdown on purpose: SSLSocket.shutdown would also drop its SSL object
+    # under the reading thread's feet; shutting the file descriptor ends the read cleanly.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _current_deadline() -> _Deadline | None:
+    return getattr(_call, "deadline", None)
+
+
+def _deadline_passed() -> bool:
+    deadline = _current_deadline()
+    return deadline is not None and deadline.expired
+
+
+@functools.cache
+def watched_pool_classes() -> dict[str, type]:
+    """urllib3 pools whose connections report their socket to the running call's deadline,
+    both when they connect and when a kept-alive connection is reused for a request."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def watch(sock: Any) -> None:
+        deadline = _current_deadline()
+        if deadline is not None:
+            deadline.watch(sock)
+
+    class WatchedHTTPConnection(HTTPConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            watch(sock)  # before the TLS handshake, which a slow server can drip too
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+            watch(self.sock)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(HTTPSConnection):
+        def _new_conn(self) -> socket.socket:
+            sock = super()._new_conn()
+            watch(sock)
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+            watch(self.sock)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPConnectionPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    return {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
+
+
+@functools.cache
+def watched_adapter_class() -> type:
+    """``HTTPAdapter`` whose pools (direct or through a proxy) use the watched connections."""
+    from requests.adapters import HTTPAdapter
+
+    class WatchedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = watched_pool_classes()
+
+        def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(*args, **kwargs)
+            manager.pool_classes_by_scheme = watched_pool_classes()
+            return manager
+
+    return WatchedAdapter
+
+
+@dataclass(frozen=True)
+class OutputProbe:
+    """What an output URL serves, learnt without downloading it: the HEAD answer's type and
+    length, and (when those say nothing) up to ``PROBE_BYTES`` first bytes."""
+
+    url: str
+    content_type: str | None = None
+    content_length: int | None = None
+    head: bytes = b""
 
 
 @functools.cache
@@ -79,7 +224,7 @@ def cancellable_retry_class() -> type[Retry]:
 
         def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
             event = _cancel_event()
-            if event is not None and event.is_set():
+            if (event is not None and event.is_set()) or _deadline_passed():
                 raise _Cancelled()
             return super().increment(*args, **kwargs)
 
@@ -101,10 +246,15 @@ def cancellable_retry_class() -> type[Retry]:
         def _interruptible_sleep(seconds: float) -> None:
             if seconds <= 0:
                 return
+            deadline = _current_deadline()
+            if deadline is not None:  # a back-off sleep never outlasts the call's deadline
+                seconds = min(seconds, max(0.0, deadline.due - time.monotonic()))
             event = _cancel_event()
             if event is None:
                 time.sleep(seconds)
             elif event.wait(seconds):
+                raise _Cancelled()
+            if _deadline_passed():
                 raise _Cancelled()
 
     return CancellableRetry
@@ -140,6 +290,30 @@ def _retry_policy(retries: int, backoff_factor: float) -> Retry:
         raise_on_status=False,  # hand back the last answer so it maps to a clear error
         raise_on_redirect=True,
     )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def key_free_errors(method: F) -> F:
+    """Errors leave a public call with no ``__context__`` or ``__cause__``: a chained
+    requests exception holds the prepared request, and its headers hold the key."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ModelsLabError as exc:
+            _unchain(exc)
+            raise  # a bare raise sets no new context
+
+    return call  # type: ignore[return-value]
+
+
+def _unchain(exc: BaseException) -> None:
+    exc.__cause__ = None
+    exc.__context__ = None
+    exc.__suppress_context__ = False
 
 
 def path_segment(value: Any, what: str) -> str:
@@ -271,6 +445,8 @@ class WorkflowsClient:
         retries: int = 3,
         backoff_factor: float = 0.5,
         pool_maxsize: int = 10,
+        deadline: float | None = None,
+        download_deadline: float = DOWNLOAD_DEADLINE,
     ) -> None:
         self._api_key = _checked_key(
             api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
@@ -278,13 +454,17 @@ class WorkflowsClient:
         chosen = base_url or os.environ.get("MODELSLAB_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = chosen.rstrip("/")
         self.timeout = timeout
+        #: Seconds one API call may take in all (connect, headers, body, retries); by default
+        #: the connect timeout plus twice the read timeout.
+        self.deadline = deadline if deadline is not None else _default_deadline(timeout)
+        #: Seconds one output download or probe may take, connect to last byte.
+        self.download_deadline = download_deadline
+        self._key_pattern = _key_pattern(self._api_key)
         self._warn_if_cleartext()
-        from requests.adapters import HTTPAdapter
-
         self._session = key_safe_session_class()()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
         self._session.max_redirects = MAX_REDIRECTS
-        adapter = HTTPAdapter(
+        adapter = watched_adapter_class()(
             max_retries=_retry_policy(retries, backoff_factor),
             pool_connections=4,
             pool_maxsize=pool_maxsize,
@@ -298,6 +478,7 @@ class WorkflowsClient:
     def has_api_key(self) -> bool:
         return bool(self._api_key)
 
+    @key_free_errors
     def get_run(
         self, workflow_id: str, execution_id: int | str, *, cancel: threading.Event | None = None
     ) -> RunSnapshot:
@@ -308,6 +489,7 @@ class WorkflowsClient:
         )
         return RunSnapshot.from_api(self._request_json("GET", path, cancel=cancel))
 
+    @key_free_errors
     def run_workflow(
         self, workflow_id: str, params: Mapping[str, Any] | None = None
     ) -> int | str:
@@ -316,11 +498,44 @@ class WorkflowsClient:
         body = self._request_json("POST", path, json_body=dict(params or {}))
         return RunAccepted.from_api(body).execution_id
 
+    @key_free_errors
     def get_workflow(self, workflow_id: str) -> WorkflowInfo:
         """The workflow's schema: name, description and parameters."""
         path = f"workflows/{path_segment(workflow_id, 'workflow_id')}"
         return WorkflowInfo.from_api(self._request_json("GET", path))
 
+    @key_free_errors
+    def cancel_run(
+        self, workflow_id: str, execution_id: int | str, *, cancel: threading.Event | None = None
+    ) -> str:
+        """Ask the API to cancel a run; returns the server's message ("Execution cancelled.").
+
+        Raises RunAlreadyEndedError when the run has already completed, failed or been
+        cancelled (HTTP 400), NotFoundError, AuthenticationError, RateLimitError. Like
+        ``run_workflow``'s POST it is re-sent only when the connection was never made.
+        """
+        path = (
+            f"workflows/{path_segment(workflow_id, 'workflow_id')}"
+            f"/runs/{path_segment(execution_id, 'execution_id')}/cancel"
+        )
+
+        def already_ended(response: requests.Response, body: Any) -> ModelsLabError | None:
+            if response.status_code != 400:
+                return None
+            reason = _server_message(body, "HTTP 400")
+            return RunAlreadyEndedError(
+                f"Run {execution_id} has already ended and cannot be cancelled ({reason})."
+            )
+
+        body = self._request_json("POST", path, cancel=cancel, error_for=already_ended)
+        return cancel_message(body)
+
+    @key_free_errors
+    def list_workflows(self) -> list[WorkflowSummary]:
+        """The caller's API-enabled workflows (``GET /workflows``)."""
+        return WorkflowSummary.list_from_api(self._request_json("GET", "workflows"))
+
+    @key_free_errors
     def fetch_image(
         self,
         url: str,
@@ -329,16 +544,70 @@ class WorkflowsClient:
         cancel: threading.Event | None = None,
     ) -> bytes:
         """Download an output image (http/https only, at most ``max_bytes``) without the key."""
-        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-        if scheme not in ("http", "https"):
-            raise ImageError(f"refused to fetch a non-http(s) URL (scheme {scheme!r})")
-        try:
-            with self._cancel_scope(cancel), self._send("GET", url, api=False) as response:
-                if response.status_code != 200:
-                    raise ImageError(f"HTTP {response.status_code} fetching the image")
-                return self._read_capped(response, max_bytes, what="image", error=ImageError)
-        except (NetworkError, ServerError) as exc:
-            raise ImageError(str(exc)) from exc
+        with self.open_output(url, max_bytes=max_bytes, cancel=cancel, error=ImageError,
+                              deadline=self.deadline) as chunks:
+            return b"".join(chunks)
+
+    @contextlib.contextmanager
+    def open_output(
+        self,
+        url: str,
+        *,
+        max_bytes: int = MAX_OUTPUT_BYTES,
+        cancel: threading.Event | None = None,
+        error: type[ImageError] = OutputError,
+        deadline: float | None = None,
+    ) -> Iterator[Iterator[bytes]]:
+        """Stream an output file (http/https only, never with the key) as chunks of bytes, at
+        most ``max_bytes`` in all and within ``download_deadline`` seconds from connect to
+        last byte; failures raise ``error`` (OutputError unless told)."""
+        self._check_output_url(url, error)
+        failure: ModelsLabError | None = None
+        with self._cancel_scope(cancel), self._deadline_scope(deadline or self.download_deadline):
+            try:
+                with self._send("GET", url, api=False) as response:
+                    if response.status_code != 200:
+                        raise error(f"HTTP {response.status_code} fetching the output")
+                    yield self._iter_capped(response, max_bytes, what="output", error=error)
+            except (NetworkError, ServerError) as exc:
+                failure = error(str(exc))  # raised below, outside this handler: no context
+        if failure is not None:
+            raise failure
+
+    @key_free_errors
+    def probe(self, url: str, *, cancel: threading.Event | None = None) -> OutputProbe:
+        """Learn what an output URL serves without downloading it: a HEAD request, then, when
+        it gives no telling content type, a ``Range: bytes=0-4095`` GET of which at most 4 KB
+        are read even if the server ignores the range (that connection is then closed)."""
+        self._check_output_url(url, OutputError)
+        content_type: str | None = None
+        length: int | None = None
+        failure: ModelsLabError | None = None
+        with self._cancel_scope(cancel), self._deadline_scope(self.deadline):
+            try:
+                with self._send("HEAD", url, api=False) as response:
+                    if response.status_code == 200:
+                        content_type = _media_type(response.headers.get("Content-Type"))
+                        length = _length(response.headers.get("Content-Length"))
+                if content_type not in _VAGUE_TYPES and content_type is not None:
+                    return OutputProbe(url, content_type, length)
+                extra = {"Range": f"bytes=0-{PROBE_BYTES - 1}"}
+                with self._send("GET", url, api=False, extra_headers=extra) as response:
+                    if response.status_code not in (200, 206):
+                        raise OutputError(f"HTTP {response.status_code} probing the output")
+                    head = self._read_prefix(response, PROBE_BYTES)
+                    content_type = content_type or _media_type(
+                        response.headers.get("Content-Type")
+                    )
+                    if response.status_code == 206:
+                        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+                        length = length if length is not None else _length(total)
+                    elif length is None:
+                        length = _length(response.headers.get("Content-Length"))
+                    return OutputProbe(url, content_type, length, head)
+            except (NetworkError, ServerError) as exc:
+                failure = OutputError(str(exc))
+        raise failure
 
     def close(self) -> None:
         self._session.close()
@@ -357,9 +626,21 @@ class WorkflowsClient:
 
     def _warn_if_cleartext(self) -> None:
         parts = urlsplit(self.base_url)
-        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        if parts.scheme != "http":
+            return  # https: even through an http proxy it is a CONNECT tunnel, end to end TLS
+        if not is_loopback(parts.hostname or ""):
             warnings.warn(
                 f"base_url {self.base_url!r} is plain http: the API key would travel unencrypted",
+                stacklevel=3,
+            )
+            return
+        proxy = _environment_proxy(self.base_url)
+        if proxy is not None:
+            # A loopback base URL is safe only while the traffic stays on this machine; an
+            # HTTP(S)_PROXY variable sends it, key and all, to the proxy in clear.
+            warnings.warn(
+                f"base_url {self.base_url!r} is plain http and the environment routes it through "
+                f"the proxy {proxy!r}: the API key would travel unencrypted",
                 stacklevel=3,
             )
 
@@ -373,6 +654,17 @@ class WorkflowsClient:
         finally:
             _call.cancel = previous
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _deadline_scope(seconds: float) -> Iterator[_Deadline]:
+        previous = _current_deadline()
+        deadline = _call.deadline = _Deadline(seconds)
+        try:
+            yield deadline
+        finally:
+            deadline.finish()
+            _call.deadline = previous
+
     def _request_json(
         self,
         method: str,
@@ -380,51 +672,83 @@ class WorkflowsClient:
         *,
         json_body: Any = None,
         cancel: threading.Event | None = None,
+        error_for: Callable[[requests.Response, Any], ModelsLabError | None] | None = None,
     ) -> Any:
+        """The decoded JSON answer of one API call; ``error_for`` may map a non-2xx answer to
+        a call-specific error before the generic mapping (cancel's 400, for one)."""
         if not self._api_key:
             raise AuthenticationError(
                 "No API key: pass api_key=... or set the MODELSLAB_API_KEY environment variable."
             )
         url = f"{self.base_url}/{path}"
-        with self._cancel_scope(cancel), self._send(method, url, json_body=json_body) as response:
+        with (
+            self._cancel_scope(cancel),
+            self._deadline_scope(self.deadline),
+            self._send(method, url, json_body=json_body) as response,
+        ):
             raw = self._redacted(self._read_capped(response, MAX_JSON_BYTES, what="answer"))
             body = self._decode_json(raw, response)
             log.debug("%s %s -> HTTP %s", method, url, response.status_code)
             if not 200 <= response.status_code < 300:
-                raise error_for_response(response, body)
+                raise (error_for and error_for(response, body)) or error_for_response(
+                    response, body
+                )
             if body is None and raw.strip() != b"null":
                 raise ResponseFormatError(self._describe_non_json(raw, response))
             return body
 
+    def _headers(self, api: bool) -> dict[str, str | None]:
+        # Built here, not in _send, so that no frame of a traceback holds the key in a local.
+        # A None header value removes the session default, so output hosts never see the key.
+        if api:
+            return {"key": self._api_key, "Accept": "application/json"}
+        return {"key": None, "Accept": "image/*,video/*,audio/*,model/*,*/*;q=0.5"}
+
     @contextlib.contextmanager
     def _send(
-        self, method: str, url: str, *, json_body: Any = None, api: bool = True
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        api: bool = True,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Iterator[requests.Response]:
-        # A None header value removes the session default, so image hosts never see the key.
-        headers = {"key": self._api_key if api else None, "Accept": "application/json"}
-        if not api:
-            headers["Accept"] = "image/*,*/*;q=0.5"
-        import requests
-
         cancel = _cancel_event()
         if cancel is not None and cancel.is_set():  # stopped between scheduling and sending
             raise NetworkError(f"{method} {url} was cancelled")
+        response = None
         try:
             response = self._session.request(
-                method, url, headers=headers, json=json_body, timeout=self.timeout, stream=True
+                method, url, headers={**self._headers(api), **(extra_headers or {})},
+                json=json_body, timeout=self.timeout, stream=True,
             )
-        except _Cancelled:
-            raise NetworkError(f"{method} {url} was cancelled") from None
-        except requests.TooManyRedirects:
-            raise ServerError(f"{method} {url}: too many redirects (a redirect loop?)") from None
-        except requests.Timeout:
-            raise NetworkError(f"{method} {url}: the server did not answer in time") from None
-        except requests.RequestException as exc:
-            raise NetworkError(f"{method} {url}: {self._redact_text(_reason(exc))}") from None
+        except Exception as exc:  # every failure is mapped below
+            failure = self._send_failure(method, url, exc)
+        if response is None:
+            # Raised here, outside the handler, so the error has no __context__: the requests
+            # exception holds the prepared request, and that holds the key in its headers.
+            raise failure
         try:
             yield response
         finally:
             response.close()
+
+    def _send_failure(self, method: str, url: str, exc: Exception) -> ModelsLabError:
+        import requests
+
+        if _deadline_passed():
+            seconds = _current_deadline().seconds  # type: ignore[union-attr]
+            return NetworkError(f"{method} {url}: no complete answer within {seconds:g} s")
+        if isinstance(exc, _Cancelled):
+            return NetworkError(f"{method} {url} was cancelled")
+        if isinstance(exc, requests.TooManyRedirects):
+            return ServerError(f"{method} {url}: too many redirects (a redirect loop?)")
+        if isinstance(exc, requests.Timeout):
+            return NetworkError(f"{method} {url}: the server did not answer in time")
+        if isinstance(exc, requests.RequestException):
+            return NetworkError(f"{method} {url}: {self._redact_text(_reason(exc))}")
+        raise exc
 
     def _read_capped(
         self,
@@ -434,37 +758,83 @@ class WorkflowsClient:
         what: str,
         error: type[ModelsLabError] = ResponseFormatError,
     ) -> bytes:
+        return b"".join(self._iter_capped(response, limit, what=what, error=error))
+
+    def _iter_capped(
+        self,
+        response: requests.Response,
+        limit: int,
+        *,
+        what: str,
+        error: type[ModelsLabError] = ResponseFormatError,
+    ) -> Iterator[bytes]:
+        """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
+        deadline (the watchdog ends a read that would outlast it)."""
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             raise error(f"the {what} is {int(declared):,} bytes, more than the {limit:,} allowed")
+        return self._chunks(response, limit, what, error)
+
+    @staticmethod
+    def _chunks(
+        response: requests.Response, limit: int, what: str, error: type[ModelsLabError]
+    ) -> Iterator[bytes]:
         from urllib3.exceptions import HTTPError
 
-        # read1 returns as soon as some bytes arrived, so a body that trickles in a few bytes
-        # at a time still meets the deadline (iter_content would wait for each full chunk).
-        deadline = time.monotonic() + _read_timeout(self.timeout) * 2
-        chunks: list[bytes] = []
         size = 0
-        try:
-            while chunk := response.raw.read1(_CHUNK, decode_content=True):
-                size += len(chunk)
-                if size > limit:
-                    raise error(f"the {what} is larger than the {limit:,} bytes allowed")
-                if time.monotonic() > deadline:
-                    raise NetworkError(f"the {what} arrived too slowly; gave up")
-                chunks.append(chunk)
-        except (HTTPError, OSError) as exc:
-            raise NetworkError(f"reading the {what} failed: {_reason(exc)}") from None
-        return b"".join(chunks)
+        failure: ModelsLabError | None = None
+        # read1 returns as soon as some bytes arrived, so a body that trickles in a few bytes
+        # at a time is cut off by the deadline, not by the next full chunk.
+        while True:
+            try:
+                chunk = response.raw.read1(_CHUNK, decode_content=True)
+            except (HTTPError, OSError) as exc:
+                failure = NetworkError(f"reading the {what} failed: {_reason(exc)}")
+                break
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                failure = error(f"the {what} is larger than the {limit:,} bytes allowed")
+                break
+            yield chunk
+        deadline = _current_deadline()
+        if deadline is not None and deadline.expired:
+            failure = NetworkError(f"the {what} did not arrive within {deadline.seconds:g} s")
+        if failure is not None:
+            raise failure
+
+    @staticmethod
+    def _read_prefix(response: requests.Response, limit: int) -> bytes:
+        """At most ``limit`` bytes of the body, whatever the server sends after them."""
+        from urllib3.exceptions import HTTPError
+
+        data = b""
+        with contextlib.suppress(HTTPError, OSError):
+            while len(data) < limit:
+                chunk = response.raw.read1(limit - len(data), decode_content=False)
+                if not chunk:
+                    break
+                data += chunk
+        return data
+
+    @staticmethod
+    def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
+        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        if scheme not in ("http", "https"):
+            raise error(f"refused to fetch a non-http(s) URL (scheme {scheme!r})")
 
     def _redact_text(self, text: str) -> str:
-        key = self._api_key or ""
-        return text.replace(key, "[redacted]") if len(key) >= 4 else text
+        if self._key_pattern is None:
+            return text
+        raw = text.encode("utf-8", "surrogateescape")
+        return self._key_pattern.sub(b"[redacted]", raw).decode("utf-8", "surrogateescape")
 
     def _redacted(self, raw: bytes) -> bytes:
-        """The body with our own key blanked out: a server that echoes it back must not get
-        it into an error message, a log line or the widget."""
-        key = (self._api_key or "").encode()
-        return raw.replace(key, b"[redacted]") if len(key) >= 4 else raw
+        """The body with our own key blanked out, literal, JSON-escaped (``\\u0073…``) or
+        percent-encoded: a server that echoes it back must not get it into an error message,
+        a log line or the widget."""
+        return raw if self._key_pattern is None else self._key_pattern.sub(b"[redacted]", raw)
 
     @staticmethod
     def _decode_json(raw: bytes, response: requests.Response) -> Any:
@@ -483,6 +853,45 @@ class WorkflowsClient:
 
 def _read_timeout(timeout: float | tuple[float, float]) -> float:
     return timeout[1] if isinstance(timeout, tuple) else timeout
+
+
+def _default_deadline(timeout: float | tuple[float, float]) -> float:
+    connect = timeout[0] if isinstance(timeout, tuple) else timeout
+    return connect + 2 * _read_timeout(timeout)
+
+
+def _key_pattern(key: str | None) -> re.Pattern[bytes] | None:
+    """A pattern matching the key however a server may have encoded it: each character as
+    itself, ``%hh`` or ``\\u00hh`` (hex digits in either case), mixed freely."""
+    if key is None or len(key) < 4:
+        return None
+    parts = []
+    for char in key.encode("latin-1"):
+        hex_digits = "".join(
+            f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{char:02x}"
+        )
+        literal = re.escape(bytes([char])).decode("latin-1")
+        escaped = r"\\/" if char == ord("/") else literal  # JSON may also write "\/"
+        parts.append(f"(?:{literal}|{escaped}|%{hex_digits}|\\\\[uU]00{hex_digits})")
+    return re.compile("".join(parts).encode("latin-1"))
+
+
+def _environment_proxy(url: str) -> str | None:
+    """The proxy the environment (HTTP_PROXY, ALL_PROXY, NO_PROXY) would route ``url`` to."""
+    from requests.utils import get_environ_proxies, select_proxy
+
+    proxy = select_proxy(url, get_environ_proxies(url))
+    return proxy or None
+
+
+def _media_type(header: str | None) -> str | None:
+    if not header:
+        return None
+    return header.split(";")[0].strip().lower()[:100] or None
+
+
+def _length(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 20 else None
 
 
 def _reason(exc: BaseException) -> str:

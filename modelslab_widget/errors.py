@@ -75,3 +75,16 @@ class NetworkError(ModelsLabError):
 
 class ImageError(ModelsLabError):
     """An output image could not be fetched or is not a usable image (bad scheme, too big, ...)."""
+
+
+class RunAlreadyEndedError(ModelsLabError):
+    """400 from the cancel endpoint: the run has already completed, failed or been cancelled,
+    so there is nothing left to cancel. Permanent: asking again gives the same answer."""
+
+    def __init__(self, message: str, *, status_code: int | None = 400) -> None:
+        super().__init__(message, status_code=status_code)
+
+
+class OutputError(ImageError):
+    """An output file could not be fetched, or its bytes are not what its kind says (a
+    subclass of ImageError so that code catching download failures of images keeps working)."""

@@ -341,3 +341,62 @@ class WorkflowInfo:
                 str(k): str(v) for k, v in endpoints.items() if isinstance(v, str)
             } if isinstance(endpoints, Mapping) else {},
         )
+
+
+def _count(value: Any) -> int | None:
+    """A whole, non-negative count from a server number, else None (never inf or NaN)."""
+    number = _number(value)
+    if number is None or number < 0:
+        return None
+    return int(min(number, 2**63 - 1))
+
+
+@dataclass(frozen=True)
+class WorkflowSummary:
+    """One of the caller's API-enabled workflows, as ``GET /workflows`` lists it."""
+
+    id: str
+    name: str
+    description: str = ""
+    rate_limit: int | None = None
+    call_count: int | None = None
+    last_called_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_api(cls, data: Any, index: int = 0) -> WorkflowSummary:
+        item = _object(data, f"workflows[{index}]")
+        return cls(
+            id=_text(item.get("id")) or "",
+            name=_text(item.get("name")) or "Untitled workflow",
+            description=_text(item.get("description")) or "",
+            rate_limit=_count(item.get("rate_limit")),
+            call_count=_count(item.get("call_count")),
+            last_called_at=parse_timestamp(item.get("last_called_at")),
+            created_at=parse_timestamp(item.get("created_at")),
+            updated_at=parse_timestamp(item.get("updated_at")),
+        )
+
+    @classmethod
+    def list_from_api(cls, payload: Any) -> list[WorkflowSummary]:
+        """Parse the whole list answer; a missing or null ``workflows`` is an empty list,
+        entries that are not objects are skipped (one bad row should not hide the others)."""
+        body = _object(payload, "workflow list")
+        _raise_if_error(body)
+        items = body.get("workflows")
+        if items is None:
+            return []
+        if not isinstance(items, (list, tuple)):
+            raise ResponseFormatError(f"'workflows': expected a list, got {type(items).__name__}")
+        return [cls.from_api(item, i) for i, item in enumerate(items) if isinstance(item, Mapping)]
+
+
+def cancel_message(payload: Any) -> str:
+    """The message of a cancel answer (``{"status": "success", "message": ...}``); a 200 with
+    no usable message still means the server accepted the cancel."""
+    if payload is None:
+        return "Execution cancelled."
+    body = _object(payload, "cancel answer")
+    _raise_if_error(body)
+    return _text(body.get("message")) or "Execution cancelled."

@@ -3,8 +3,11 @@ retries, path quoting, image fetching and secrecy of the API key."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import logging
+import socket
 import threading
 import time
 import typing
@@ -20,12 +23,15 @@ from modelslab_widget.errors import (
     ModelsLabError,
     NetworkError,
     NotFoundError,
+    OutputError,
     RateLimitError,
     ResponseFormatError,
+    RunAlreadyEndedError,
     ServerError,
     ValidationError,
 )
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
+from tests.conftest import wait_for
 
 FAST = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
 
@@ -34,7 +40,7 @@ def test_get_run_follows_a_run_to_completion(sim, client):
     eid = sim.add_run(steps=FAST, images=2)
     first = client.get_run(DEMO_WORKFLOW_ID, eid)
     assert first.status == "running" and first.execution_id == eid
-    time.sleep(0.5)
+    wait_for(lambda: client.get_run(DEMO_WORKFLOW_ID, eid).is_terminal)
     done = client.get_run(DEMO_WORKFLOW_ID, eid)
     assert done.status == "completed" and len(done.outputs) == 2 and len(done.proxy_links) == 2
     assert done.execution_time == pytest.approx(0.4, abs=0.1)
@@ -241,8 +247,7 @@ def test_plain_http_to_a_remote_host_warns():
 
 
 def test_fetch_image_returns_the_served_bytes(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.05)], images=1)
-    time.sleep(0.2)
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
     url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
     data = client.fetch_image(url)
     assert data.startswith(b"\x89PNG")
@@ -259,17 +264,15 @@ def test_fetch_image_refuses_non_http_urls(client, url):
 
 def test_fetch_image_caps_bytes(sim, client):
     eid = sim.add_run(
-        steps=[("Only", 0.05)], images=1, image_faults={0: Fault("huge", size=3_000_000)}
+        steps=[("Only", 0.0)], images=1, image_faults={0: Fault("huge", size=3_000_000)}
     )
-    time.sleep(0.2)
     url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
     with pytest.raises(ImageError, match="allowed"):
         client.fetch_image(url, max_bytes=1_000_000)
 
 
 def test_fetch_image_maps_http_errors(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.05)], images=1, image_faults={0: Fault("http", status=404)})
-    time.sleep(0.2)
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1, image_faults={0: Fault("http", status=404)})
     url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
     with pytest.raises(ImageError, match="404"):
         client.fetch_image(url)
@@ -299,3 +302,277 @@ def test_image_hosts_never_receive_the_key():
     server.server_close()
     headers = {k.lower(): v for k, v in _HeaderRecorder.seen[0].items()}
     assert "key" not in headers and headers["user-agent"].startswith("modelslab-widget/")
+
+
+# -- a canned server over a real loopback socket, for answers the simulator does not give ------
+
+
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+class CannedServer:
+    """Serves fixed answers by (method, path) on 127.0.0.1 and records every request."""
+
+    def __init__(self, routes: dict[tuple[str, str], Answer]) -> None:
+        self.routes = routes
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        canned = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                canned.requests.append((self.command, self.path, dict(self.headers)))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                status, body, headers = canned.routes.get(
+                    (self.command, self.path), (404, b'{"message": "no route"}', {})
+                )
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    with contextlib.suppress(OSError):  # a client that read enough hangs up
+                        self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="simulator-canned")
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _ in self.requests if (m, p) == (method, path))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def json_answer(status: int, body: object, **headers: str) -> Answer:
+    return status, json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
+
+
+@pytest.fixture
+def canned() -> typing.Iterator[CannedServer]:
+    server = CannedServer({})
+    yield server
+    server.close()
+
+
+CANCEL = "/api/v1/workflows/wf-1/runs/42/cancel"
+
+
+def canned_client(server: CannedServer, key: str = "secret-key-xyz", **options: typing.Any):
+    return WorkflowsClient(key, base_url=f"{server.origin}/api/v1", backoff_factor=0.01,
+                           **options)
+
+
+def test_cancel_run_returns_the_servers_message(canned):
+    canned.routes[("POST", CANCEL)] = json_answer(
+        200, {"status": "success", "message": "Execution cancelled."}
+    )
+    with canned_client(canned) as c:
+        assert c.cancel_run("wf-1", 42) == "Execution cancelled."
+    method, path, headers = canned.requests[0]
+    assert (method, path) == ("POST", CANCEL) and headers["key"] == "secret-key-xyz"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "transient"),
+    [
+        (400, {"status": "error", "message": "Cannot cancel a completed run"},
+         RunAlreadyEndedError, False),
+        (404, {"message": "Execution not found"}, NotFoundError, False),
+        (401, {"message": "Invalid API key"}, AuthenticationError, False),
+        (403, {"message": "Forbidden"}, AuthenticationError, False),
+        (429, {"status": "error", "message": "Slow down", "retry_after": 30}, RateLimitError,
+         True),
+    ],
+)
+def test_cancel_run_errors(canned, status, body, error, transient):
+    canned.routes[("POST", CANCEL)] = json_answer(status, body)
+    with canned_client(canned) as c, pytest.raises(error) as info:
+        c.cancel_run("wf-1", 42)
+    assert type(info.value) is error and info.value.transient is transient
+    assert canned.count("POST", CANCEL) == 1
+    if error is RunAlreadyEndedError:
+        assert "already ended" in str(info.value) and "cannot be cancelled" in str(info.value)
+        assert isinstance(info.value, ModelsLabError) and info.value.status_code == 400
+    if error is RateLimitError:
+        assert info.value.retry_after == 30
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [json_answer(503, {"message": "busy"}), json_answer(502, {"message": "bad gateway"})],
+)
+def test_cancel_is_a_post_never_resent_after_reaching_the_server(canned, answer):
+    canned.routes[("POST", CANCEL)] = answer
+    with canned_client(canned) as c, pytest.raises(ServerError):
+        c.cancel_run("wf-1", 42)
+    assert canned.count("POST", CANCEL) == 1
+
+
+def test_cancel_refuses_bad_ids_before_any_request(canned):
+    with canned_client(canned) as c, pytest.raises(ValueError):
+        c.cancel_run("wf-1", "..")
+    assert canned.requests == []
+
+
+def test_list_workflows_parses_the_documented_answer(canned):
+    canned.routes[("GET", "/api/v1/workflows")] = json_answer(200, {
+        "status": "success",
+        "workflows": [
+            {"id": "uuid-string", "name": "My Workflow",
+             "description": "Generates images with custom prompts", "rate_limit": 10,
+             "call_count": 150, "last_called_at": "2024-01-15T10:30:00Z",
+             "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-15T10:30:00Z"},
+            {"id": "other", "name": None, "rate_limit": None},
+        ],
+    })
+    with canned_client(canned) as c:
+        workflows = c.list_workflows()
+    assert [w.id for w in workflows] == ["uuid-string", "other"]
+    assert workflows[0].rate_limit == 10 and workflows[0].call_count == 150
+    assert workflows[0].last_called_at is not None and workflows[0].last_called_at.day == 15
+    assert workflows[1].name == "Untitled workflow" and workflows[1].rate_limit is None
+
+
+def test_list_workflows_garbage_is_a_format_error(canned):
+    canned.routes[("GET", "/api/v1/workflows")] = (200, b"<html>oops</html>", {})
+    with canned_client(canned) as c, pytest.raises(ResponseFormatError):
+        c.list_workflows()
+
+
+# -- the wall-clock deadline -----------------------------------------------------------------
+
+
+class DripServer:
+    """A raw socket server that sends the status line and headers one byte every
+    ``interval`` seconds, forever: each read gets data, so no socket timeout ever fires."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.connections = 0
+        self.thread = threading.Thread(target=self._serve, name="simulator-drip")
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.05)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._drip, args=(conn,), name="simulator-drip-conn").start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        text = b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"a" * 100_000
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for byte in text:
+                if self.stopping.wait(self.interval):
+                    return
+                conn.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.fixture
+def drip() -> typing.Iterator[DripServer]:
+    server = DripServer()
+    yield server
+    server.close()
+
+
+def test_a_dripping_server_is_cut_off_at_the_deadline(drip):
+    with WorkflowsClient("secret-key-xyz", base_url=f"{drip.origin}/api/v1",
+                         timeout=(1.0, 0.5), deadline=1.0, backoff_factor=0.01) as c:
+        started = time.monotonic()
+        with pytest.raises(NetworkError, match=r"within 1 s"):
+            c.get_run("wf", 1)
+        took = time.monotonic() - started
+    assert 0.9 <= took < 2.5  # the per-read timeout (0.5 s) alone never fires
+    assert drip.connections == 1  # a retry after the deadline would be a new request
+
+
+def test_a_cancel_whose_answer_never_completes_is_not_sent_twice(drip):
+    with (
+        WorkflowsClient("secret-key-xyz", base_url=f"{drip.origin}/api/v1",
+                        timeout=(1.0, 0.3), deadline=0.8, backoff_factor=0.01) as c,
+        pytest.raises(NetworkError),
+    ):
+        c.cancel_run("wf", 1)
+    assert drip.connections == 1  # it reached the server: never re-sent
+
+
+def test_a_download_dripping_its_headers_is_cut_off_at_its_deadline(drip):
+    with WorkflowsClient("k", base_url="https://api.example.com/api/v1", timeout=(1.0, 0.5),
+                         download_deadline=1.0) as c:
+        started = time.monotonic()
+        with (
+            pytest.raises(OutputError, match="within 1 s"),
+            c.open_output(f"{drip.origin}/files/video.mp4") as chunks,
+        ):
+            b"".join(chunks)
+        assert time.monotonic() - started < 2.5
+
+
+def test_a_fast_call_leaves_its_connection_usable(sim, client):
+    eid = sim.add_run(steps=FAST)
+    for _ in range(3):
+        assert client.get_run(DEMO_WORKFLOW_ID, eid).execution_id == eid
+    assert sim.connection_count == 1  # the watchdog never touched a finished call's socket
+
+
+# -- probing outputs -------------------------------------------------------------------------
+
+
+def test_probe_uses_head_when_it_names_a_type(canned):
+    canned.routes[("HEAD", "/out/1")] = (200, b"x" * 5000, {"Content-Type": "video/mp4"})
+    with canned_client(canned) as c:
+        found = c.probe(f"{canned.origin}/out/1")
+    assert found.content_type == "video/mp4" and found.content_length == 5000
+    assert found.head == b"" and [m for m, _, _ in canned.requests] == ["HEAD"]
+    assert "key" not in {k.lower() for k in canned.requests[0][2]}
+
+
+def test_probe_reads_at_most_4_kb_when_the_server_ignores_range(canned):
+    body = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 3_000_000
+    canned.routes[("HEAD", "/out/2")] = (405, b"", {})
+    canned.routes[("GET", "/out/2")] = (200, body, {"Content-Type": "application/octet-stream"})
+    with canned_client(canned) as c:
+        found = c.probe(f"{canned.origin}/out/2")
+    assert found.head == body[:4096]
+    assert found.content_length == len(body)
+    get = next(h for m, _, h in canned.requests if m == "GET")
+    assert get["Range"] == "bytes=0-4095" and "key" not in {k.lower() for k in get}
+
+
+def test_probe_refuses_non_http_urls(canned):
+    with canned_client(canned) as c, pytest.raises(OutputError, match="non-http"):
+        c.probe("file:///etc/passwd")
+    assert canned.requests == []

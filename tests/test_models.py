@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from modelslab_widget.errors import APIError, ResponseFormatError
-from modelslab_widget.models import RunAccepted, RunSnapshot, Step, WorkflowInfo, parse_timestamp
+from modelslab_widget.models import (
+    RunAccepted,
+    RunSnapshot,
+    Step,
+    WorkflowInfo,
+    WorkflowSummary,
+    cancel_message,
+    parse_timestamp,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "api-examples"
 
@@ -165,3 +173,91 @@ def test_elapsed_uses_the_server_clock_unless_it_is_ahead_of_ours():
     assert snap.elapsed(skewed) is None
     assert snap.elapsed(skewed, first_seen=skewed - timedelta(seconds=3)) == 3.0
     assert RunSnapshot.from_api(example("status-completed")).elapsed() == pytest.approx(15.234)
+
+
+# -- workflow list and cancel answers ------------------------------------------------------
+
+WORKFLOWS_LIST = {  # the documented example (workflows-list.json)
+    "status": "success",
+    "workflows": [{
+        "id": "uuid-string", "name": "My Workflow",
+        "description": "Generates images with custom prompts", "rate_limit": 10,
+        "call_count": 150, "last_called_at": "2024-01-15T10:30:00Z",
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-15T10:30:00Z",
+    }],
+}
+
+
+def test_workflow_list_example():
+    (summary,) = WorkflowSummary.list_from_api(WORKFLOWS_LIST)
+    assert summary == WorkflowSummary(
+        id="uuid-string", name="My Workflow",
+        description="Generates images with custom prompts", rate_limit=10, call_count=150,
+        last_called_at=datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc),
+        created_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        updated_at=datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc),
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({}, WorkflowSummary(id="", name="Untitled workflow")),
+        ({"id": None, "name": None, "description": None, "rate_limit": None,
+          "call_count": None, "last_called_at": None},
+         WorkflowSummary(id="", name="Untitled workflow")),
+        ({"id": 7, "rate_limit": "abc", "call_count": -3, "created_at": "yesterday"},
+         WorkflowSummary(id="7", name="Untitled workflow")),
+        ({"rate_limit": float("inf"), "call_count": 10**400},
+         WorkflowSummary(id="", name="Untitled workflow")),  # too big: not believed
+        ({"rate_limit": "12", "call_count": 3.0},
+         WorkflowSummary(id="", name="Untitled workflow", rate_limit=12, call_count=3)),
+    ],
+)
+def test_workflow_summary_tolerates_missing_null_and_odd_fields(item, expected):
+    assert WorkflowSummary.from_api(item) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"status": "success"}, 0),
+        ({"status": "success", "workflows": None}, 0),
+        ({"workflows": [None, 3, "x", {"id": "a"}]}, 1),  # bad rows skipped, good kept
+    ],
+)
+def test_workflow_list_tolerates_a_missing_list_and_bad_rows(payload, expected):
+    assert len(WorkflowSummary.list_from_api(payload)) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (None, ResponseFormatError),
+        ([1, 2], ResponseFormatError),
+        ({"workflows": {"id": "a"}}, ResponseFormatError),
+        ({"status": "error", "message": "API disabled"}, APIError),
+    ],
+)
+def test_workflow_list_that_is_not_the_shape_raises_only_our_errors(payload, error):
+    with pytest.raises(error):
+        WorkflowSummary.list_from_api(payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"status": "success", "message": "Execution cancelled."}, "Execution cancelled."),
+        ({"status": "success"}, "Execution cancelled."),
+        ({"message": None}, "Execution cancelled."),
+        (None, "Execution cancelled."),
+        ({"message": "Stopped"}, "Stopped"),
+    ],
+)
+def test_cancel_message(payload, expected):
+    assert cancel_message(payload) == expected
+
+
+def test_cancel_answer_with_status_error_is_an_api_error():
+    with pytest.raises(APIError, match="nope"):
+        cancel_message({"status": "error", "message": "nope"})

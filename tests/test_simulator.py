@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,13 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator, StepSpec
+from modelslab_widget.simulator import (
+    DEMO_MEDIA_WORKFLOW_ID,
+    DEMO_WORKFLOW_ID,
+    Fault,
+    Simulator,
+    StepSpec,
+)
 
 EXAMPLES = next((p for p in (Path(__file__).parent / "fixtures" / "api-examples",
                              Path(__file__).resolve().parents[2] / "shared" / "api-examples")
@@ -466,13 +475,22 @@ def test_command_line_serves_until_interrupted() -> None:
     assert process.stdout is not None
     try:
         lines = {}
-        for _ in range(3):
+        for _ in range(5):
             name, value = process.stdout.readline().strip().split(": ", 1)
             lines[name] = value
         assert lines["api_key"] == "k1" and lines["workflow_id"] == DEMO_WORKFLOW_ID
+        assert lines["media_workflow_id"] == DEMO_MEDIA_WORKFLOW_ID
         schema = requests.get(f"{lines['base_url']}/workflows/{DEMO_WORKFLOW_ID}",
                               headers={"key": "k1"}, timeout=5)
         assert schema.json()["status"] == "success"
+        status = requests.get(f"{lines['base_url']}/workflows/{DEMO_WORKFLOW_ID}/runs/"
+                              f"{lines['execution_id']}", headers={"key": "k1"}, timeout=5)
+        assert status.json()["execution"]["status"] in ("pending", "running")
+        rest = [process.stdout.readline() for _ in range(4)]
+        command = next(line.strip() for line in rest if "modelslab-widget watch" in line)
+        assert command == (f"MODELSLAB_API_KEY=k1 MODELSLAB_BASE_URL={lines['base_url']} "
+                           f"modelslab-widget watch {DEMO_WORKFLOW_ID} {lines['execution_id']}")
+        assert any("Ctrl-C" in line for line in rest)
         process.send_signal(signal.SIGINT)
         assert process.wait(5) == 0
     finally:
@@ -501,3 +519,344 @@ def test_faults_can_be_added_after_the_fact(sim: Simulator) -> None:
     files = sim.run_state(eid, elapsed=10)["output"]["output"]
     assert files[0].endswith(".png") and files[1].endswith(".webp")
     assert Image.open(io.BytesIO(requests.get(files[1], timeout=5).content)).format == "WEBP"
+
+
+# ---------------------------------------------------------------- cancel
+
+class ManualClock:
+    """A monotonic clock the test moves by hand: moments without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def timed_sim(clock: ManualClock) -> Any:
+    with Simulator(clock=clock) as simulator:
+        yield simulator
+
+
+def cancel(sim: Simulator, workflow_id: str, execution_id: object,
+           key: str | None = None) -> requests.Response:
+    return requests.post(f"{sim.status_url(workflow_id, execution_id)}/cancel",
+                         headers={"key": sim.api_key if key is None else key}, timeout=5)
+
+
+def test_cancel_a_running_run(timed_sim: Simulator, clock: ManualClock) -> None:
+    steps = [("Text to Image", 1.0), ("Image Upscaler", 1.0), ("Face Fix", 1.0)]
+    eid = timed_sim.add_run(steps=steps, queue_time=0.5)
+    clock.now += 2.0  # the second step is running
+    answer = cancel(timed_sim, DEMO_WORKFLOW_ID, eid)
+    assert answer.status_code == 200
+    assert answer.json() == example("cancel-accepted.json")
+    clock.now += 5.0
+    body = get(timed_sim, timed_sim.status_url(DEMO_WORKFLOW_ID, eid)).json()
+    assert body["execution"]["status"] == "cancelled"
+    assert body["execution"]["execution_time"] == pytest.approx(1.5)
+    assert [s["status"] for s in body["steps"]] == ["completed", "cancelled", "pending"]
+    assert body["steps"][1]["completed_at"] == body["execution"]["completed_at"]
+    assert body["steps"][2]["started_at"] is None and body["steps"][2]["completed_at"] is None
+    assert "output" not in body and "error" not in body
+    assert timed_sim.request_count("cancel", eid) == 1
+    again = cancel(timed_sim, DEMO_WORKFLOW_ID, eid)
+    assert again.status_code == 400
+    assert again.json() == {"status": "error",
+                            "message": "Execution cannot be cancelled in its current state."}
+
+
+def test_cancel_while_queued_never_starts_a_step(timed_sim: Simulator,
+                                                 clock: ManualClock) -> None:
+    eid = timed_sim.add_run(steps=QUICK, queue_time=1.0)
+    clock.now += 0.5
+    assert cancel(timed_sim, DEMO_WORKFLOW_ID, eid).status_code == 200
+    clock.now += 5
+    body = timed_sim.run_state(eid)
+    assert body["execution"]["status"] == "cancelled"
+    assert body["execution"]["started_at"] is None
+    assert [s["status"] for s in body["steps"]] == ["pending", "pending"]
+
+
+@pytest.mark.parametrize(("outcome", "after"), [("completed", 0.5), ("completed", 9.0),
+                                                ("failed", 0.5), ("cancelled", 0.25)])
+def test_cancel_after_the_end_is_400(timed_sim: Simulator, clock: ManualClock, outcome: str,
+                                     after: float) -> None:
+    # binary-exact durations, so 0.5 after the start is the very moment the run ends
+    eid = timed_sim.add_run(steps=[("A", 0.25), ("B", 0.25)], outcome=outcome)
+    clock.now += after
+    answer = cancel(timed_sim, DEMO_WORKFLOW_ID, eid)
+    assert answer.status_code == 400
+    assert timed_sim.run_state(eid)["execution"]["status"] == outcome
+
+
+def test_cancel_unknown_key_method_and_faults(sim: Simulator) -> None:
+    eid = sim.add_run(steps=[("Long", 30.0)])
+    other = sim.add_workflow()
+    assert cancel(sim, DEMO_WORKFLOW_ID, 99).status_code == 404
+    assert cancel(sim, other, eid).status_code == 404
+    assert cancel(sim, "nope", eid).status_code == 404
+    assert cancel(sim, DEMO_WORKFLOW_ID, eid, key="wrong").status_code == 401
+    url = f"{sim.status_url(DEMO_WORKFLOW_ID, eid)}/cancel"
+    assert get(sim, url).status_code == 405
+    sim.cancel_faults(DEMO_WORKFLOW_ID, [Fault("http", status=503), Fault("drop")])
+    assert cancel(sim, DEMO_WORKFLOW_ID, eid).status_code == 503
+    assert sim.run_state(eid)["execution"]["status"] == "running"
+    with pytest.raises(requests.exceptions.ConnectionError):
+        cancel(sim, DEMO_WORKFLOW_ID, eid)
+    assert sim.run_state(eid)["execution"]["status"] == "cancelled"  # the answer got lost
+    assert sim.request_count("cancel", eid) == 6  # the 405 GET counts as well
+
+
+# ---------------------------------------------------------------- workflow list
+
+def test_list_workflows(sim: Simulator) -> None:
+    wf = sim.add_workflow(name="Mine", rate_limit=4)
+    url = f"{sim.base_url}/workflows"
+    body = get(sim, url).json()
+    assert shape(body) == shape(example("workflows-list.json"))
+    by_id = {w["id"]: w for w in body["workflows"]}
+    assert set(by_id) == {DEMO_WORKFLOW_ID, DEMO_MEDIA_WORKFLOW_ID, wf}
+    assert by_id[DEMO_MEDIA_WORKFLOW_ID]["name"] == "Text to Video + Soundtrack"
+    assert by_id[wf]["rate_limit"] == 4 and by_id[DEMO_WORKFLOW_ID]["rate_limit"] == 10
+    assert by_id[wf]["call_count"] == 0 and by_id[wf]["last_called_at"] is None
+    sim.add_run(wf)  # scripted, not a launch: not a call
+    assert post(sim, wf, {"prompt": "x"}).status_code == 202
+    assert post(sim, wf, {"prompt": "y"}).status_code == 202
+    after = {w["id"]: w for w in get(sim, url).json()["workflows"]}[wf]
+    assert after["call_count"] == 2
+    assert after["last_called_at"].endswith("Z")
+    assert after["updated_at"] == after["last_called_at"]
+    assert sim.request_count("list") == 2
+
+
+def test_list_key_faults_and_no_rate_limit(sim: Simulator) -> None:
+    url = f"{sim.base_url}/workflows"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.post(url, headers={"key": sim.api_key}, timeout=5).status_code == 405
+    sim.list_faults([Fault("html"), Fault("http", status=500)])
+    assert get(sim, url).headers["Content-Type"].startswith("text/html")
+    assert get(sim, url).status_code == 500
+    sim.add_workflow(DEMO_WORKFLOW_ID, rate_limit=1)
+    assert all(get(sim, url).ok for _ in range(3))
+    assert sim.rate_limited_count() == 0
+
+
+# ---------------------------------------------------------------- rate limit window
+
+def test_rate_limit_covers_every_request_of_the_workflow(timed_sim: Simulator,
+                                                         clock: ManualClock) -> None:
+    wf = timed_sim.add_workflow(rate_limit=4, steps=QUICK)
+    first, second = timed_sim.add_run(wf, steps=QUICK), timed_sim.add_run(wf, steps=QUICK)
+    assert get(timed_sim, timed_sim.status_url(wf, first)).ok
+    assert get(timed_sim, timed_sim.status_url(wf, second)).ok
+    assert get(timed_sim, f"{timed_sim.base_url}/workflows/{wf}").ok
+    assert cancel(timed_sim, wf, first).ok
+    for answer in (get(timed_sim, timed_sim.status_url(wf, second)),
+                   get(timed_sim, f"{timed_sim.base_url}/workflows/{wf}"),
+                   post(timed_sim, wf, {"prompt": "x"}), cancel(timed_sim, wf, second)):
+        assert answer.status_code == 429
+        assert answer.json()["retry_after"] == 60
+        assert answer.headers["Retry-After"] == "60"
+    assert timed_sim.rate_limited_count(wf) == 4 and timed_sim.rate_limited_count() == 4
+    assert timed_sim.rate_limited_count(DEMO_WORKFLOW_ID) == 0
+    assert timed_sim.runs_started(wf) == 0
+    clock.now += 59.5
+    assert get(timed_sim, timed_sim.status_url(wf, second)).json()["retry_after"] == 1
+    clock.now += 0.5
+    assert get(timed_sim, timed_sim.status_url(wf, second)).ok
+
+
+def test_compressed_window_and_accepted_times(clock: ManualClock) -> None:
+    limit, window = 3, 0.5
+    with Simulator(rate_window=window, clock=clock) as sim:
+        wf = sim.add_workflow(rate_limit=limit)
+        url = sim.status_url(wf, sim.add_run(wf, steps=QUICK))
+        start, answers = clock.now, []
+        for _ in range(5):
+            answers.append(get(sim, url))
+            clock.now += 0.0625
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        retry = answers[4].json()["retry_after"]
+        assert retry == 0.25  # asked at 0.25, the first slot frees at 0.5: float seconds
+        assert "Retry-After" not in answers[4].headers
+        clock.now = start + window - 0.001
+        assert get(sim, url).status_code == 429
+        clock.now = start + 0.25 + retry
+        assert get(sim, url).ok
+        times = sim.accepted_request_times(wf)
+        assert len(times) == limit + 1 and times == sorted(times)
+        assert all(times[i + limit] - times[i] >= window for i in range(len(times) - limit))
+        assert sim.rate_limited_count(wf) == 3
+
+
+def test_schema_reports_the_default_rate_limit(sim: Simulator) -> None:
+    body = get(sim, f"{sim.base_url}/workflows/{DEMO_WORKFLOW_ID}").json()
+    assert body["workflow"]["rate_limit"] == 10
+    assert example("rate-limited.json")["retry_after"] == 30  # the documented 429 shape
+    with pytest.raises(ValueError):
+        Simulator(rate_window=0)
+
+
+# ---------------------------------------------------------------- outputs of every kind
+
+def fetch(url: str, **kwargs: Any) -> requests.Response:
+    answer = requests.get(url, timeout=5, **kwargs)
+    assert answer.status_code in (200, 206), url
+    return answer
+
+
+def test_outputs_of_every_kind(sim: Simulator) -> None:
+    kinds = ("png", "jpg", "webp", "gif", "mp4", "webm", "wav", "glb", "obj", "stl", "ply")
+    _, files, proxies = completed_outputs(sim, outputs=kinds, image_size=(64, 64))
+    assert [f.rsplit(".", 1)[1] for f in files] == list(kinds)
+    answers = dict(zip(kinds, (fetch(f) for f in files), strict=True))
+    types = {k: a.headers["Content-Type"] for k, a in answers.items()}
+    assert types == {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp",
+                     "gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm",
+                     "wav": "audio/wav", "glb": "model/gltf-binary", "obj": "model/obj",
+                     "stl": "model/stl", "ply": "model/x-ply"}
+    for kind, answer in answers.items():
+        assert answer.headers["Content-Length"] == str(len(answer.content)), kind
+    for kind, fmt in (("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP"), ("gif", "GIF")):
+        assert Image.open(io.BytesIO(answers[kind].content)).format == fmt
+    assert Image.open(io.BytesIO(answers["gif"].content)).n_frames > 1  # type: ignore[attr-defined]
+    assert fetch(proxies[4]).content == answers["mp4"].content
+
+
+def mp4_boxes(data: bytes) -> list[tuple[bytes, int]]:
+    """Top-level ISO BMFF boxes: (type, size); their sizes must add up to the file."""
+    boxes, at = [], 0
+    while at < len(data):
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        assert size >= 8
+        boxes.append((kind, size))
+        at += size
+    assert at == len(data)
+    return boxes
+
+
+def test_video_audio_and_3d_files_are_valid(sim: Simulator) -> None:
+    _, files, _ = completed_outputs(sim, outputs=("mp4", "webm", "wav", "glb", "obj", "stl",
+                                                  "ply"))
+    mp4, webm, wav, glb, obj, stl, ply = (fetch(f).content for f in files)
+    assert [kind for kind, _ in mp4_boxes(mp4)][:2] == [b"ftyp", b"moov"]  # moov first
+    assert b"avc1" in mp4 and len(mp4) < 10_000
+    assert webm[:4] == b"\x1a\x45\xdf\xa3" and len(webm) < 10_000  # EBML magic
+    with wave.open(io.BytesIO(wav)) as audio:
+        assert audio.getnframes() / audio.getframerate() == pytest.approx(0.5)
+        samples = struct.unpack(f"<{audio.getnframes()}h", audio.readframes(audio.getnframes()))
+    assert max(samples) > 10_000 and min(samples) < -10_000  # a tone, not silence
+    magic, version, length = struct.unpack("<4sII", glb[:12])
+    assert (magic, version, length) == (b"glTF", 2, len(glb))
+    json_length, chunk = struct.unpack("<I4s", glb[12:20])
+    assert chunk == b"JSON" and json_length % 4 == 0
+    gltf = json.loads(glb[20:20 + json_length])
+    assert gltf["asset"]["version"] == "2.0" and gltf["accessors"][0]["count"] == 3
+    bin_length, bin_chunk = struct.unpack("<I4s", glb[20 + json_length:28 + json_length])
+    assert bin_chunk == b"BIN\0" and bin_length == gltf["buffers"][0]["byteLength"] == 36
+    assert obj.decode().splitlines()[-1] == "f 1 2 3"
+    assert stl.startswith(b"solid") and stl.count(b"vertex") == 3
+    assert ply.startswith(b"ply\n") and b"end_header" in ply
+
+
+def test_big_video_is_padded_with_a_free_box(sim: Simulator) -> None:
+    eid, files, _ = completed_outputs(sim, outputs=("mp4",), video_bytes=6_000_000)
+    head = requests.head(files[0], timeout=5)
+    assert head.headers["Content-Length"] == "6000000"
+    first = fetch(files[0], headers={"Range": "bytes=0-4095"})
+    assert first.status_code == 206 and len(first.content) == 4096
+    assert first.headers["Content-Range"] == "bytes 0-4095/6000000"
+    assert sim.bytes_served(eid) == 4096
+    whole = fetch(files[0]).content
+    assert len(whole) == 6_000_000
+    boxes = mp4_boxes(whole)
+    assert boxes[:2] == mp4_boxes(whole[:boxes[0][1] + boxes[1][1]])  # ftyp, moov unchanged
+    assert boxes[-1][0] == b"free" and boxes[-1][1] > 5_990_000
+    assert sim.bytes_served(eid) == 4096 + 6_000_000 and sim.bytes_served() == 6_004_096
+
+
+def test_urls_without_extension_tell_the_kind_by_content_type(sim: Simulator) -> None:
+    _, files, proxies = completed_outputs(sim, outputs=("mp4?noext", "png", "wav?noext"))
+    assert files[0].endswith("/0") and files[1].endswith("/1.png") and files[2].endswith("/2")
+    assert proxies[0].endswith("/0")
+    assert requests.head(files[0], timeout=5).headers["Content-Type"] == "video/mp4"
+    assert requests.head(files[2], timeout=5).headers["Content-Type"] == "audio/wav"
+    with pytest.raises(ValueError):
+        sim.add_run(outputs=("docx",))
+
+
+# ---------------------------------------------------------------- HEAD and Range
+
+def test_head_answers_headers_only(sim: Simulator) -> None:
+    eid, files, _ = completed_outputs(sim, outputs=("wav",))
+    with socket.create_connection((sim.host, sim.port), timeout=5) as conn:
+        path = files[0].removeprefix(sim.origin)
+        conn.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                     f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Accept-Ranges: bytes" in head and b"Content-Type: audio/wav" in head
+    length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    assert rest.startswith(b"HTTP/1.1 200")  # no body between the HEAD answer and the next
+    assert rest.partition(b"\r\n\r\n")[2][:4] == b"RIFF"
+    assert len(rest.partition(b"\r\n\r\n")[2]) == length
+    assert sim.request_count("head", eid) == 1 and sim.request_count("image", eid) == 1
+    assert sim.bytes_served(eid) == length
+
+
+@pytest.mark.parametrize(("header", "status", "span"), [
+    ("bytes=10-19", 206, (10, 19)), ("bytes=100-", 206, (100, None)),
+    ("bytes=-16", 206, (-16, None)), ("bytes=0-99999999", 206, (0, None)),
+    ("bytes=99999999-", 416, None), ("bytes=-0", 416, None),
+    ("bytes=5-2", 200, None), ("items=0-3", 200, None), ("bytes=0-1,4-5", 200, None),
+])
+def test_range_requests(sim: Simulator, header: str, status: int, span: Any) -> None:
+    _, files, _ = completed_outputs(sim, outputs=("wav",))
+    whole = fetch(files[0]).content
+    answer = requests.get(files[0], headers={"Range": header}, timeout=5)
+    assert answer.status_code == status
+    if status == 206:
+        start = span[0] % len(whole)
+        end = len(whole) - 1 if span[1] is None else span[1]
+        assert answer.content == whole[start:end + 1]
+        assert answer.headers["Content-Range"] == f"bytes {start}-{end}/{len(whole)}"
+    elif status == 416:
+        assert answer.headers["Content-Range"] == f"bytes */{len(whole)}"
+    else:
+        assert answer.content == whole
+
+
+# ---------------------------------------------------------------- the media demo workflow
+
+def test_media_demo_workflow_makes_mixed_outputs(sim: Simulator) -> None:
+    launched = post(sim, DEMO_MEDIA_WORKFLOW_ID, {"prompt": "a fox"}).json()["execution_id"]
+    scripted = sim.add_run(DEMO_MEDIA_WORKFLOW_ID)
+    for eid in (launched, scripted):
+        files = sim.run_state(eid, elapsed=60)["output"]["output"]
+        assert [f.rsplit(".", 1)[1] for f in files] == ["png", "mp4", "wav", "glb"]
+    assert len(sim.run_state(sim.add_run(DEMO_WORKFLOW_ID), elapsed=60)["output"]["output"]) == 1
+
+
+# ---------------------------------------------------------------- key before body
+
+def test_a_body_without_the_key_is_never_read(sim: Simulator) -> None:
+    with socket.create_connection((sim.host, sim.port), timeout=5) as conn:
+        conn.sendall(f"POST /api/v1/workflows/{DEMO_WORKFLOW_ID}/run HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 300000000\r\n\r\n"
+                     '{"prompt": "'.encode())
+        raw = b""
+        while chunk := conn.recv(65536):  # ends: the server hangs up without the body
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 401")
+    assert b"Connection: close" in raw
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["message"] == "Invalid API key"
+    assert sim.request_count("run") == 1 and sim.runs_started(DEMO_WORKFLOW_ID) == 0
