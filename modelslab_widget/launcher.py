@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as widgets
 from traitlets import TraitError
@@ -30,12 +30,9 @@ from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .media import encode_small
-from .models import Parameter, WorkflowInfo
+from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .scheduler import Job, Scheduler, shared_scheduler
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
-
-if TYPE_CHECKING:  # annotations only: the launcher needs no import of it at run time
-    from .models import WorkflowSummary
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)
 REMEMBERED: dict[str, dict[str, Any]] = {}
