@@ -3,9 +3,11 @@
 Threads. The schema is fetched synchronously in ``__init__``: the form's widgets depend on
 it and must be created on the main thread, and there is no way back to the main thread from
 a pool thread; one GET bounded by the client's timeout is cheaper than a second, async
-"Loading…" code path. For the same reason the Run button's handler (which ipywidgets runs on
-the main thread) POSTs synchronously and creates the run's ``WorkflowRunWidget`` right
-there. Only the history rows' values (status, thumbnail) are set later, from pool threads.
+"Loading…" code path. The picker's list (``WorkflowLauncher()`` with no ID) is fetched
+the same way, and so is a chosen workflow's schema (the picker's handler runs on the main
+thread). For the same reason the Run button's handler (which ipywidgets runs on the main
+thread) POSTs synchronously and creates the run's ``WorkflowRunWidget`` right there. Only
+the history rows' values (status, thumbnail) are set later, from pool threads.
 
 One click, one run. ipywidgets delivers clicks one after another and ``Button.click()``
 does not look at ``disabled``: a double click queues two click messages, and the second is
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import math
 import threading
-from html import escape
 from typing import Any
 
 import ipywidgets as widgets
@@ -29,7 +30,7 @@ from . import render
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .media import encode_small
-from .models import Parameter, WorkflowInfo
+from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .scheduler import Job, Scheduler, shared_scheduler
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
@@ -39,14 +40,13 @@ REMEMBERED: dict[str, dict[str, Any]] = {}
 RELAUNCH_DELAY = 0.5  # seconds the Run button stays disabled after the server answered
 HISTORY_THUMB = 64  # pixels
 PROMPT_PREVIEW = 60  # characters of the prompt shown in a history row
-LABEL_WIDTH = "11em"
-
-LAUNCHER_STYLE = """<style>
-.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 11em;
- font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}
-.mlw-history-row{display:flex;gap:8px;align-items:center;min-width:0}
-.mlw-history-row>span{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-</style>"""
+OPTION_NAME = 60  # characters of a workflow's name shown in the picker
+REQUIRED = "This field is required."
+NO_WORKFLOWS_HINT = (
+    "The list holds only workflows enabled for the API: open a workflow in ModelsLab's "
+    "workflow editor, enable it as an API endpoint, then press Reload. "
+    "Or pass its ID: WorkflowLauncher(workflow_id)."
+)
 
 _NOT_SET = object()
 
@@ -90,20 +90,33 @@ def number_text(value: Any) -> str:
     return str(value)
 
 
+def option_label(workflow: WorkflowSummary) -> str:
+    """A picker entry (plain text): the name, with the rate limit and the call count as a
+    hint, e.g. "My Workflow — 10/min · 150 runs"."""
+    hints: list[str] = []
+    if workflow.rate_limit is not None:
+        hints.append(f"{workflow.rate_limit}/min")
+    if workflow.call_count is not None:
+        hints.append(f"{workflow.call_count} run{'s' if workflow.call_count != 1 else ''}")
+    name = render.shorten(" ".join(str(workflow.name or "").split()) or workflow.id, OPTION_NAME)
+    return f"{name} — {' · '.join(hints)}" if hints else name
+
+
 class _Field:
     """One parameter's input, with the error line under it."""
 
-    def __init__(self, parameter: Parameter, remembered: dict[str, Any]) -> None:
+    def __init__(self, parameter: Parameter, initial: dict[str, Any]) -> None:
         self.parameter = parameter
         self.kind = input_kind(parameter)
         self.input = self._make_input()
         self.error = widgets.HTML()
+        self.messages: list[str] = []  # what the error line says now
         self.box = widgets.VBox([self.input, self.error])
         # An optional checkbox is sent only once touched: False shown in an untouched box must
         # not override the workflow's own default. (Empty text and number boxes are left out.)
         self.touched = False
-        if parameter.key in remembered:
-            value = remembered[parameter.key]
+        if parameter.key in initial:
+            value = initial[parameter.key]
             try:
                 self.input.value = number_text(value) if self.kind in NUMBER_KINDS else value
                 self.touched = True
@@ -113,35 +126,37 @@ class _Field:
 
     def _make_input(self) -> widgets.Widget:
         param = self.parameter
-        label = param.key + (" *" if param.required else "")
         where = " · ".join(x for x in (param.node_name, param.node_id) if x)
         tooltip = f"{param.key} ({param.type}{', required' if param.required else ''})"
         tooltip += f" · {where}" if where else ""
         common: dict[str, Any] = {
-            "description": label, "description_allow_html": False, "tooltip": tooltip,
-            "style": {"description_width": LABEL_WIDTH},
+            # HTML only for the small key beside the words; render escapes both
+            "description": render.field_label(param.key, param.required),
+            "description_allow_html": True, "tooltip": tooltip,
+            "style": {"description_width": render.LAUNCHER_LABEL_WIDTH},
         }
         if self.kind == "textarea":
             return widgets.Textarea(
-                layout=widgets.Layout(width="100%", max_width="720px", height="4.5em"),
+                layout=widgets.Layout(width="100%", max_width="760px", height="4.5em"),
                 placeholder="required" if param.required else "", **common,
             )
         if self.kind in NUMBER_KINDS:
             # A text box, not FloatText: that cannot be empty, and a 0 shown in it reads as
             # "width 0" when the workflow's own default is what will be used.
             return widgets.Text(
-                layout=widgets.Layout(width="22em"),
+                layout=widgets.Layout(width="27em"),
                 placeholder="required" if param.required else "default", **common,
             )
         if self.kind == "bool":
             return widgets.Checkbox(indent=True, layout=widgets.Layout(width="auto"), **common)
         return widgets.Text(
-            layout=widgets.Layout(width="100%", max_width="720px"),
+            layout=widgets.Layout(width="100%", max_width="760px"),
             placeholder="required" if param.required else "", **common,
         )
 
     def _on_edit(self, change: dict[str, Any]) -> None:
         self.touched = True
+        self.show_errors([])  # the user is fixing it: the old message no longer applies
 
     def value(self) -> Any:
         """The value to send, or _NOT_SET to leave the parameter out; ValueError when a
@@ -153,16 +168,32 @@ class _Field:
             return _NOT_SET
         return parse_number(value, self.kind) if self.kind in NUMBER_KINDS else value
 
+    def problem(self) -> str:
+        """Why the field cannot be sent as it is; "" when it can."""
+        try:
+            value = self.value()
+        except ValueError as error:
+            return str(error)
+        return REQUIRED if self.parameter.required and value is _NOT_SET else ""
+
     def show_errors(self, messages: list[str]) -> None:
-        text = "<br>".join(escape(message) for message in messages)
-        self.error.value = f'<div class="mlw-card mlw-field-error" role="alert">⚠ {text}</div>'
+        """Mark the field (error style, messages under it), or unmark it with []."""
+        if not messages and not self.messages:
+            return  # nothing shown: no message to send to the browser
+        self.messages = list(messages)
+        self.error.value = render.field_error(self.messages)
+        if self.messages:
+            self.input.add_class("mlw-invalid")
+        else:
+            self.input.remove_class("mlw-invalid")
 
     def widgets(self) -> list[widgets.Widget]:
         return [self.input, self.error, self.box]
 
 
-class _HistoryRow:
-    """One launched run: a 64 px thumbnail slot and a line with its live status."""
+class HistoryRow:
+    """One launched run: a 64 px thumbnail slot, a line with its live status, and an Open
+    button that shows the run's card in the launcher."""
 
     def __init__(self, number: int, prompt: str) -> None:
         self.number = number
@@ -176,8 +207,12 @@ class _HistoryRow:
                                   object_fit="contain", visibility="hidden"),
         )
         self.text = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
-        self.box = widgets.HBox([self.image, self.text], layout=widgets.Layout(
-            align_items="center", margin="2px 0"))
+        self.open_button = widgets.Button(
+            description="Open", tooltip="Show this run's card above",
+            layout=widgets.Layout(width="auto", flex="0 0 auto"),
+        )
+        self.box = widgets.HBox([self.image, self.text, self.open_button],
+                                layout=widgets.Layout(align_items="center", margin="2px 0"))
 
     def follow(self, run: WorkflowRunWidget) -> None:
         self.run = run
@@ -190,15 +225,10 @@ class _HistoryRow:
     def render(self) -> None:
         run = self.run
         status = run.status if run is not None else "unknown"
-        run_id = escape(str(run.execution_id)) if run is not None else "…"
-        preview = render.shorten(self.prompt, PROMPT_PREVIEW)
+        run_id = str(run.execution_id) if run is not None else ""
         error = run.error if run is not None and status == "failed" else ""
-        markup = (
-            f'<div class="mlw-card mlw-history-row" title="{escape(error)}">'
-            f"<span>#{self.number}</span>{render.status_label(status)}<span>Run {run_id}</span>"
-            f'<span class="mlw-sub" title="{escape(self.prompt)}">'
-            f"{escape(preview)}</span></div>"
-        )
+        markup = render.history_row(self.number, status, run_id, self.prompt, error,
+                                    PROMPT_PREVIEW)
         with self._lock:
             if not self._closed:
                 self.text.value = markup
@@ -221,7 +251,7 @@ class _HistoryRow:
             self._closed = True
         if self.run is not None:
             self.run.unobserve(self._on_status, "status")
-        close_with_parts(self.image, self.text, self.box)
+        close_with_parts(self.image, self.text, self.open_button, self.box)
 
 
 class WorkflowLauncher(widgets.VBox):
@@ -230,12 +260,14 @@ class WorkflowLauncher(widgets.VBox):
 
     ``WorkflowLauncher(workflow_id, api_key=..., base_url=...)`` or ``client=...``; other
     keyword arguments go to each run's ``WorkflowRunWidget`` (``poll_interval``, ...).
-    Create it on the main thread (it fetches the schema there, once).
+    Without a workflow ID it shows a picker of your API-enabled workflows
+    (``client.list_workflows()``) and the form of the one chosen.
+    Create it on the main thread (it fetches the list and the schema there).
     """
 
     def __init__(
         self,
-        workflow_id: str,
+        workflow_id: str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -243,17 +275,24 @@ class WorkflowLauncher(widgets.VBox):
         scheduler: Scheduler | None = None,
         **run_kwargs: Any,
     ) -> None:
-        path_segment(workflow_id, "workflow_id")
-        self.workflow_id = str(workflow_id)
+        if workflow_id is not None:
+            path_segment(workflow_id, "workflow_id")
+        #: the workflow whose form shows (None until one is chosen in the picker)
+        self.workflow_id: str | None = None if workflow_id is None else str(workflow_id)
+        self.picking = workflow_id is None  # True: the picker chooses the workflow
+        self.workflows: list[WorkflowSummary] = []  # the picker's choices
         self.info: WorkflowInfo | None = None
         self.inputs: dict[str, widgets.Widget] = {}  # parameter key -> its input widget
         self.runs: list[WorkflowRunWidget] = []
+        self.history: list[HistoryRow] = []  # one per run, in the order of self.runs
         self._run_kwargs = run_kwargs
         self._owns_client = client is None
         self._client = client or WorkflowsClient(api_key, base_url=base_url)
         self._scheduler = scheduler or shared_scheduler()
         self._fields: list[_Field] = []
-        self._history_rows: list[_HistoryRow] = []
+        self._form_workflow: str | None = None  # the workflow the fields were built for
+        self._drafts: dict[str, dict[str, Any]] = {}  # workflow -> what was typed, unsent
+        self._syncing_picker = False
         self._enable_job: Job | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -264,20 +303,37 @@ class WorkflowLauncher(widgets.VBox):
     # -- public API ---------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Fetch the workflow's schema and (re)build the form; on the main thread."""
+        """Fetch the schema (with the picker, the list of workflows first) and rebuild the
+        form; on the main thread."""
         self._message.value = ""
-        try:
-            info = self._client.get_workflow(self.workflow_id)
-        except ModelsLabError as error:
-            self._show("error", "Could not load the workflow", str(error),
-                       "Check the workflow ID and the API key, then press Reload.")
-            self._reload_button.layout.display = ""
-            self._run_button.layout.display = "none"
+        if self.picking and not self._load_workflows():
             return
-        self.info = info
-        self._reload_button.layout.display = "none"
-        self._run_button.layout.display = ""
-        self._build_form(info)
+        self._load_schema()
+
+    @property
+    def message(self) -> str:
+        """The message area's HTML (errors, notes); "" when it shows nothing."""
+        return str(self._message.value)
+
+    @property
+    def errors(self) -> dict[str, list[str]]:
+        """The highlighted fields: parameter key -> the messages shown under it."""
+        return {field.parameter.key: list(field.messages)
+                for field in self._fields if field.messages}
+
+    @property
+    def current_run(self) -> WorkflowRunWidget | None:
+        """The run whose card shows under the form (the newest, or the one opened)."""
+        shown = self._current.children
+        return shown[0] if shown else None  # type: ignore[return-value]
+
+    def open_run(self, run: WorkflowRunWidget) -> None:
+        """Show one of this launcher's runs in its card area (a history row's Open button)."""
+        if run not in self.runs:
+            raise ValueError("not a run of this launcher")
+        self._current.children = (run,)
+        for row in self.history:
+            row.open_button.disabled = row.run is run
 
     def values(self) -> dict[str, Any]:
         """The parameters the Run button would send now; ValueError naming the first field
@@ -290,38 +346,25 @@ class WorkflowLauncher(widgets.VBox):
                 raise ValueError(f"{field.parameter.key}: {error}") from None
         return {key: value for key, value in chosen.items() if value is not _NOT_SET}
 
-    def _checked_values(self) -> dict[str, Any] | None:
-        """The values, or None after marking every field that holds something invalid."""
-        problems = 0
-        for field in self._fields:
-            field.error.value = ""
-            try:
-                field.value()
-            except ValueError as error:
-                field.show_errors([str(error)])
-                problems += 1
-        if problems:
-            self._show("error", "Please fix the highlighted fields.")
-            return None
-        return self.values()
-
     def launch(self) -> WorkflowRunWidget | None:
         """Start a run with the form's values, as the Run button does (main thread): returns
-        its widget, or None when the server refused (the reason is shown in the form)."""
-        if self.info is None or self._closed:
+        its widget, or None when nothing was sent or the server refused (the reason shows
+        in the form)."""
+        workflow_id = self.workflow_id
+        if self.info is None or self._closed or workflow_id is None:
             return None
         params = self._checked_values()
         if params is None:
             return None  # nothing sent: the fields say what to fix
-        REMEMBERED[self.workflow_id] = dict(params)
+        REMEMBERED[workflow_id] = dict(params)
         self._show("note", "Starting a run…")
         try:
-            execution_id = self._client.run_workflow(self.workflow_id, params)
+            execution_id = self._client.run_workflow(workflow_id, params)
         except ModelsLabError as error:
             self._show_launch_error(error)
             return None
         self._message.value = ""
-        return self._watch(execution_id, params)
+        return self._watch(workflow_id, execution_id, params)
 
     def close(self) -> None:
         """Close every run widget, row and input this launcher made (and its own client)."""
@@ -332,7 +375,7 @@ class WorkflowLauncher(widgets.VBox):
             job, self._enable_job = self._enable_job, None
         if job is not None:
             job.cancel()
-        for row in self._history_rows:
+        for row in self.history:
             row.close()
         for run in self.runs:
             run.close()
@@ -345,7 +388,12 @@ class WorkflowLauncher(widgets.VBox):
             self._client.close()
 
     def __repr__(self) -> str:
-        name = self.info.name if self.info else f"workflow {self.workflow_id} (not loaded)"
+        if self.info is not None:
+            name = self.info.name
+        elif self.workflow_id is None:
+            name = "no workflow chosen"
+        else:
+            name = f"workflow {self.workflow_id} (not loaded)"
         parts = [f"WorkflowLauncher · {name}"]
         if self.info is not None:
             count = len(self.info.parameters)
@@ -362,58 +410,143 @@ class WorkflowLauncher(widgets.VBox):
 
     def _build_views(self) -> None:
         self._style = widgets.HTML(
-            render.STYLE + LAUNCHER_STYLE, layout=widgets.Layout(display="none")
+            render.STYLE + render.LAUNCHER_STYLE, layout=widgets.Layout(display="none")
         )
-        self._header = widgets.HTML()
+        self.picker = widgets.Dropdown(
+            description="Workflow", tooltip="Your workflows enabled for the API",
+            style={"description_width": render.LAUNCHER_LABEL_WIDTH},
+            layout=widgets.Layout(width="100%", max_width="760px", display="none"),
+        )
+        self.picker.observe(self._on_pick, "value")
+        self.header = widgets.HTML()
         self._form = widgets.VBox()
-        self._run_button = widgets.Button(
+        self.run_button = widgets.Button(
             description="Run", icon="play", button_style="primary",
             tooltip="Start a run with these parameters", layout=widgets.Layout(width="auto"),
         )
-        self._run_button.on_click(self._on_run_click)
-        self._reload_button = widgets.Button(
+        self.run_button.on_click(self._on_run_click)
+        self.reload_button = widgets.Button(
             description="Reload", icon="refresh", tooltip="Fetch the workflow's schema again",
             layout=widgets.Layout(width="auto", display="none"),
         )
-        self._reload_button.on_click(lambda _: self.reload())
-        self._buttons = widgets.HBox([self._run_button, self._reload_button])
+        self.reload_button.on_click(lambda _: self.reload())
+        self._buttons = widgets.HBox([self.run_button, self.reload_button])
         self._message = widgets.HTML()
-        self._current = widgets.Box()  # the newest run's card
+        self._current = widgets.Box()  # the card of the newest run, or of the one opened
         self._history_title = widgets.HTML()
         self._history = widgets.VBox()
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._header, self._form, self._buttons, self._message,
-                self._current, self._history_title, self._history]
+        return [self._style, self.picker, self.header, self._form, self._buttons,
+                self._message, self._current, self._history_title, self._history]
 
     def _own_widgets(self) -> list[widgets.Widget]:
-        return [*self._children(), self._run_button, self._reload_button]
+        return [*self._children(), self.run_button, self.reload_button]
 
-    def _build_form(self, info: WorkflowInfo) -> None:
-        for field in self._fields:  # a reload replaces the form
+    def _load_workflows(self) -> bool:
+        """Fill the picker from the API and choose a workflow; False (said in the message
+        area, form cleared) when there is none to choose."""
+        try:
+            workflows = [w for w in self._client.list_workflows() if _usable_id(w.id)]
+        except ModelsLabError as error:
+            workflows = []
+            self._fail("Could not list your workflows", str(error),
+                       "Check the API key and the network, then press Reload.")
+        else:
+            if not workflows:
+                self._fail("No workflows are enabled for the API", "", NO_WORKFLOWS_HINT,
+                           kind="note")
+        self.workflows = workflows
+        if not workflows:
+            self.picker.layout.display = "none"
+            return False
+        ids = [workflow.id for workflow in workflows]
+        chosen = self.workflow_id if self.workflow_id in ids else ids[0]
+        self._syncing_picker = True  # new options move the value: not the user's choice
+        try:
+            self.picker.options = [(option_label(w), w.id) for w in workflows]
+            self.picker.value = chosen
+        finally:
+            self._syncing_picker = False
+        self.picker.layout.display = ""
+        self.workflow_id = chosen
+        return True
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if self._syncing_picker or change["new"] in (None, self.workflow_id):
+            return
+        self._message.value = ""
+        self.workflow_id = str(change["new"])
+        self._load_schema()
+
+    def _load_schema(self) -> None:
+        if self.workflow_id is None:
+            return
+        try:
+            info = self._client.get_workflow(self.workflow_id)
+        except ModelsLabError as error:
+            self._fail("Could not load the workflow", str(error),
+                       "Check the workflow ID and the API key, then press Reload.")
+            return
+        self.reload_button.layout.display = "none"
+        self.run_button.layout.display = ""
+        self._build_form(self.workflow_id, info)
+
+    def _fail(self, title: str, text: str, hint: str, kind: str = "error") -> None:
+        """Nothing to fill in: say why, offer Reload, hide Run."""
+        self._clear_form()
+        self._show(kind, title, text, hint)
+        self.reload_button.layout.display = ""
+        self.run_button.layout.display = "none"
+
+    def _clear_form(self) -> None:
+        """Drop the form, keeping what was typed in it for when its workflow shows again."""
+        if self._form_workflow is not None:
+            self._drafts[self._form_workflow] = {
+                field.parameter.key: field.input.value for field in self._fields if field.touched
+            }
+        for field in self._fields:
             close_with_parts(*field.widgets())
-        remembered = REMEMBERED.get(self.workflow_id, {})
-        self._fields = [_Field(param, remembered) for param in info.parameters]
+        self._fields = []
+        self.inputs = {}
+        self._form.children = ()
+        self.header.value = ""
+        self.info = None
+        self._form_workflow = None
+
+    def _build_form(self, workflow_id: str, info: WorkflowInfo) -> None:
+        self._clear_form()
+        initial = {**REMEMBERED.get(workflow_id, {}), **self._drafts.get(workflow_id, {})}
+        self._fields = [_Field(param, initial) for param in info.parameters]
         self.inputs = {field.parameter.key: field.input for field in self._fields}
         self._form.children = tuple(field.box for field in self._fields)
         any_required = any(param.required for param in info.parameters)
-        description = (
-            f'<div class="mlw-sub">{escape(info.description)}</div>'
-            if info.description else ""
+        self.header.value = render.launcher_header(
+            info.name, info.description, any_required, len(info.parameters)
         )
-        note = '<div class="mlw-hint">* required</div>' if any_required else ""
-        empty = "" if info.parameters else '<div class="mlw-hint">No parameters.</div>'
-        self._header.value = (
-            f'<div class="mlw-card"><div class="mlw-title">{escape(info.name)}</div>'
-            f"{description}{note}{empty}</div>"
-        )
+        self.info = info
+        self._form_workflow = workflow_id
 
     # -- running ------------------------------------------------------------------------
 
+    def _checked_values(self) -> dict[str, Any] | None:
+        """The values, or None after marking every field that cannot be sent as it is
+        (required and empty, or not a number): all of them at once, before any request."""
+        marked = 0
+        for field in self._fields:
+            problem = field.problem()
+            field.show_errors([problem] if problem else [])
+            marked += bool(problem)
+        if marked:
+            self._show("error", "Please fix the highlighted fields.",
+                       f"{marked} field{'s' if marked != 1 else ''} to fix; nothing was sent.")
+            return None
+        return self.values()
+
     def _on_run_click(self, _: widgets.Button) -> None:
-        if self._run_button.disabled or self._closed:
+        if self.run_button.disabled or self._closed:
             return  # a click queued while the previous one was being handled
-        self._run_button.disabled = True
+        self.run_button.disabled = True
         try:
             self.launch()
         finally:
@@ -427,10 +560,12 @@ class WorkflowLauncher(widgets.VBox):
         with self._lock:
             self._enable_job = None
             if not self._closed:
-                self._run_button.disabled = False
+                self.run_button.disabled = False
 
-    def _watch(self, execution_id: int | str, params: dict[str, Any]) -> WorkflowRunWidget:
-        row = _HistoryRow(len(self.runs) + 1, _prompt_of(params))
+    def _watch(
+        self, workflow_id: str, execution_id: int | str, params: dict[str, Any]
+    ) -> WorkflowRunWidget:
+        row = HistoryRow(len(self.runs) + 1, _prompt_of(params))
         kwargs = {"scheduler": self._scheduler, **self._run_kwargs}
         user_callback = kwargs.pop("on_complete", None)
 
@@ -440,27 +575,20 @@ class WorkflowLauncher(widgets.VBox):
                 user_callback(run)
 
         run = WorkflowRunWidget(
-            self.workflow_id, execution_id, client=self._client, on_complete=completed,
-            **kwargs,
+            workflow_id, execution_id, client=self._client, on_complete=completed, **kwargs,
         )
         row.follow(run)
+        row.open_button.on_click(lambda _: self.open_run(run))
         self.runs.append(run)
-        self._history_rows.append(row)
-        self._current.children = (run,)
-        self._history.children = tuple(r.box for r in reversed(self._history_rows))
-        self._history_title.value = '<div class="mlw-card mlw-title">History</div>'
+        self.history.append(row)
+        self._history.children = tuple(r.box for r in reversed(self.history))
+        self._history_title.value = render.HISTORY_TITLE
+        self.open_run(run)
         return run
 
     def _show_launch_error(self, error: ModelsLabError) -> None:
         if isinstance(error, ValidationError) and error.errors:
-            fields = {field.parameter.key: field for field in self._fields}
-            others: list[str] = []
-            for key, messages in error.errors.items():
-                if key in fields:
-                    fields[key].show_errors(messages)
-                else:
-                    others += [f"{key}: {message}" for message in messages]
-            self._show("error", "Please fix the highlighted fields.", "; ".join(others))
+            self._show_field_errors(error.errors)
         elif isinstance(error, RateLimitError):
             wait = error.retry_after
             when = f"in {math.ceil(wait)} s" if wait is not None else "in a moment"
@@ -471,8 +599,33 @@ class WorkflowLauncher(widgets.VBox):
         else:
             self._show("error", "The run was not started", str(error))
 
+    def _show_field_errors(self, errors: dict[str, list[str]]) -> None:
+        """A 422's messages under their fields; those of no field in the message area (and
+        "highlighted" only when some field is)."""
+        fields = {field.parameter.key: field for field in self._fields}
+        others: list[str] = []
+        for key, messages in errors.items():
+            if key in fields:
+                fields[key].show_errors(list(messages))
+            else:
+                others += [f"{key}: {message}" for message in messages]
+        marked = any(key in fields and messages for key, messages in errors.items())
+        title = ("Please fix the highlighted fields." if marked
+                 else "The server refused the parameters.")
+        self._show("error", title, "; ".join(others))
+
     def _show(self, kind: str, title: str, text: str = "", hint: str = "") -> None:
         self._message.value = render.message(kind, title, text, hint)
+
+
+def _usable_id(workflow_id: str) -> bool:
+    """Whether a listed ID can name a workflow in a request (the list is untrusted input:
+    an empty or ".." ID would fail later, outside the message area)."""
+    try:
+        path_segment(workflow_id, "workflow_id")
+    except ValueError:
+        return False
+    return True
 
 
 def _prompt_of(params: dict[str, Any]) -> str:

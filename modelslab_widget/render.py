@@ -264,3 +264,70 @@ def more_outputs(urls: Sequence[str], start: int) -> str:
         return ""
     links = ", ".join(safe_link(url, f"#{start + i + 1}") for i, url in enumerate(urls))
     return f'<div class="mlw-card mlw-caption">{len(urls)} more: {links}</div>'
+
+
+# -- launcher --------------------------------------------------------------------------------
+# The launcher's form, picker and history. Its own rules are scoped with two classes
+# (``.mlw-card.mlw-field-error``) because every run card injects STYLE again further down the
+# page, and a later ``.mlw-card{color:…}`` would otherwise win and grey out the error lines.
+
+LAUNCHER_LABEL_WIDTH = "17.5em"
+
+LAUNCHER_STYLE = """<style>
+.mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
+ font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}
+.mlw-invalid input,.mlw-invalid textarea{border-color:var(--jp-error-color1,#d32f2f)!important;
+ box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}
+.mlw-invalid .widget-label,.mlw-invalid label{color:var(--jp-error-color1,#d32f2f)!important}
+.mlw-key{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-ui-font-size0,11px);
+ color:var(--jp-ui-font-color2,#616161);margin-left:4px}
+.mlw-history-row{display:flex;gap:8px;align-items:center;min-width:0}
+.mlw-history-row>span{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+</style>"""
+
+HISTORY_TITLE = '<div class="mlw-card mlw-title">History</div>'
+
+
+def field_words(key: str) -> str:
+    """A parameter key as words: ``negative_prompt`` -> ``Negative prompt`` (plain text)."""
+    words = " ".join(key.replace("_", " ").replace("-", " ").split())
+    return words[:1].upper() + words[1:] if words else key
+
+
+def field_label(key: str, required: bool) -> str:
+    """A field's label: the key as words, ``*`` when required, and the key itself small
+    beside it (it is what ``launcher.inputs`` and the API call the field)."""
+    mark = " *" if required else ""
+    return f'{escape(field_words(key))}{mark}<span class="mlw-key">{escape(key)}</span>'
+
+
+def field_error(messages: Sequence[str]) -> str:
+    """The error line under a field; empty when there is nothing to say."""
+    if not messages:
+        return ""
+    text = "<br>".join(escape(message) for message in messages)
+    return f'<div class="mlw-card mlw-field-error" role="alert">⚠ {text}</div>'
+
+
+def launcher_header(name: str, description: str, any_required: bool, parameters: int) -> str:
+    """The form's title block: the workflow's name and description, the ``*`` note."""
+    about = f'<div class="mlw-sub">{escape(description)}</div>' if description else ""
+    note = '<div class="mlw-hint">* required</div>' if any_required else ""
+    empty = "" if parameters else '<div class="mlw-hint">No parameters.</div>'
+    return (
+        f'<div class="mlw-card"><div class="mlw-title">{escape(name)}</div>'
+        f"{about}{note}{empty}</div>"
+    )
+
+
+def history_row(
+    number: int, status: str, execution_id: str, prompt: str, error: str, preview: int
+) -> str:
+    """One launched run in the history: number, status, run ID, the prompt shortened."""
+    run_id = escape(execution_id) if execution_id else "…"
+    return (
+        f'<div class="mlw-card mlw-history-row" title="{escape(error)}">'
+        f"<span>#{number}</span>{status_label(status)}<span>Run {run_id}</span>"
+        f'<span class="mlw-sub" title="{escape(prompt)}">'
+        f"{escape(shorten(prompt, preview))}</span></div>"
+    )

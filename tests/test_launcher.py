@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import ipywidgets as widgets
 import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
 
-from modelslab_widget import WorkflowRunWidget
-from modelslab_widget.errors import ValidationError
+from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.launcher import REMEMBERED, WorkflowLauncher, input_kind, parse_number
 from modelslab_widget.models import Parameter
 from modelslab_widget.simulator import Fault
@@ -73,9 +73,13 @@ def test_form_from_the_documented_schema(documented, make):
     assert isinstance(inputs["negative_prompt"], widgets.Textarea)  # prompt-like
     assert isinstance(inputs["width"], widgets.Text)  # a number box that can be empty
     assert inputs["width"].placeholder == "default" and inputs["width"].value == ""
-    assert [w.description for w in inputs.values()] == ["prompt *", "negative_prompt", "width"]
+    assert [w.description for w in inputs.values()] == [
+        'Prompt *<span class="mlw-key">prompt</span>',
+        'Negative prompt<span class="mlw-key">negative_prompt</span>',
+        'Width<span class="mlw-key">width</span>',
+    ]
     assert "Text to Image" in inputs["prompt"].tooltip
-    header = launcher._header.value
+    header = launcher.header.value
     assert "* required" in header and "Image &lt;Generator&gt;" in header
     assert "<Generator>" not in header
     assert launcher.values() == {}  # nothing typed: untouched optional width is left out
@@ -91,10 +95,9 @@ def test_form_with_every_parameter_type(sim, make):
         "tile": widgets.Checkbox, "init_image": widgets.Text,
     }
     assert launcher.inputs["steps"].placeholder == "required"
-    marked = [w.description for w in launcher.inputs.values() if w.description.endswith(" *")]
-    assert marked == ["title *", "steps *"]
+    marked = [key for key, w in launcher.inputs.items() if " *<span" in w.description]
+    assert marked == ["title", "steps"]
     assert launcher.inputs["init_image"].tooltip.endswith("<i>Loader</i>")  # plain text
-    assert launcher.inputs["init_image"].description_allow_html is False
     # Empty boxes are left out (the workflow's default applies); an untouched optional
     # checkbox too; numbers go as the schema's type.
     assert launcher.values() == {}
@@ -119,54 +122,82 @@ def test_a_double_click_launches_one_run(sim, documented, make):
     sim.post_faults(documented, [Fault("slow", delay=0.2)])  # the answer takes a while
     launcher = make(documented)
     launcher.inputs["prompt"].value = "a lighthouse"
-    press(launcher._run_button)
-    assert launcher._run_button.disabled  # still, after the answer came back
-    press(launcher._run_button)  # the second click of the double click, queued meanwhile
+    press(launcher.run_button)
+    assert launcher.run_button.disabled  # still, after the answer came back
+    press(launcher.run_button)  # the second click of the double click, queued meanwhile
     assert sim.runs_started(documented) == 1 and len(launcher.runs) == 1
-    wait_for(lambda: not launcher._run_button.disabled, timeout=3)
-    press(launcher._run_button)  # a deliberate later click does launch again
+    wait_for(lambda: not launcher.run_button.disabled, timeout=3)
+    press(launcher.run_button)  # a deliberate later click does launch again
     assert sim.runs_started(documented) == 2 and len(launcher.runs) == 2
-    assert launcher._current.children == (launcher.runs[1],)
+    assert launcher.current_run is launcher.runs[1]
 
 
-def test_missing_required_field_gets_the_servers_message_on_it(sim, documented, make):
-    launcher = make(documented)
-    launcher.inputs["width"].value = "640"
+def invalid(widget: widgets.Widget) -> bool:
+    """Whether the browser shows the widget in the error style (its synced CSS classes)."""
+    return "mlw-invalid" in widget._dom_classes
+
+
+def test_every_field_is_checked_at_once_before_anything_is_sent(sim, make):
+    # Issue 14.7: an empty required field was flagged only on the second Run, after another
+    # field's error was fixed; nothing was highlighted; an error stayed after the fix.
+    workflow = sim.add_workflow(parameters=EVERY_TYPE, steps=FAST)
+    launcher = make(workflow)
+    launcher.inputs["steps"].value = "twelve"
     assert launcher.launch() is None
-    errors = {field.parameter.key: field.error.value for field in launcher._fields}
-    assert "The prompt field is required." in errors["prompt"]
-    assert errors["negative_prompt"] == errors["width"] == ""
-    assert "highlighted fields" in launcher._message.value
-    assert sim.runs_started(documented) == 0 and launcher.runs == []
-    launcher.inputs["prompt"].value = "fixed"
-    assert launcher.launch() is not None
-    assert all(field.error.value == "" for field in launcher._fields)
-    assert launcher._message.value == ""
+    assert sim.runs_started(workflow) == 0
+    assert launcher.errors == {"title": ["This field is required."],
+                               "steps": ["Enter a number."]}
+    assert invalid(launcher.inputs["title"]) and invalid(launcher.inputs["steps"])
+    assert not invalid(launcher.inputs["strength"])
+    assert "Please fix the highlighted fields." in launcher.message
+    assert "2 fields to fix; nothing was sent." in launcher.message
+    launcher.inputs["title"].value = "poster"  # editing a field clears its error at once
+    assert launcher.errors == {"steps": ["Enter a number."]}
+    assert not invalid(launcher.inputs["title"]) and invalid(launcher.inputs["steps"])
+    launcher.inputs["steps"].value = "12"
+    assert launcher.errors == {} and not invalid(launcher.inputs["steps"])
+    assert launcher.launch() is not None and sim.runs_started(workflow) == 1
+    assert launcher.message == ""
 
 
-def test_validation_messages_are_escaped_and_unknown_fields_listed(documented, make, client,
-                                                                   monkeypatch):
+def test_a_servers_field_message_shows_on_its_field_until_edited(sim, documented, make):
     launcher = make(documented)
+    # The workflow changes on the server after the form was built: width becomes required.
+    parameters = json.loads(SCHEMA.read_text())["parameters"]
+    parameters[2] = {**parameters[2], "required": True}
+    sim.add_workflow(documented, parameters=parameters, steps=FAST)
+    launcher.inputs["prompt"].value = "a lighthouse"
+    assert launcher.launch() is None
+    assert launcher.errors == {"width": ["The width field is required."]}  # the server's words
+    assert invalid(launcher.inputs["width"])
+    assert "Please fix the highlighted fields." in launcher.message
+    assert sim.runs_started(documented) == 0
+    launcher.inputs["width"].value = "640"
+    assert launcher.errors == {} and not invalid(launcher.inputs["width"])
+    assert launcher.launch() is not None and sim.runs_started(documented) == 1
 
-    def refuse(workflow_id, params):
-        raise ValidationError("422", errors={"prompt": ["<b>too</b> long", "second"],
-                                             "body": ["<script>x</script>"]})
 
-    monkeypatch.setattr(client, "run_workflow", refuse)
-    launcher.inputs["prompt"].value = "x"
-    launcher.launch()
-    prompt_error = launcher._fields[0].error.value
-    assert "&lt;b&gt;too&lt;/b&gt; long<br>second" in prompt_error and "<b>" not in prompt_error
-    assert "body: &lt;script&gt;" in launcher._message.value
-    assert "<script>" not in launcher._message.value
+def test_a_message_for_no_field_of_the_form_does_not_claim_highlights(sim, documented, make):
+    launcher = make(documented)
+    # A parameter the form does not have, with markup in its name (escaped when shown).
+    parameters = [*json.loads(SCHEMA.read_text())["parameters"],
+                  {"key": "<script>seed</script>", "type": "integer", "required": True}]
+    sim.add_workflow(documented, parameters=parameters, steps=FAST)
+    launcher.inputs["prompt"].value = "a lighthouse"
+    assert launcher.launch() is None
+    assert launcher.errors == {}
+    assert "highlighted" not in launcher.message
+    assert "The server refused the parameters." in launcher.message
+    assert "&lt;script&gt;seed&lt;/script&gt;: The &lt;script&gt;seed" in launcher.message
+    assert "<script>" not in launcher.message
 
 
 def test_rate_limit_says_when_to_try_again(sim, documented, make):
     sim.post_faults(documented, [Fault("rate_limit", retry_after=7)])
     launcher = make(documented)
     launcher.inputs["prompt"].value = "a lighthouse"
-    press(launcher._run_button)
-    assert "Rate limited: try again in 7 s." in launcher._message.value
+    press(launcher.run_button)
+    assert "Rate limited: try again in 7 s." in launcher.message
     assert launcher.runs == [] and sim.runs_started(documented) == 0
 
 
@@ -176,7 +207,7 @@ def test_lost_answer_is_not_retried_and_says_the_run_may_exist(sim, documented, 
     launcher.inputs["prompt"].value = "a lighthouse"
     assert launcher.launch() is None
     assert sim.runs_started(documented) == 1  # exactly one: POST is never re-sent
-    assert "may have started anyway" in launcher._message.value
+    assert "may have started anyway" in launcher.message
 
 
 @pytest.mark.parametrize(
@@ -192,14 +223,13 @@ def test_a_bad_number_is_marked_on_its_field_and_nothing_is_sent(sim, make, key,
     launcher.inputs[key].value = text
     assert launcher.launch() is None
     assert sim.runs_started(workflow) == 0
-    assert message in launcher._fields[[f.parameter.key for f in launcher._fields].index(key)
-                                        ].error.value
-    assert "fix the highlighted fields" in launcher._message.value
+    assert launcher.errors == {key: [message]} and invalid(launcher.inputs[key])
+    assert "fix the highlighted fields" in launcher.message
     with pytest.raises(ValueError, match=key):
         launcher.values()
     launcher.inputs[key].value = "3"
     assert launcher.launch() is not None and sim.runs_started(workflow) == 1
-    assert all(not field.error.value for field in launcher._fields)
+    assert launcher.errors == {}
 
 
 def test_numbers_parse_exactly_as_the_schema_type():
@@ -229,9 +259,9 @@ def test_a_completed_run_shows_in_history_with_a_thumbnail(sim, documented, make
     launcher = make(documented)
     long_prompt = "a lighthouse at dusk, " * 10
     launcher.inputs["prompt"].value = long_prompt
-    press(launcher._run_button)
+    press(launcher.run_button)
     run = launcher.runs[0]
-    row = launcher._history_rows[0]
+    row = launcher.history[0]
     wait_for(lambda: "Running" in row.text.value or run.status == "completed", timeout=5)
     run.wait(10)
     wait_for(lambda: row.image.layout.visibility == "visible", timeout=5)
@@ -239,29 +269,144 @@ def test_a_completed_run_shows_in_history_with_a_thumbnail(sim, documented, make
     assert "a lighthouse at dusk, a lighthouse" in row.text.value and "…" in row.text.value
     thumb = Image.open(io.BytesIO(row.image.value))
     assert thumb.format == "JPEG" and max(thumb.size) <= 64
-    assert launcher._history.children == (row.box,)
+    assert launcher.history == [row] and row.run is run
     assert repr(launcher).endswith("· 1 run (1 completed)")
 
 
 def test_unknown_workflow_shows_an_error_and_reload_recovers(sim, make):
     launcher = make("no-such-workflow")
-    assert "Could not load the workflow" in launcher._message.value
-    assert launcher._run_button.layout.display == "none" and launcher.launch() is None
+    assert "Could not load the workflow" in launcher.message
+    assert launcher.run_button.layout.display == "none" and launcher.launch() is None
     assert "not loaded" in repr(launcher)
     sim.add_workflow("no-such-workflow", steps=FAST)
-    press(launcher._reload_button)
+    press(launcher.reload_button)
     assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]
-    assert launcher._run_button.layout.display == "" and launcher._message.value == ""
+    assert launcher.run_button.layout.display == "" and launcher.message == ""
 
 
 def test_close_leaves_no_threads_or_widgets(no_leftover_threads, sim, documented, client):
     before = len(live_widgets)
     launcher = WorkflowLauncher(documented, client=client, poll_interval=0.1)
     launcher.inputs["prompt"].value = "one"
-    press(launcher._run_button)
+    press(launcher.run_button)
     launcher.runs[0].wait(10)
     launcher.inputs["prompt"].value = "two"
     launcher.launch()  # still running when closed
     launcher.close()
     assert len(live_widgets) == before
     assert all(run.comm is None for run in launcher.runs)
+
+
+def test_labels_read_as_words_with_the_key_beside_them(sim, make):
+    workflow = sim.add_workflow(parameters=[
+        {"key": "negative_prompt", "type": "string", "required": True},
+        {"key": "<b>cfg</b>_scale", "type": "number"},
+    ], steps=FAST)
+    launcher = make(workflow)
+    negative = launcher.inputs["negative_prompt"]
+    assert negative.description == (
+        'Negative prompt *<span class="mlw-key">negative_prompt</span>')
+    hostile = launcher.inputs["<b>cfg</b>_scale"].description
+    assert hostile == ('&lt;b&gt;cfg&lt;/b&gt; scale'
+                       '<span class="mlw-key">&lt;b&gt;cfg&lt;/b&gt;_scale</span>')
+
+
+def test_each_history_row_opens_its_runs_card(sim, documented, make, client):
+    launcher = make(documented)
+    for prompt in ("first", "second"):
+        launcher.inputs["prompt"].value = prompt
+        assert launcher.launch() is not None
+    first, second = launcher.history
+    assert [row.run for row in launcher.history] == launcher.runs
+    assert launcher.current_run is second.run  # the newest run's card shows
+    assert first.open_button.disabled is False and second.open_button.disabled is True
+    press(first.open_button)
+    assert launcher.current_run is first.run
+    assert first.open_button.disabled is True and second.open_button.disabled is False
+    press(second.open_button)
+    assert launcher.current_run is second.run
+    stranger = WorkflowRunWidget(documented, 1, client=client, autostart=False)
+    with pytest.raises(ValueError, match="not a run of this launcher"):
+        launcher.open_run(stranger)
+    stranger.close()
+    assert launcher.current_run is second.run
+
+
+# -- the picker: WorkflowLauncher() with no workflow ID ----------------------------------------
+
+
+def labels(launcher: WorkflowLauncher) -> dict[str, str]:
+    """The picker's entries: workflow ID -> the text shown for it."""
+    return {value: label for label, value in launcher.picker.options}
+
+
+def test_the_picker_lists_workflows_and_builds_the_chosen_ones_form(sim, documented, make):
+    every = sim.add_workflow(name="Every <type>", parameters=EVERY_TYPE, steps=FAST,
+                             rate_limit=5)
+    launcher = make(None)
+    assert launcher.picker.layout.display == "" and launcher.message == ""
+    shown = labels(launcher)
+    assert {documented, every} <= set(shown)
+    assert shown[every] == "Every <type> — 5/min · 0 runs"  # plain text: a Dropdown escapes
+    assert launcher.workflow_id == launcher.picker.value  # the first one is chosen
+    launcher.picker.value = documented
+    assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]
+    assert launcher.info is not None and launcher.info.name == "Image <Generator>"
+    launcher.inputs["prompt"].value = "typed, not sent"
+    launcher.picker.value = every  # switching rebuilds the form for the other workflow
+    assert list(launcher.inputs) == ["title", "strength", "steps", "tile", "init_image"]
+    launcher.inputs["title"].value = "poster"
+    launcher.inputs["steps"].value = "20"
+    run = launcher.launch()
+    assert run is not None and run.workflow_id == every
+    assert sim.runs_started(every) == 1 and sim.runs_started(documented) == 0
+    launcher.picker.value = documented  # what was typed there is still there
+    assert launcher.inputs["prompt"].value == "typed, not sent"
+    launcher.picker.value = every
+    assert launcher.values() == {"title": "poster", "steps": 20}
+    assert launcher.history[0].run is run and launcher.current_run is run
+
+
+def test_the_picker_says_how_to_enable_a_workflow_when_there_is_none(sim, make):
+    sim.list_faults([Fault("json", body={"status": "success", "workflows": []})])
+    launcher = make(None)
+    assert launcher.workflows == [] and launcher.picker.layout.display == "none"
+    assert "No workflows are enabled for the API" in launcher.message
+    assert "enable it as an API endpoint" in launcher.message
+    assert launcher.run_button.layout.display == "none" and launcher.inputs == {}
+    assert launcher.launch() is None and repr(launcher).startswith(
+        "WorkflowLauncher · no workflow chosen")
+    press(launcher.reload_button)  # the next answer lists the workflows again
+    assert launcher.workflows and launcher.inputs and launcher.message == ""
+    assert launcher.run_button.layout.display == ""
+
+
+def test_a_bad_key_shows_in_the_launchers_message_area(sim, make):
+    with WorkflowsClient("sim-wrong-key", base_url=sim.base_url) as wrong:
+        launcher = make(None, client=wrong)
+        assert "Could not list your workflows" in launcher.message
+        assert "Check the API key" in launcher.message
+        assert launcher.reload_button.layout.display == "" and launcher.inputs == {}
+        assert "sim-wrong-key" not in launcher.message and sim.api_key not in launcher.message
+
+
+def test_no_network_shows_in_the_launchers_message_area(make):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with WorkflowsClient("sim-key", base_url=f"http://127.0.0.1:{port}/api/v1",
+                         timeout=(0.5, 0.5), backoff_factor=0.01) as offline:
+        launcher = make(None, client=offline)
+        assert "Could not list your workflows" in launcher.message
+        assert launcher.picker.layout.display == "none"
+        assert launcher.reload_button.layout.display == ""
+
+
+def test_the_picker_takes_the_list_as_untrusted_input(sim, documented, make):
+    listed = [{"id": "..", "name": "dot dot"}, {"id": "", "name": "no id"},
+              {"id": documented, "name": "<b>Mine</b>", "rate_limit": None, "call_count": 1}]
+    sim.list_faults([Fault("json", body={"status": "success", "workflows": listed})])
+    launcher = make(None)
+    assert launcher.picker.options == (("<b>Mine</b> — 1 run", documented),)
+    assert [w.id for w in launcher.workflows] == [documented]
+    assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]

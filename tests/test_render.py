@@ -73,3 +73,33 @@ def test_the_window_holds_the_active_step_and_moves_in_jumps(rows):
             windows.append((start, end))
         moves = len(set(windows)) - 1
         assert moves <= count // max(1, rows // 2) + 1, (count, rows, sorted(set(windows)))
+
+
+# -- launcher --
+
+
+def test_field_labels_are_words_with_the_key_small_beside_them():
+    assert render.field_words("negative_prompt") == "Negative prompt"
+    assert render.field_words("cfg-scale") == "Cfg scale" and render.field_words("_") == "_"
+    assert render.field_label("width", True) == 'Width *<span class="mlw-key">width</span>'
+    assert "<i>" not in render.field_label("<i>x</i>", False)
+
+
+def test_field_errors_are_escaped_and_in_the_error_colour():
+    html = render.field_error(["<b>too</b> long", "second"])
+    assert "&lt;b&gt;too&lt;/b&gt; long<br>second" in html and "<b>" not in html
+    assert 'class="mlw-card mlw-field-error"' in html and render.field_error([]) == ""
+    # two classes, so a run card's later `.mlw-card{color:…}` cannot override the colour
+    assert ".mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f)" in (
+        render.LAUNCHER_STYLE)
+    assert ".mlw-invalid input,.mlw-invalid textarea{border-color:var(--jp-error-color1" in (
+        render.LAUNCHER_STYLE)
+
+
+def test_launcher_header_and_history_row_escape_api_text():
+    header = render.launcher_header("<b>W</b>", "a & b", True, 0)
+    assert "&lt;b&gt;W&lt;/b&gt;" in header and "a &amp; b" in header
+    assert "* required" in header and "No parameters." in header
+    row = render.history_row(2, "failed", "<7>", "x" * 80, '"boom"', 60)
+    assert "#2" in row and "Run &lt;7&gt;" in row and 'title="&quot;boom&quot;"' in row
+    assert "x" * 59 + "…" in row and "✕ Failed" in row
