@@ -32,6 +32,7 @@ from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationErro
 from .media import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .scheduler import Job, Scheduler, shared_scheduler
+from .text import shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)
@@ -98,7 +99,7 @@ def option_label(workflow: WorkflowSummary) -> str:
         hints.append(f"{workflow.rate_limit}/min")
     if workflow.call_count is not None:
         hints.append(f"{workflow.call_count} run{'s' if workflow.call_count != 1 else ''}")
-    name = render.shorten(" ".join(str(workflow.name or "").split()) or workflow.id, OPTION_NAME)
+    name = shorten(" ".join(str(workflow.name or "").split()) or workflow.id, OPTION_NAME)
     return f"{name} — {' · '.join(hints)}" if hints else name
 
 

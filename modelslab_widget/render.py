@@ -14,8 +14,7 @@ from html import escape
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .text import ICONS, MAX_ROWS, format_seconds, step_window
-from .text import shorten as shorten  # the launcher's history row uses render.shorten
+from .text import ICONS, MAX_ROWS, format_seconds, shorten, step_window
 
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);

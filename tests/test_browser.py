@@ -460,7 +460,7 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
         ".jp-OutputArea-output", has=page.locator(".widget-textarea")
     )
     # the prompt's text area (the form has a negative_prompt one too), by its label
-    prompt_label = page.locator("label", has_text=re.compile(r"^prompt( \*)?$"))
+    prompt_label = page.locator("label", has_text=re.compile(r"^Prompt( \*)?\s*prompt$"))
     textarea = launcher.locator(".widget-textarea", has=prompt_label).locator("textarea")
     try:
         expect(textarea).to_be_visible(timeout=90_000)
