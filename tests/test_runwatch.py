@@ -6,6 +6,8 @@ that closes leaves the others live; board rows and the command line learn step d
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 
@@ -13,11 +15,12 @@ from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.cli import watch_and_report
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.runwatch import watch_for
-from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
 from .conftest import wait_for
 
 STEPS = [("Text to Image", 0.6), ("Image Upscaler", 0.6)]
+FAST = [("Text to Image", 0.1), ("Image Upscaler", 0.1)]
 
 
 def status_requests(sim, eid: int) -> int:
@@ -141,3 +144,69 @@ def test_the_command_line_gets_the_estimate_and_polls_less_on_a_repeat_run(sim, 
     assert repeat_polls < first_polls
     if live:
         assert "left" in shown  # the live view shows the estimate ("~1.8 s left")
+
+
+def test_an_unforeseen_exception_ends_watching_instead_of_hanging(sim, client, monkeypatch):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, autostart=False)
+    monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
+    widget.start()
+    with pytest.raises(ZeroDivisionError):
+        widget.wait(5)
+    assert not widget.watching and "division" in widget.error
+    widget.close()
+
+
+def test_wait_in_the_moment_between_the_poller_ending_and_the_widget_hearing_of_it(
+    sim, client, monkeypatch
+):
+    """The poller goes inactive just before it calls on_finished. wait() arriving in that
+    gap once restarted polling (CI caught it); it must instead wait for the end it missed.
+    The end is held back until wait() is inside, so the gap is hit every time."""
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, autostart=False)
+    monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
+    watch = widget.run_watch
+    told = watch.on_finished
+    waiting = threading.Event()
+
+    class NotingCondition(threading.Condition):
+        def wait_for(self, predicate, timeout=None):  # wait() decided whether to start
+            waiting.set()
+            return super().wait_for(predicate, timeout)
+
+    def hear_late(snapshot, error):
+        assert waiting.wait(5), "wait() was not called"  # the gap stays open until then
+        told(snapshot, error)
+
+    watch._changed = NotingCondition(watch._lock)
+    watch.on_finished = hear_late  # the poller calls its listener's attribute
+    widget.start()
+    wait_for(lambda: not watch.polling)
+    with pytest.raises(ZeroDivisionError):
+        widget.wait(5)
+    assert not widget.watching and watch.polls == 1
+    widget.close()
+
+
+def test_a_stale_timeout_does_not_end_a_resumed_watch(sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]),
+                               client=client, poll_interval=0.05, timeout=0.3)
+    with pytest.raises(TimeoutError):
+        widget.wait(5)
+    resumed = time.monotonic()
+    widget.start()  # a fresh time limit: the first one's job must not end it early
+    with pytest.raises(TimeoutError):
+        widget.wait(5)
+    assert time.monotonic() - resumed >= 0.29  # a timer never fires early
+    widget.close()
+
+
+def test_close_while_thumbnails_load_wakes_wait(sim, client):
+    eid = sim.add_run(steps=[("Only", 0.05)], images=1,
+                      image_faults={0: Fault("slow", delay=3)})
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    wait_for(lambda: widget.status == "completed")
+    threading.Timer(0.2, widget.close).start()
+    with pytest.raises(RuntimeError, match="closed"):
+        widget.wait(5)

@@ -3,8 +3,10 @@ timeouts, permanent and transient errors, images, escaping and thread lifetime."
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
@@ -277,8 +279,11 @@ def test_bad_ids_and_interval_are_refused(client):
 
 
 def test_watch_displays_and_returns_the_widget(sim, client, capsys):
-    widget = watch(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client, poll_interval=0.1)
+    eid = sim.add_run(steps=FAST)
+    widget = watch(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.1)
     try:
+        # Outside a kernel IPython's display() prints the text form: it was displayed.
+        assert capsys.readouterr().out.startswith(f"Run {eid} · ")
         assert isinstance(widget, WorkflowRunWidget) and widget.wait(10).status == "completed"
     finally:
         widget.close()
@@ -303,7 +308,9 @@ def test_close_while_running_ends_the_threads(no_leftover_threads, sim, client):
     wait_for(lambda: widget.polls >= 1)
     widget.close()
     assert not widget.watching
-    assert threading.active_count() >= 1
+    requests = sim.request_count("status")
+    wait_for(lambda: not [t for t in our_threads() if t.startswith("modelslab-widget")])
+    assert sim.request_count("status") == requests  # nothing was polled after close()
 
 
 def test_save_images_writes_the_served_bytes_without_overwriting(sim, make, client, tmp_path):
@@ -341,3 +348,47 @@ def test_images_are_full_size_and_fetched_once(sim, make):
     fetched = sim.request_count("image")
     assert [im.size for im in images] == [(640, 480)] * 2
     assert widget.images()[0] is images[0] and sim.request_count("image") == fetched
+
+
+def test_on_complete_runs_outside_the_widget_lock(sim, client):
+    seen = []
+
+    def other_thread_can_lock(lock) -> bool:
+        got = lock.acquire(timeout=1)
+        if got:
+            lock.release()
+        return got
+
+    def callback(w):
+        probe = threading.Thread(target=lambda: seen.append(other_thread_can_lock(w._lock)))
+        probe.start()
+        probe.join()
+
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, on_complete=callback)
+    widget.wait(10)
+    wait_for(lambda: seen)
+    assert seen == [True]
+    widget.close()
+
+
+def test_a_forgotten_closed_widget_is_collected(sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]),
+                               client=client, poll_interval=0.05)
+    ref = weakref.ref(widget)
+    wait_for(lambda: ref().polls >= 2)
+    widget.close()
+    del widget
+    gc.collect()
+    assert ref() is None, "the scheduler or the poller still holds the widget"
+
+
+def test_malformed_output_url_gets_a_placeholder_and_wait_returns(sim, client):
+    body = {"status": "success", "steps": [],
+            "execution": {"id": 1, "status": "completed"},
+            "output": {"output": ["http://[::1/x.png"]}}
+    eid = sim.add_run(steps=FAST, status_faults=[Fault("json", body=body)])
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    assert widget.wait(5).status == "completed"
+    assert widget.thumbnails == [] and len(widget.thumbnail_errors) == 1
+    widget.close()
