@@ -21,7 +21,7 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .models import RunSnapshot, Step, WorkflowInfo
+from .models import RunSnapshot, Step, WorkflowInfo, WorkflowSummary
 
 # The widgets load ipywidgets (and IPython); the client, the CLI and the simulator do not
 # need them, so they are imported on first use.
@@ -65,6 +65,7 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowLauncher",
     "WorkflowRunWidget",
+    "WorkflowSummary",
     "WorkflowsClient",
     "__version__",
     "watch",
