@@ -15,6 +15,7 @@ and click handlers); poll and image callbacks, on pool threads, only set values.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import render, runwatch
+from .aio import until_done
 from .client import WorkflowsClient, path_segment
 from .media import encode_small
 from .models import RunSnapshot
@@ -464,6 +466,20 @@ class RunBoard(widgets.VBox):
                 return
             self._counts.value = counts_html(self.counts())
 
+
+    async def wait_async(self, timeout: float | None = None) -> dict[str, int]:
+        """``await`` every run added so far: returns ``counts()`` and raises ``TimeoutError``
+        like ``wait()``, while the event loop (other coroutines in the kernel) keeps running."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for row in self.runs:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await until_done(row.run_watch, row, left)
+            except TimeoutError:
+                pending = sum(1 for r in self.runs if not r.settled)
+                raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s") from None
+        return self.counts()
 
 def _policy_from(kwargs: dict[str, Any]) -> PollPolicy:
     """The polling part of a row's keyword arguments (the rest are for its card)."""

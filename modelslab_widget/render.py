@@ -330,3 +330,46 @@ def history_row(
         f'<span class="mlw-sub" title="{escape(prompt)}">'
         f"{escape(shorten(prompt, preview))}</span></div>"
     )
+
+
+# -- the saved card ---------------------------------------------------------------------------
+# What a notebook shows where no widget JavaScript runs (GitHub, nbviewer, nbconvert HTML,
+# VS Code's preview): the card's final markup, self-contained. The fragments are the card's
+# own views (already escaped above); images travel as data URIs; there is no script.
+
+
+@dataclass(frozen=True)
+class StaticImage:
+    """A thumbnail for the saved card: the encoded bytes, their format, and its caption."""
+
+    data: bytes
+    format: str  # "jpeg" or "png"
+    caption: str  # markup from caption()
+
+
+def static_card(fragments: Sequence[str], images: Sequence[StaticImage], more: str = "") -> str:
+    """The card as one HTML document fragment: its CSS, the given view fragments (header,
+    step rows, message) and a row of inline thumbnails with their links."""
+    import base64  # only the saved card needs it
+
+    slots = "".join(
+        '<div style="margin:4px 8px 4px 0">'
+        f'<img alt="output #{index + 1}" style="display:block;max-width:100%" '
+        f'src="data:image/{escape(image.format)};base64,{base64.b64encode(image.data).decode()}">'
+        f"{image.caption}</div>"
+        for index, image in enumerate(images)
+    )
+    gallery = (
+        f'<div class="mlw-gallery" style="display:flex;flex-flow:row wrap">{slots}{more}</div>'
+        if slots or more else ""
+    )
+    body = "".join(fragment for fragment in fragments if fragment)
+    return (
+        f"{STYLE}<div class=\"mlw-static\" style=\"border:1px solid #e0e0e0;padding:6px 10px;"
+        f'max-width:960px">{body}{gallery}</div>'
+    )
+
+
+def hint_line(text: str) -> str:
+    """One quiet line under the header (e.g. how to see updates in Colab)."""
+    return f'<div class="mlw-card mlw-hint" role="note">{escape(text)}</div>' if text else ""

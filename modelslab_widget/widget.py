@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import astuple, replace
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-from IPython.display import display
+from IPython.display import display, update_display
 from ipywidgets.widgets.widget_string import HTMLStyle
 from traitlets import Dict, Int, List, Unicode
 
 from . import render, runwatch
+from .aio import DeferredUpdates, in_colab, until_done
 from .client import WorkflowsClient, path_segment
 from .eta import Estimate
 from .media import (
@@ -45,6 +47,11 @@ from .text import explain, format_seconds, plural
 log = logging.getLogger("modelslab_widget")
 
 DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as links
+WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
+COLAB_HINT = (
+    "In Colab this card updates only while a cell waits for it: "
+    "call run.wait() (or await run.wait_async())."
+)
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
@@ -184,6 +191,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
+        self._setup_travel()
         self._watch.attach(self, policy, thumbnail_size=thumbnail_size,
                            max_thumbnails=max_thumbnails)
         self.observe(self._on_status_change, "status")
@@ -232,6 +240,8 @@ class WorkflowRunWidget(widgets.VBox):
         ``NotFoundError``, ``ServerError``, ...)."""
         if not self._watch.done_for(self) and not self.watching:
             self.start()  # autostart=False: wait() starts watching (not after stop())
+        if self._updates is not None:
+            return self._wait_applying(timeout)
         return self._watch.wait(self, timeout)
 
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
@@ -302,6 +312,8 @@ class WorkflowRunWidget(widgets.VBox):
     # -- the watch tells us (background threads) ----------------------------------------
 
     def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
+        if self._deferred(self.watch_changed, watch, change, detail):
+            return
         with self._lock:
             if change == runwatch.PAUSED:  # this card's own timeout
                 self._show_end()
@@ -375,6 +387,7 @@ class WorkflowRunWidget(widgets.VBox):
                     and snapshot is not None and snapshot.is_terminal)
             self._completed_for_user = self._completed_for_user or call
             self._update_controls()
+        self._publish_final()
         if call and self.on_complete is not None:
             try:
                 self.on_complete(self)
@@ -454,7 +467,7 @@ class WorkflowRunWidget(widgets.VBox):
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
             self._controls, self._top, *self._steps_view.widgets(), self._message,
-            *self._gallery.widgets(),
+            *self._gallery.widgets(), *self._travel_widgets(),
         ]
 
     def _on_status_change(self, change: dict[str, Any]) -> None:
@@ -490,6 +503,8 @@ class WorkflowRunWidget(widgets.VBox):
         self._tick_job = self._watch.scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
 
     def _tick(self) -> None:
+        if self._deferred(self._tick):
+            return
         with self._lock:
             if not self.watching:
                 return
@@ -512,6 +527,123 @@ class WorkflowRunWidget(widgets.VBox):
         error = self._watch.error
         retry = error is not None and not isinstance(error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
+
+
+    # -- notebooks that travel: the saved card, await, Colab ----------------------------
+
+    def _setup_travel(self) -> None:
+        self._display_ids: list[str] = []  # the outputs this card was displayed in
+        self._has_final = False  # settled once: the final state can be shown as HTML
+        # In Colab, background threads queue the card's updates and a waiting thread applies
+        # them (see aio.DeferredUpdates); elsewhere they are applied at once.
+        self._updates: DeferredUpdates | None = DeferredUpdates() if in_colab() else None
+        self._hint: widgets.HTML | None = None
+        if self._updates is not None:
+            self._hint = widgets.HTML(render.hint_line(COLAB_HINT))
+            children: list[widgets.Widget] = list(self.children)  # type: ignore[has-type]
+            children.insert(children.index(self._top) + 1, self._hint)
+            self.children = tuple(children)
+
+    def _travel_widgets(self) -> list[widgets.Widget]:
+        return [self._hint] if self._hint is not None else []
+
+    @property
+    def updates_wait_for_waiter(self) -> bool:
+        """True when the card's changes are drawn only while ``wait()``/``wait_async()``
+        runs (Colab, which ignores widget changes made on background threads)."""
+        return self._updates is not None
+
+    @property
+    def display_ids(self) -> list[str]:
+        """The display IDs of the notebook outputs showing this card (``display(card)`` and
+        a cell's last expression each make one); they get the final state once settled."""
+        with self._lock:
+            return list(self._display_ids)
+
+    async def wait_async(self, timeout: float | None = None) -> RunSnapshot:
+        """``await`` the run: returns the final snapshot like ``wait()`` and raises what it
+        raises, while the event loop (other coroutines in the kernel) keeps running."""
+        if not self._watch.done_for(self) and not self.watching:
+            self.start()  # autostart=False, as wait()
+        await until_done(self._watch, self, timeout, self._updates)
+        return self._watch.outcome(self)
+
+    def _ipython_display_(self) -> None:
+        """Show the card under a display ID, so that the output can be updated with the
+        final state once the run settles (see ``_publish_final``)."""
+        if self.comm is None:  # closed: only the words are left
+            display({"text/plain": repr(self)}, raw=True)
+            return
+        handle = display(self.mimebundle(), raw=True, display_id=True)
+        if handle is not None:  # None outside IPython
+            with self._lock:
+                self._display_ids.append(handle.display_id)
+
+    def mimebundle(self) -> dict[str, Any]:
+        """What a notebook output of this card holds: the live widget view and its text
+        form, and once settled a self-contained HTML card (the final state, for viewers
+        that do not run widgets). Never the API key."""
+        data: dict[str, Any] = {
+            WIDGET_VIEW_MIMETYPE: {"version_major": 2, "version_minor": 0,
+                                   "model_id": self.model_id},
+            "text/plain": repr(self),
+        }
+        if self._has_final and not self.watching:
+            data["text/html"] = self.static_html()
+        return data
+
+    def static_html(self) -> str:
+        """The card as it looks now, as HTML with no script: header, steps, message, the
+        thumbnails inline (data URIs) with links to the full-size outputs."""
+        with self._lock:
+            rows = [row.value for row in self._steps_view.box.children]
+            fragments = [self._status_view.value, *rows, self._message.value]
+            images, failed = [], []
+            for thumb in self._watch.thumbnails_in_order()[: self._gallery.shown]:
+                small = self._sized(thumb)
+                if small.ok:
+                    caption = render.caption(small.index, small.url, small.original_size)
+                    images.append(render.StaticImage(small.data, small.format, caption))
+                else:
+                    failed.append(render.placeholder(small.index, small.url,
+                                                     small.error or "unknown"))
+            more = "".join(failed) + self._gallery.more.value
+        return render.static_card(fragments, images, more)
+
+    def _publish_final(self) -> None:
+        """Settled: every output that shows this card gets the final state beside the live
+        view (an ``update_display``; ipykernel sends it from any thread)."""
+        if self.comm is None:
+            return
+        self._has_final = True  # (the watch counts as settled once its views were told)
+        if self._hint is not None:
+            self._hint.layout.display = "none"  # nothing more to wait for
+        ids = self.display_ids
+        if ids:
+            bundle = self.mimebundle()
+            for display_id in ids:
+                update_display(bundle, display_id=display_id, raw=True)
+
+    def _deferred(self, method: Callable[..., Any], *args: Any) -> bool:
+        """In Colab, queue a background thread's update for the waiting thread (True)."""
+        updates = getattr(self, "_updates", None)  # None until __init__ set it up
+        return updates is not None and updates.defer(lambda: method(*args))
+
+    def _wait_applying(self, timeout: float | None) -> RunSnapshot:
+        """``wait()`` in Colab: apply the card's queued updates on this thread until done."""
+        updates = self._updates
+        assert updates is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._watch.when_done(self, updates.wake)
+        while True:
+            updates.apply()
+            if self._watch.done_for(self):
+                updates.apply()  # what the views were told while settling
+                return self._watch.outcome(self)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"the run did not finish within {timeout:g} s")
+            updates.wait(left)
 
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -310,6 +310,10 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     )
     assert len(sizes) >= 2, sizes
     assert all(src == "blob:" and w > 0 and h > 0 for src, w, h in sizes), sizes
+    # one card: the final-state update of its output (display ID) neither duplicates it nor
+    # swaps the live view for the saved HTML
+    expect(page.locator(".mlw-badge")).to_have_count(1)
+    expect(page.locator(".mlw-static")).to_have_count(0)
     # the last cell printed the run's summary once run.wait() returned
     printed = page.locator(".jp-OutputArea-output pre", has_text="2/2 steps").first
     expect(printed).to_contain_text("Run 12345 · completed · 2/2 steps", timeout=30_000)
