@@ -1,4 +1,4 @@
-"""Notebooks that travel, in process against the simulator: the saved card (its final HTML
+"""aio.py (wait_async, the Colab fallback) and the saved card's final state, in process.
 and text), ``await wait_async()`` on cards and boards, and the Colab fallback (updates applied
 by the waiting thread). The same in real kernels: tests/test_travel_notebooks.py."""
 
