@@ -1,4 +1,4 @@
-"""aio.py (wait_async, the Colab fallback) and the saved card's final state, in process.
+"""aio.py and the card's travelling forms, in process: the saved card's final state (HTML
 and text), ``await wait_async()`` on cards and boards, and the Colab fallback (updates applied
 by the waiting thread). The same in real kernels: tests/test_travel_notebooks.py."""
 
