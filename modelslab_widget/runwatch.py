@@ -466,19 +466,25 @@ class RunWatch:
                 self.cancelling, self.cancel_error = False, error
             self._notify(CANCEL, error)
             if isinstance(error, RunAlreadyEndedError):
-                self._poller.poll_soon()  # learn how it ended
+                self.poll_soon()  # learn how it ended
             raise
         with self._lock:
             self.cancelling = not self.ended
-        self._poller.poll_soon()
+        self.poll_soon()
         return message
+
+    def poll_soon(self) -> None:
+        """Ask for the run's status now rather than at the next scheduled poll (while
+        polling; a poll in flight is followed at once by another, never by two streams)."""
+        self._poller.poll_soon()
 
     def _send_cancel(self) -> str:
         for attempt in range(1, CANCEL_RATE_LIMITED_TRIES + 1):
             try:
                 return self.client.cancel_run(self.workflow_id, self.execution_id)
             except RateLimitError as error:
-                wait = min(error.retry_after or 1.0, MAX_CANCEL_WAIT)
+                seconds = 1.0 if error.retry_after is None else error.retry_after
+                wait = min(max(0.0, seconds), MAX_CANCEL_WAIT)
                 if attempt == CANCEL_RATE_LIMITED_TRIES or self._media_cancel.wait(wait):
                     raise
         raise AssertionError("unreachable")
