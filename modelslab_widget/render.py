@@ -420,7 +420,11 @@ def output_tile(index: int, url: str, kind: str, content_type: str | None = None
             f'style="width:{box}px" aria-label="{label}"></audio>'
         )
     else:  # the tile says type and size, so its line is the link alone
-        line = output_caption(url, kind, None, None, error)
+        line = (
+            f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+            f"{safe_link(url, short_name(url))}"
+            f"{f' · type unknown: {escape(error)}' if error else ''}</div>"
+        )
         player = (
             f'<div class="mlw-file" style="width:{min(box, 200)}px" role="img" '
             f'aria-label="{label}"><span class="mlw-file-icon" aria-hidden="true">'

@@ -494,8 +494,9 @@ class WorkflowRunWidget(widgets.VBox):
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
         self._cancel_button.on_click(lambda _: self._cancel_clicked())
-        self._controls = widgets.HBox(
-            [self._stop_button, self._cancel_button, self._resume_button]
+        self._controls = widgets.HBox(  # never squeezed: "Confirm cancel" stays readable
+            [self._stop_button, self._cancel_button, self._resume_button],
+            layout=widgets.Layout(flex="0 0 auto"),
         )
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
