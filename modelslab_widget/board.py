@@ -30,7 +30,7 @@ import ipywidgets as widgets
 from . import render, runwatch
 from .aio import until_done
 from .client import WorkflowsClient, path_segment
-from .media import encode_small
+from .media import OutputKind, encode_small
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
@@ -52,6 +52,7 @@ BOARD_STYLE = """<style>
 .mlw-row>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .mlw-strip{display:flex;gap:3px;align-items:center}
 .mlw-strip img{max-width:48px;max-height:48px;border-radius:2px;display:block}
+.mlw-strip .mlw-kind{min-width:40px;height:40px}
 .mlw-row .mlw-err{color:var(--jp-error-color1,#d32f2f)}
 </style>"""
 
@@ -73,11 +74,14 @@ def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | No
     return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
 
 
-def strip_html(thumbnails: Iterable[tuple[bytes, str]]) -> str:
+def strip_html(thumbnails: Iterable[tuple[bytes, str] | str]) -> str:
+    """Tiny thumbnails inlined as data: URIs; an output kind's name (``"video"``) in their
+    place stands for an output without one (video, audio, 3D, other files)."""
     images = [
-        f'<img alt="output {i + 1}" src="data:image/{fmt};base64,'
-        f'{base64.b64encode(data).decode("ascii")}">'
-        for i, (data, fmt) in enumerate(thumbnails)
+        render.kind_badge(item, i) if isinstance(item, str) else
+        f'<img alt="output {i + 1}" src="data:image/{item[1]};base64,'
+        f'{base64.b64encode(item[0]).decode("ascii")}">'
+        for i, item in enumerate(thumbnails)
     ]
     return f'<span class="mlw-strip">{"".join(images)}</span>'
 
@@ -90,7 +94,7 @@ def row_html(
     step: str,
     elapsed: float | None,
     error: str = "",
-    thumbnails: Iterable[tuple[bytes, str]] = (),
+    thumbnails: Iterable[tuple[bytes, str] | str] = (),
 ) -> str:
     """One board row: status, run id, current step (or the error), elapsed, thumbnails."""
     if status == WATCH_ERROR:
@@ -143,6 +147,7 @@ class BoardRow:
         self.workflow_id = watch.workflow_id
         self.execution_id = watch.execution_id
         self.thumbnails: list[tuple[bytes, str]] = []  # (encoded bytes, "jpeg" | "png")
+        self.strip: list[tuple[bytes, str] | str] = []  # in output order; a kind for non-images
         self.widget: WorkflowRunWidget | None = widget  # the full card, while there is one
         self._board = board
         self._watch = watch
@@ -257,10 +262,17 @@ class BoardRow:
 
     def _take_thumbnails(self) -> None:
         thumbs = self._watch.thumbnails_in_order()[: self._board.max_thumbnails]
-        small = [encode_small(t.image, self._board.thumbnail_size)
-                 for t in thumbs if t.image is not None]
+        small = {t.index: encode_small(t.image, self._board.thumbnail_size)
+                 for t in thumbs if t.image is not None}
+        strip: list[tuple[bytes, str] | str] = []
+        for info in self._watch.outputs_in_order()[: self._board.max_thumbnails]:
+            if info.index in small:
+                strip.append(small[info.index])
+            elif info.kind is not OutputKind.IMAGE:
+                strip.append(info.kind.value)
         with self._lock:
-            self.thumbnails = small
+            self.thumbnails = list(small.values())
+            self.strip = strip
 
     # -- internals ----------------------------------------------------------------------
 
@@ -283,7 +295,7 @@ class BoardRow:
                 step=current_step(snapshot),
                 elapsed=self._watch.elapsed(),
                 error=error,
-                thumbnails=self.thumbnails,
+                thumbnails=self.strip,
             )
             self.view.value = markup
 
@@ -333,7 +345,7 @@ class RunBoard(widgets.VBox):
         self._counts_job: Job | None = None
         self._closed = False
         self._style = widgets.HTML(
-            render.STYLE + BOARD_STYLE, layout=widgets.Layout(display="none")
+            render.STYLE + render.MEDIA_STYLE + BOARD_STYLE, layout=widgets.Layout(display="none")
         )
         self._counts = widgets.HTML(counts_html({}))
         self._table = widgets.VBox()

@@ -347,29 +347,156 @@ class StaticImage:
     caption: str  # markup from caption()
 
 
-def static_card(fragments: Sequence[str], images: Sequence[StaticImage], more: str = "") -> str:
+def static_card(
+    fragments: Sequence[str], items: Sequence[StaticImage | str], more: str = ""
+) -> str:
     """The card as one HTML document fragment: its CSS, the given view fragments (header,
-    step rows, message) and a row of inline thumbnails with their links."""
+    step rows, message) and the gallery in output order: inline thumbnails with their links,
+    and (as ready markup) the players and tiles of the other kinds."""
     import base64  # only the saved card needs it
 
-    slots = "".join(
-        '<div style="margin:4px 8px 4px 0">'
-        f'<img alt="output #{index + 1}" style="display:block;max-width:100%" '
-        f'src="data:image/{escape(image.format)};base64,{base64.b64encode(image.data).decode()}">'
-        f"{image.caption}</div>"
-        for index, image in enumerate(images)
-    )
+    def slot(index: int, item: StaticImage | str) -> str:
+        if isinstance(item, str):
+            return f'<div style="margin:4px 8px 4px 0">{item}</div>'
+        data = base64.b64encode(item.data).decode()
+        return (
+            '<div style="margin:4px 8px 4px 0">'
+            f'<img alt="output #{index + 1}" style="display:block;max-width:100%" '
+            f'src="data:image/{escape(item.format)};base64,{data}">{item.caption}</div>'
+        )
+
+    slots = "".join(slot(index, item) for index, item in enumerate(items))
     gallery = (
         f'<div class="mlw-gallery" style="display:flex;flex-flow:row wrap">{slots}{more}</div>'
         if slots or more else ""
     )
     body = "".join(fragment for fragment in fragments if fragment)
     return (
-        f"{STYLE}<div class=\"mlw-static\" style=\"border:1px solid #e0e0e0;padding:6px 10px;"
-        f'max-width:960px">{body}{gallery}</div>'
+        f"{STYLE}{MEDIA_STYLE}<div class=\"mlw-static\" style=\"border:1px solid #e0e0e0;"
+        f'padding:6px 10px;max-width:960px">{body}{gallery}</div>'
     )
 
 
 def hint_line(text: str) -> str:
     """One quiet line under the header (e.g. how to see updates in Colab)."""
     return f'<div class="mlw-card mlw-hint" role="note">{escape(text)}</div>' if text else ""
+
+
+# -- outputs of every kind -------------------------------------------------------------------
+# Video and audio are players the browser streams from the output's URL (preload="metadata":
+# it fetches only what it needs to show the first frame and the length); the kernel never
+# downloads them. 3D models and other files are a tile with their type, size and a link.
+
+MEDIA_STYLE = """<style>
+.mlw-tile{display:flex;flex-direction:column;gap:2px}
+.mlw-tile video{display:block;background:#000;border-radius:2px;object-fit:contain}
+.mlw-tile audio{display:block;margin:8px 0}
+.mlw-file{height:100px;display:flex;flex-direction:column;align-items:center;
+ justify-content:center;gap:2px;padding:6px;box-sizing:border-box;text-align:center;
+ border:1px solid var(--jp-border-color2,#e0e0e0);border-radius:4px;
+ background:var(--jp-layout-color2,#eee);overflow:hidden}
+.mlw-file-icon{font-size:28px;line-height:1.1}
+.mlw-file-type{font-weight:600}
+.mlw-kind{display:inline-flex;align-items:center;justify-content:center;min-width:40px;
+ height:40px;padding:0 3px;box-sizing:border-box;border-radius:2px;
+ border:1px solid var(--jp-border-color2,#e0e0e0);background:var(--jp-layout-color2,#eee);
+ font-size:var(--jp-ui-font-size0,11px);color:var(--jp-ui-font-color2,#616161)}
+</style>"""
+
+KIND_ICONS = {"image": "🖼", "video": "▶", "audio": "♪", "model3d": "◆", "file": "📄"}
+KIND_NAMES = {"image": "Image", "video": "Video", "audio": "Audio", "model3d": "3D model",
+              "file": "File"}
+
+
+def format_bytes(size: int | None) -> str:
+    """``812 B``, ``12.4 KB``, ``5.7 MB``; "" when unknown."""
+    if size is None or size < 0:
+        return ""
+    amount = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return ""
+
+
+def type_name(url: str, content_type: str | None) -> str:
+    """A file type as users name it: the URL's extension (``MP4``), else the media type's
+    subtype (``video/mp4`` -> ``MP4``), else ""."""
+    name = short_name(url) if "://" in url else ""
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and 0 < len(ext) <= 8:
+        return ext.upper()
+    subtype = (content_type or "").partition("/")[2].split(";")[0].strip()
+    return subtype.removeprefix("x-").upper()[:16]
+
+
+def _is_web(url: str) -> bool:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def output_caption(url: str, kind: str, content_type: str | None, size: int | None,
+                   error: str | None = None) -> str:
+    """The line under a non-image output: its link, type and size (or why they are unknown)."""
+    details = [d for d in (type_name(url, content_type), format_bytes(size)) if d]
+    if error:
+        details.append(f"type unknown: {error}")
+    extra = f" · {escape(' · '.join(details))}" if details else ""
+    return (
+        f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+        f"{safe_link(url, short_name(url))}{extra}</div>"
+    )
+
+
+def output_tile(index: int, url: str, kind: str, content_type: str | None = None,
+                size: int | None = None, *, box: int = 256, error: str | None = None) -> str:
+    """A non-image output in the gallery: an inline ``<video>`` or ``<audio>`` player that
+    streams from ``url`` (http(s) only), else a tile with its type, size and link."""
+    label = escape(f"Output #{index + 1}: {KIND_NAMES.get(kind, 'File').lower()}", quote=True)
+    line = output_caption(url, kind, content_type, size, error)
+    source = escape(url.strip(), quote=True)
+    if kind == "video" and _is_web(url):
+        player = (
+            f'<video controls preload="metadata" playsinline src="{source}" '
+            f'style="width:{box}px;max-height:{box}px" aria-label="{label}"></video>'
+        )
+    elif kind == "audio" and _is_web(url):
+        player = (
+            f'<audio controls preload="metadata" src="{source}" '
+            f'style="width:{box}px" aria-label="{label}"></audio>'
+        )
+    else:  # the tile says type and size, so its line is the link alone
+        line = (
+            f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+            f"{safe_link(url, short_name(url))}"
+            f"{f' · type unknown: {escape(error)}' if error else ''}</div>"
+        )
+        player = (
+            f'<div class="mlw-file" style="width:{min(box, 200)}px" role="img" '
+            f'aria-label="{label}"><span class="mlw-file-icon" aria-hidden="true">'
+            f'{KIND_ICONS.get(kind, KIND_ICONS["file"])}</span>'
+            f'<span class="mlw-file-type">{escape(KIND_NAMES.get(kind, "File"))}</span>'
+            f'<span class="mlw-sub">{escape(" · ".join(_tile_details(url, content_type, size)))}'
+            "</span></div>"
+        )
+    return (
+        f'<div class="mlw-card mlw-tile" style="max-width:{box}px" role="group" '
+        f'aria-label="{label}">{player}{line}</div>'
+    )
+
+
+def _tile_details(url: str, content_type: str | None, size: int | None) -> list[str]:
+    return [d for d in (type_name(url, content_type), format_bytes(size)) if d]
+
+
+def kind_badge(kind: str, index: int) -> str:
+    """A board strip's stand-in for an output that has no thumbnail: its kind's icon."""
+    name = KIND_NAMES.get(kind, "File")
+    return (
+        f'<span class="mlw-kind" title="output {index + 1}: {escape(name.lower())}">'
+        f'{KIND_ICONS.get(kind, KIND_ICONS["file"])}&nbsp;{escape(name.split()[0])}</span>'
+    )

@@ -123,3 +123,21 @@ def explain(error: BaseException, where: str = "card") -> Explanation:
     if isinstance(error, ModelsLabError) and error.transient:
         return Explanation("Could not get the run's status", detail, hints["transient"])
     return Explanation("Watching stopped", detail, hints["other"])
+
+
+# What the text forms call each output kind (a 3D model is a "file": it has no preview).
+KIND_WORDS = {"image": "image", "video": "video", "audio": "audio", "model3d": "file",
+              "file": "file"}
+
+
+def kind_counts(kinds: Sequence[str]) -> str:
+    """``1 image, 1 video, 1 audio, 1 file`` for a run's outputs (OutputKind values)."""
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        word = KIND_WORDS.get(str(getattr(kind, "value", kind)), "file")
+        counts[word] = counts.get(word, 0) + 1
+    order = ("image", "video", "audio", "file")
+    return ", ".join(
+        f"{counts[word]} audio" if word == "audio" else plural(counts[word], word)
+        for word in order if counts.get(word)
+    )

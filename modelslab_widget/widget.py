@@ -10,6 +10,7 @@ thread. They never print or display, so output routing (ipykernel 6 and 7) is no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -28,8 +29,11 @@ from traitlets import Dict, Int, List, Unicode
 from . import render, runwatch
 from .aio import DeferredUpdates, in_colab, until_done
 from .client import WorkflowsClient, path_segment
+from .errors import ModelsLabError, RunAlreadyEndedError
 from .eta import Estimate
 from .media import (
+    OutputInfo,
+    OutputKind,
     Thumbnail,
     candidates_for,
     encode_small,
@@ -37,12 +41,13 @@ from .media import (
     is_web_url,
     open_full_size,
     save_images,
+    save_outputs,
 )
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler
-from .text import explain, format_seconds, plural
+from .text import explain, format_seconds, kind_counts
 
 log = logging.getLogger("modelslab_widget")
 
@@ -52,6 +57,7 @@ COLAB_HINT = (
     "In Colab this card updates only while a cell waits for it: "
     "call run.wait() (or await run.wait_async())."
 )
+CONFIRM_SECONDS = 4.0  # how long "Confirm cancel" waits for the second click
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
@@ -96,6 +102,16 @@ class _Gallery:
             self.slots[thumb.index].children = (image, text)
         else:
             text.value = render.placeholder(thumb.index, thumb.url, thumb.error or "unknown")
+
+    def place(self, info: OutputInfo, box: int) -> None:
+        """Show a non-image output in its slot: a player the browser streams from the URL,
+        or a tile with type, size and link (an image waits for its thumbnail)."""
+        if info.index >= self.shown or info.kind is OutputKind.IMAGE:
+            return
+        text = self.captions[info.index]
+        text.value = render.output_tile(info.index, info.url, info.kind.value, info.content_type,
+                                        info.size, box=box, error=info.error)
+        self.slots[info.index].children = (text,)
 
     def clear(self) -> None:
         self.shown = 0
@@ -195,6 +211,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._watch.attach(self, policy, thumbnail_size=thumbnail_size,
                            max_thumbnails=max_thumbnails)
         self.observe(self._on_status_change, "status")
+        self.observe(lambda _: self._update_cancel_button(), "status")
         self._sync()
         if autostart:
             self.start()
@@ -263,6 +280,30 @@ class WorkflowRunWidget(widgets.VBox):
             self._full_images = [first_that_works(urls, full_size)[1] for urls in outputs]
         return list(self._full_images)
 
+    def save_outputs(
+        self, directory: str | os.PathLike[str], *, allow_unknown: bool = False
+    ) -> list[Path]:
+        """Download every output, any kind (images, video, audio, 3D), into ``directory``,
+        streamed to disk in chunks: names from the URLs with the extension of the type the bytes
+        are, never overwriting a file; ``allow_unknown`` also keeps other files, as ``.bin``.
+        ``save_images`` saves the images only."""
+        outputs = self._finished_outputs()
+        return save_outputs(self.client, [urls[0] for urls in outputs], directory,
+                            fallbacks=[urls[-1] for urls in outputs], allow_unknown=allow_unknown)
+
+    def cancel(self) -> str:
+        """Ask the API to cancel this run (no confirmation) and return once it accepted the
+        request; the card, and every other view of the run, then follows the run to its final
+        status, which the server decides (a run that completed first shows completed). Raises
+        the client's error when refused: ``RunAlreadyEndedError`` (the run had already ended),
+        ``NotFoundError``, ``AuthenticationError``, ..."""
+        return self._watch.cancel()
+
+    @property
+    def cancel_button(self) -> widgets.Button:
+        """The card's **Cancel run** button (one click asks to confirm, the second cancels)."""
+        return self._cancel_button
+
     def _finished_outputs(self) -> list[list[str]]:
         """Per output that has an http(s) URL to try: the output, then its proxy link."""
         snapshot = self.snapshot
@@ -304,7 +345,7 @@ class WorkflowRunWidget(widgets.VBox):
         if elapsed is not None:
             parts.append(format_seconds(elapsed))
         if self.output_urls:
-            parts.append(plural(len(self.output_urls), "image"))
+            parts.append(kind_counts(self._watch.output_kinds()))
         if self.error:
             parts.append(f"error: {self.error[:200]}")
         return " · ".join(parts)
@@ -329,6 +370,10 @@ class WorkflowRunWidget(widgets.VBox):
                 self._show_end()
             elif change == runwatch.THUMBNAIL:
                 self._gallery.fill(self._sized(detail))
+            elif change == runwatch.OUTPUT:
+                self._gallery.place(detail, self.thumbnail_size)
+            elif change == runwatch.CANCEL:
+                self._show_cancel_answer(detail)
         if change == runwatch.SETTLED:
             self._settled()
 
@@ -364,8 +409,11 @@ class WorkflowRunWidget(widgets.VBox):
             urls = list(snapshot.outputs)
             shown = min(len(urls), len(self._gallery.slots))
             self._gallery.show(shown, urls[shown:])
+            for info in self._watch.outputs_in_order():
+                self._gallery.place(info, self.thumbnail_size)
             for thumb in self._watch.thumbnails_in_order():
                 self._gallery.fill(self._sized(thumb))
+            self._show_cancel_note(snapshot)
         elif snapshot.status == "failed":
             self._show_message(
                 "error", "The run failed", snapshot.error or "The API gave no reason.",
@@ -439,7 +487,8 @@ class WorkflowRunWidget(widgets.VBox):
         return before != (self.status, self.steps, self.output_urls, self.error)
 
     def _build_views(self, slots: int) -> None:
-        self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
+        self._style = widgets.HTML(render.STYLE + render.MEDIA_STYLE,
+                                   layout=widgets.Layout(display="none"))
         # The header and progress bar are one view; each step row is another (see _StepRows).
         self._status_view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self._stop_button = widgets.Button(
@@ -450,9 +499,18 @@ class WorkflowRunWidget(widgets.VBox):
             description="Resume", icon="play", tooltip="Watch this run again",
             layout=widgets.Layout(width="auto", display="none"),
         )
+        self._cancel_button = widgets.Button(
+            description="Cancel run", icon="ban", tooltip="Ask ModelsLab to cancel this run",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
+        self._confirm_job: Job | None = None
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
-        self._controls = widgets.HBox([self._stop_button, self._resume_button])
+        self._cancel_button.on_click(lambda _: self._cancel_clicked())
+        self._controls = widgets.HBox(  # never squeezed: "Confirm cancel" stays readable
+            [self._stop_button, self._cancel_button, self._resume_button],
+            layout=widgets.Layout(flex="0 0 auto"),
+        )
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
@@ -466,6 +524,7 @@ class WorkflowRunWidget(widgets.VBox):
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
+            self._cancel_button,
             self._controls, self._top, *self._steps_view.widgets(), self._message,
             *self._gallery.widgets(), *self._travel_widgets(),
         ]
@@ -527,6 +586,71 @@ class WorkflowRunWidget(widgets.VBox):
         error = self._watch.error
         retry = error is not None and not isinstance(error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
+        self._update_cancel_button()
+
+    # -- cancelling ---------------------------------------------------------------------
+
+    def _cancel_clicked(self) -> None:
+        """First click: ask to confirm for a few seconds. Second: cancel, on a pool thread (a
+        click handler runs on the kernel's main thread, which must not wait for the network)."""
+        with self._lock:
+            button = self._cancel_button
+            if button.disabled or self._watch.cancelling:
+                return
+            if self._confirm_job is None:
+                button.description, button.button_style = "Confirm cancel", "danger"
+                button.tooltip = "Click again to cancel the run: it cannot be undone"
+                self._confirm_job = self._watch.scheduler.call_later(
+                    CONFIRM_SECONDS, _weak(self._confirm_expired), in_pool=False
+                )
+                return
+            self._confirm_job.cancel()
+            self._confirm_job = None
+            button.description, button.disabled = "Cancelling…", True
+        self._watch.scheduler.submit(_weak(self._cancel_quietly))
+
+    def _confirm_expired(self) -> None:
+        with self._lock:
+            self._confirm_job = None
+            self._update_cancel_button()
+
+    def _cancel_quietly(self) -> None:
+        """The button's cancel: a refusal is shown on the card (CANCEL), not raised."""
+        with contextlib.suppress(ModelsLabError):
+            self._watch.cancel()
+
+    def _update_cancel_button(self) -> None:
+        """Shown while the run is pending or running and this card watches it; "Cancelling…"
+        (disabled) from an accepted click until the API reports the run's final status."""
+        with self._lock:
+            button = self._cancel_button
+            live = self.watching and not self._watch.ended and self.status in ("pending", "running")
+            button.layout.display = "" if live else "none"
+            if self._watch.cancelling:
+                button.description, button.disabled, button.button_style = "Cancelling…", True, ""
+            elif self._confirm_job is None:
+                button.description, button.disabled, button.button_style = "Cancel run", False, ""
+                button.tooltip = "Ask ModelsLab to cancel this run"
+
+    def _show_cancel_answer(self, refusal: ModelsLabError | None) -> None:
+        """A cancel was sent (None) or refused: the button follows; a run that had already
+        ended gets a calm note, any other refusal an error panel (lock held)."""
+        self._update_cancel_button()
+        if refusal is None:
+            return
+        if isinstance(refusal, RunAlreadyEndedError):
+            self._show_message("note", "The run had already ended",
+                               "It finished before the cancel request reached the server.")
+        else:
+            self._show_message("error", "Could not cancel the run", str(refusal),
+                               "The run may still be going: try again.")
+
+    def _show_cancel_note(self, snapshot: RunSnapshot) -> None:
+        """Keep the note when a cancel came too late for a run that completed."""
+        if isinstance(self._watch.cancel_error, RunAlreadyEndedError) and \
+                snapshot.status == "completed":
+            self._show_message("note", "The run had already ended",
+                               "It completed before the cancel request reached the server.")
 
 
     # -- notebooks that travel: the saved card, await, Colab ----------------------------
@@ -598,17 +722,18 @@ class WorkflowRunWidget(widgets.VBox):
         with self._lock:
             rows = [row.value for row in self._steps_view.box.children]
             fragments = [self._status_view.value, *rows, self._message.value]
-            images, failed = [], []
-            for thumb in self._watch.thumbnails_in_order()[: self._gallery.shown]:
-                small = self._sized(thumb)
-                if small.ok:
+            thumbs = {t.index: t for t in self._watch.thumbnails_in_order()}
+            items: list[render.StaticImage | str] = []
+            for index in range(self._gallery.shown):  # output order, as the live gallery
+                thumb = thumbs.get(index)
+                small = self._sized(thumb) if thumb is not None else None
+                if small is not None and small.ok:
                     caption = render.caption(small.index, small.url, small.original_size)
-                    images.append(render.StaticImage(small.data, small.format, caption))
-                else:
-                    failed.append(render.placeholder(small.index, small.url,
-                                                     small.error or "unknown"))
-            more = "".join(failed) + self._gallery.more.value
-        return render.static_card(fragments, images, more)
+                    items.append(render.StaticImage(small.data, small.format, caption))
+                else:  # a player, a tile, or why the image could not be shown
+                    items.append(self._gallery.captions[index].value)
+            more = self._gallery.more.value
+        return render.static_card(fragments, items, more)
 
     def _publish_final(self) -> None:
         """Settled: every output that shows this card gets the final state beside the live

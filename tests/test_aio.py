@@ -71,6 +71,19 @@ def test_settled_card_carries_its_final_state_as_html_and_text(sim, make):
     assert sim.api_key not in html and sim.api_key not in bundle["text/plain"]
 
 
+def test_saved_card_keeps_every_kind_of_output_in_order(sim, make):
+    eid = sim.add_run(steps=FAST, outputs=("mp4", "png", "wav", "glb"))
+    widget = make(eid)
+    widget.wait(10)
+    parser = _Tags()
+    parser.feed(widget.mimebundle()["text/html"])
+    order = [tag for tag, _ in parser.tags if tag in ("video", "img", "audio")]
+    assert order == ["video", "img", "audio"]  # the output order; the GLB is a tile
+    sources = [attrs.get("src") for tag, attrs in parser.tags if tag in ("video", "audio")]
+    assert sources == [widget.output_urls[0], widget.output_urls[2]]  # streamed, not inlined
+    assert widget.output_urls[3] in [attrs.get("href") for tag, attrs in parser.tags]
+
+
 def test_failed_run_saves_its_error(sim, make):
     eid = sim.add_run(steps=FAST, outcome="failed", error="bad <prompt>")
     widget = make(eid)

@@ -547,3 +547,139 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
     )
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
+
+
+MEDIA = ROOT / "notebooks" / "media.ipynb"
+
+
+def test_media_card_plays_video_and_audio_and_cancels_in_jupyterlab(lab: Lab, page: Any) -> None:
+    """The media notebook: a card with an image thumbnail, a playable ``<video>``, an
+    ``<audio>`` player and a 3D tile; then a long run's Cancel button (click, confirm)."""
+    from playwright.sync_api import expect
+
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+
+    def fail(message: str, exc: BaseException | None = None) -> NoReturn:
+        page.screenshot(path=ARTIFACTS / "media-failure.png")
+        raise AssertionError(
+            f"{message}\n" + "\n".join(console[-30:]) + f"\n--- log ---\n{lab.log_tail()}"
+        ) from exc
+
+    ready_urls: list[str] = []
+
+    def on_websocket(ws: Any) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            if b"kernel_info_reply" in data:
+                ready_urls.append(ws.url)
+
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_websocket)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "media-failure.png").unlink(missing_ok=True)
+    # the notebook goes in through the server's contents API (the lab fixture is shared)
+    content = json.loads(MEDIA.read_text(encoding="utf-8"))
+    _api(lab, "PUT", f"/api/contents/{MEDIA.name}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.goto(lab.notebook_url(MEDIA.name) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    deadline, kernel_id = time.monotonic() + 90, ""
+    while not kernel_id or not any(f"/api/kernels/{kernel_id}/" in u for u in ready_urls):
+        if time.monotonic() > deadline:
+            fail(f"the media notebook's kernel {kernel_id or '?'} never answered kernel_info")
+        if not kernel_id:
+            sessions = _api(lab, "GET", "/api/sessions")
+            kernel_id = next((s["kernel"]["id"] for s in sessions if s["path"] == MEDIA.name), "")
+        page.wait_for_timeout(100)
+
+    # Run every cell up to the one that shows the long run's card (not the cancel-from-code
+    # cell after it): select the cell below it, then Run > Run All Above Selected Cell.
+    cells = panel.locator(".jp-Notebook .jp-Cell")
+    sources = cells.locator(".jp-InputArea-editor").all_inner_texts()
+    mixed = [i for i, text in enumerate(sources) if text.strip().startswith("execution_id =")]
+    longs = [i for i, text in enumerate(sources) if "long_run = watch(" in text]
+    assert len(mixed) == 1 and len(longs) == 1, sources
+    below = cells.nth(longs[0] + 1)
+
+    def select_below() -> None:
+        below.locator(".jp-InputPrompt").first.click()
+        expect(below).to_have_class(re.compile(r"\bjp-mod-active\b"))
+
+    try:
+        _run_from_menu(page, "Run All Above Selected Cell",
+                       ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt",
+                       before=select_below)
+    except AssertionError as exc:
+        fail(str(exc), exc)
+
+    # 1. the mixed-output card: completed, one image, a video, an audio player, a 3D tile
+    card = cells.nth(mixed[0]).locator(".jp-OutputArea-output").first
+    try:
+        expect(card.locator(".mlw-badge")).to_contain_text("Completed", timeout=90_000)
+        expect(card.locator("video")).to_have_count(1, timeout=30_000)
+    except AssertionError as exc:
+        fail("the mixed-output card did not complete with a video", exc)
+    expect(card.locator("audio")).to_have_count(1)
+    expect(card.locator(".mlw-file")).to_contain_text("3D model")
+    expect(card.locator(".mlw-file")).to_contain_text("GLB")
+    expect(card).not_to_contain_text("unavailable")
+    page.wait_for_function(
+        """el => { const imgs = [...el.querySelectorAll('img')];
+                   return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth > 0; }""",
+        arg=card.element_handle(), polling=100, timeout=30_000,
+    )
+    # the browser loaded the video's and the audio's metadata from the simulator: playable
+    try:
+        page.wait_for_function(
+            """el => [...el.querySelectorAll('video, audio')].every(
+                   m => m.readyState >= 1 && m.error === null && m.duration > 0)""",
+            arg=card.element_handle(), polling=100, timeout=30_000,
+        )
+    except Exception as exc:
+        state = card.locator("video, audio").evaluate_all(
+            "ms => ms.map(m => [m.tagName, m.readyState, m.error && m.error.code, m.src])")
+        fail(f"video/audio not playable: {state}", exc)
+    media = card.locator("video, audio").evaluate_all(
+        "ms => ms.map(m => [m.tagName, m.readyState, Math.round(m.duration * 10) / 10,"
+        " m.videoWidth || 0, m.controls, m.preload])")
+    assert [m[0] for m in media] == ["VIDEO", "AUDIO"], media
+    assert media[0][3] > 0 and all(m[4] and m[5] == "metadata" for m in media), media
+    links = card.locator("a[href]").evaluate_all("as => as.map(a => a.href)")
+    assert len(links) == 4 and all(href.startswith("http://127.0.0.1:") for href in links), links
+    page.mouse.move(0, 0)
+    card.scroll_into_view_if_needed()
+    card.screenshot(path=ARTIFACTS / "media-card.png")
+
+    # 2. the long run's card: Cancel run, Confirm cancel, then Cancelled
+    long_card = cells.nth(longs[0]).locator(".jp-OutputArea-output").first
+    badge = long_card.locator(".mlw-badge")
+    expect(badge).to_contain_text(re.compile("Running|Pending"), timeout=60_000)
+    cancel = long_card.locator("button.widget-button", has_text="Cancel run")
+    expect(cancel).to_be_visible(timeout=30_000)
+    cancel.click()
+    confirm = long_card.locator("button.widget-button", has_text="Confirm cancel")
+    expect(confirm).to_be_visible(timeout=10_000)
+    expect(badge).to_contain_text(re.compile("Running|Pending"))  # one click only asks
+    long_card.screenshot(path=ARTIFACTS / "media-confirm.png")
+    confirm.click()
+    try:
+        expect(badge).to_contain_text("Cancelled", timeout=30_000)
+    except AssertionError as exc:
+        fail(f"the cancelled run's card says {long_card.inner_text()!r}", exc)
+    expect(long_card.locator("button.widget-button", has_text="Cancel")).to_be_hidden()
+    expect(long_card).to_contain_text("The run was cancelled.")
+    page.mouse.move(0, 0)
+    long_card.screenshot(path=ARTIFACTS / "media-cancelled.png")
+    print(f"media elements {media}")
+    errors = [line for line in console if line.startswith("pageerror")]
+    assert not errors, "\n".join(errors)
