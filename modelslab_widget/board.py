@@ -89,12 +89,14 @@ def row_html(
     elapsed: float | None,
     error: str = "",
     thumbnails: Iterable[tuple[bytes, str]] = (),
+    paused: bool = False,
 ) -> str:
-    """One board row: status, run id, current step (or the error), elapsed, thumbnails."""
+    """One board row: status, run id, current step (or the error), elapsed, thumbnails.
+    A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
     if status == WATCH_ERROR:
         badge = render.status_label("failed", "Not watched")
     else:
-        badge = render.status_label(status)
+        badge = render.status_label(status, state=render.PAUSED if paused else render.LIVE)
     detail = escape(step) or '<span class="mlw-sub">–</span>'
     if error:
         short = shorten(error, ERROR_PREVIEW)
@@ -195,6 +197,24 @@ class BoardRow:
         """True once the run ended (thumbnails in) or watching ended on an error."""
         return self._watch.done_for(self)
 
+    @property
+    def paused(self) -> bool:
+        """The run has not ended and nothing watches it any more (this row was stopped, and
+        so was every other view of the run), with no error to show instead."""
+        watch = self._watch
+        return not (watch.polling or watch.ended or self.watch_error)
+
+    def stop(self) -> None:
+        """Stop watching the run in this row (its open card, if any, is a view of its own);
+        the row keeps the last status, paused, until ``start()``."""
+        self._watch.pause(self)
+        self._changed()
+
+    def start(self) -> None:
+        """Watch the run again after ``stop()``."""
+        self._watch.want(self)
+        self._changed()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until settled; False if ``timeout`` passed first."""
         return self._watch.wait_done(self, timeout)
@@ -282,6 +302,7 @@ class BoardRow:
                 elapsed=self._watch.elapsed(),
                 error=error,
                 thumbnails=self.thumbnails,
+                paused=self.paused,
             )
             self.view.value = markup
 
