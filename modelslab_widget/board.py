@@ -45,10 +45,13 @@ ERROR_PREVIEW = 80
 
 BOARD_STYLE = """<style>
 .mlw-counts{font-weight:600;margin:2px 0 6px}
-.mlw-row{display:grid;grid-template-columns:8em 7em minmax(0,1fr) 5.5em auto;gap:0 10px;
- align-items:center;min-height:28px}
-.mlw-row>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.mlw-strip{display:flex;gap:3px;align-items:center}
+.mlw-row{display:flex;flex-wrap:wrap;align-items:center;gap:2px 10px;min-height:28px}
+.mlw-row>span{min-width:0}
+.mlw-row>.mlw-row-status{flex:0 0 8.5em}
+.mlw-row>.mlw-row-run{flex:0 0 7em;white-space:nowrap}
+.mlw-row>.mlw-row-step{flex:1 1 8em;overflow-wrap:anywhere}
+.mlw-row>.mlw-dur{flex:0 0 4.5em;white-space:nowrap}
+.mlw-strip{display:flex;gap:3px;align-items:center;flex:0 0 auto}
 .mlw-strip img{max-width:48px;max-height:48px;border-radius:2px;display:block}
 .mlw-row .mlw-err{color:var(--jp-error-color1,#d32f2f)}
 </style>"""
@@ -71,13 +74,18 @@ def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | No
     return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
 
 
-def strip_html(thumbnails: Iterable[tuple[bytes, str]]) -> str:
+def strip_html(thumbnails: Iterable[tuple[bytes, str]], reserve: tuple[int, int] = (0, 0)) -> str:
+    """The row's tiny thumbnails. ``reserve`` (count, size in px) keeps their room from the
+    start, so a row neither grows nor moves its time column when they arrive."""
+    count, size = reserve
+    room = (f' style="width:{count * size + 3 * max(0, count - 1)}px;height:{size}px"'
+            if count > 0 and size > 0 else "")
     images = [
         f'<img alt="output {i + 1}" src="data:image/{fmt};base64,'
         f'{base64.b64encode(data).decode("ascii")}">'
         for i, (data, fmt) in enumerate(thumbnails)
     ]
-    return f'<span class="mlw-strip">{"".join(images)}</span>'
+    return f'<span class="mlw-strip"{room}>{"".join(images)}</span>'
 
 
 def row_html(
@@ -90,6 +98,7 @@ def row_html(
     error: str = "",
     thumbnails: Iterable[tuple[bytes, str]] = (),
     paused: bool = False,
+    strip: tuple[int, int] = (STRIP_COUNT, STRIP_SIZE),
 ) -> str:
     """One board row: status, run id, current step (or the error), elapsed, thumbnails.
     A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
@@ -102,11 +111,12 @@ def row_html(
         short = shorten(error, ERROR_PREVIEW)
         detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
     return (
-        f'<div class="mlw-card mlw-row">{badge}'
-        f'<span title="workflow {escape(workflow_id)}">Run {escape(execution_id)}</span>'
-        f"<span>{detail}</span>"
+        f'<div class="mlw-card mlw-row"><span class="mlw-row-status">{badge}</span>'
+        f'<span class="mlw-row-run" title="workflow {escape(workflow_id)}">'
+        f"Run {escape(execution_id)}</span>"
+        f'<span class="mlw-row-step">{detail}</span>'
         f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
-        f"{strip_html(thumbnails)}</div>"
+        f"{strip_html(thumbnails, strip)}</div>"
     )
 
 
@@ -303,6 +313,7 @@ class BoardRow:
                 error=error,
                 thumbnails=self.thumbnails,
                 paused=self.paused,
+                strip=(self._board.max_thumbnails, self._board.thumbnail_size),
             )
             self.view.value = markup
 

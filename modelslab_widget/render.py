@@ -20,10 +20,11 @@ STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
  color:var(--jp-ui-font-color1,#212121);}
 .mlw-header{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;min-width:0}
-.mlw-title{font-weight:600}
-.mlw-sub{color:var(--jp-ui-font-color2,#616161);overflow:hidden;text-overflow:ellipsis;
- white-space:nowrap;max-width:32em}
-.mlw-time{margin-left:auto;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
+.mlw-title{font-weight:600;white-space:nowrap}
+.mlw-sub{color:var(--jp-ui-font-color2,#616161);min-width:0;overflow-wrap:anywhere}
+.mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
+ color:var(--jp-ui-font-color2,#616161)}
+.mlw-time>span{white-space:nowrap}
 .mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
  font-weight:600;border:1px solid currentColor;white-space:nowrap}
 .mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
@@ -36,9 +37,10 @@ STYLE = """<style>
 .mlw-progress>div{height:100%;background:var(--jp-brand-color1,#1976d2);transition:width .3s}
 .mlw-progress.mlw-s-completed>div{background:var(--jp-success-color1,#388e3c)}
 .mlw-progress.mlw-s-failed>div{background:var(--jp-error-color1,#d32f2f)}
-.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 7em 5.5em;gap:0 8px;
+.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 6em 5.5em;gap:0 8px;
  align-items:center;line-height:24px}
 .mlw-step>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-step>.mlw-name{white-space:normal;overflow-wrap:anywhere;line-height:18px;padding:3px 0}
 .mlw-icon{text-align:center;font-weight:700}
 .mlw-dur{text-align:right;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
 .mlw-spin{display:inline-block;animation:mlw-spin 1s linear infinite}
@@ -225,8 +227,10 @@ def summary(
     fraction: float | None = None,
     state: str = LIVE,
     overdue: bool = False,
+    with_bar: bool = True,
 ) -> str:
-    """Header and progress bar: the part of the card that moves with every tick.
+    """Header and progress bar: the part of the card that moves with every tick (the card
+    shows the bar apart, ``with_bar=False`` and ``card_bar``, so it spans the buttons too).
     ``remaining``, ``fraction`` and ``overdue`` come from earlier runs' timings when there
     are some; ``state`` says whether this view is watching (see ``header``)."""
     done = sum(1 for step in steps if step.get("status") == "completed")
@@ -235,9 +239,22 @@ def summary(
         finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
         state=state, overdue=overdue,
     )
+    if not with_bar:
+        return f'<div class="mlw-card">{top}</div>'
     nothing_known = state == UNWATCHED and status_class(status) == "unknown"
     bar = "" if nothing_known else progress_bar(status, steps, fraction)
     return f'<div class="mlw-card">{top}{bar}</div>'
+
+
+def card_bar(
+    status: str, steps: Sequence[Mapping[str, Any]], fraction: float | None = None,
+    state: str = LIVE,
+) -> str:
+    """The card's progress bar on its own, across the whole card (under the buttons too);
+    nothing once watching failed before anything was known of the run."""
+    if state == UNWATCHED and status_class(status) == "unknown":
+        return ""
+    return f'<div class="mlw-card">{progress_bar(status, steps, fraction)}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:

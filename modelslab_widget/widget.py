@@ -48,6 +48,9 @@ DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as l
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
+    # As wide as the output area up to 960 px whatever it shows: a card whose width followed
+    # its content would jump when the Stop button or a long step name comes and goes.
+    "width": "100%",
     "max_width": "960px",
 }
 
@@ -303,7 +306,7 @@ class WorkflowRunWidget(widgets.VBox):
     @property
     def header_html(self) -> str:
         """The card's header and progress bar as shown (for tests and other front ends)."""
-        return self._status_view.value
+        return self._status_view.value + self._bar_view.value
 
     @property
     def message_html(self) -> str:
@@ -475,7 +478,12 @@ class WorkflowRunWidget(widgets.VBox):
         )
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
-        self._controls = widgets.HBox([self._stop_button, self._resume_button])
+        # Buttons keep their labels: they never shrink, the header beside them wraps instead.
+        for button in (self._stop_button, self._resume_button):
+            button.layout.flex = "0 0 auto"
+        self._controls = widgets.HBox([self._stop_button, self._resume_button],
+                                      layout=widgets.Layout(flex="0 0 auto"))
+        self._bar_view = widgets.HTML(layout=widgets.Layout(margin="0"))
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
@@ -484,12 +492,13 @@ class WorkflowRunWidget(widgets.VBox):
         self._gallery = _Gallery(slots)
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._top, self._steps_view.box, self._message, self._gallery.box]
+        return [self._style, self._top, self._bar_view, self._steps_view.box, self._message,
+                self._gallery.box]
 
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
-            self._controls, self._top, *self._steps_view.widgets(), self._message,
+            self._controls, self._top, self._bar_view, *self._steps_view.widgets(), self._message,
             *self._gallery.widgets(),
         ]
 
@@ -512,8 +521,12 @@ class WorkflowRunWidget(widgets.VBox):
                 fraction=estimate.fraction if estimate else None,
                 state=state,
                 overdue=estimate.overdue if estimate else False,
+                with_bar=False,
             )
             self._status_view.value = markup
+            self._bar_view.value = render.card_bar(
+                self.status, self.steps, estimate.fraction if estimate else None, state
+            )
             # "Waiting for the first steps…" only while someone is waiting for them
             self._steps_view.show(self.steps, self._step_timers(),
                                   waiting=state != render.UNWATCHED)

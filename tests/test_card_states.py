@@ -92,7 +92,7 @@ def test_a_card_that_could_not_watch_says_so_and_hides_the_rest(sim, cards, monk
         card, error = cards(424242, api_key=sim.api_key, base_url=sim.base_url), NotFoundError
     with pytest.raises(error):
         card.wait(5)
-    shown = card_markup(card)
+    shown = card.header_html + card_markup(card)  # header, bar, step rows
     assert "Could not watch" in shown and card.watch_state == "not watched"
     for alive in ("Unknown", "Waiting for the first steps", "Elapsed", "–", "mlw-spin",
                   "progressbar"):
