@@ -154,3 +154,8 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "(512, 512)" in stdout, "full-size images"
         assert re.search(r"about \d+ s left, \d+% done", stdout), "an ETA on the repeat run"
         assert "exit code 0" in stdout and "completed" in stdout, "the terminal demo"
+    if name == "board.ipynb":  # expand() opens the card under its row, and only there
+        last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
+        assert "expand()" in last.source
+        assert not any(WIDGET_VIEW in out.get("data", {}) for out in last.outputs), last.outputs
+        assert "the card says" in _stdout(last), _stdout(last)
