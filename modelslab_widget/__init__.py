@@ -14,6 +14,7 @@ from .client import WorkflowsClient
 from .errors import (
     APIError,
     AuthenticationError,
+    MissingKeyError,
     ModelsLabError,
     NotFoundError,
     RateLimitError,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "MissingKeyError",
     "ModelsLabError",
     "NotFoundError",
     "RateLimitError",

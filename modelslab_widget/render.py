@@ -20,10 +20,11 @@ STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
  color:var(--jp-ui-font-color1,#212121);}
 .mlw-header{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;min-width:0}
-.mlw-title{font-weight:600}
-.mlw-sub{color:var(--jp-ui-font-color2,#616161);overflow:hidden;text-overflow:ellipsis;
- white-space:nowrap;max-width:32em}
-.mlw-time{margin-left:auto;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
+.mlw-title{font-weight:600;white-space:nowrap}
+.mlw-sub{color:var(--jp-ui-font-color2,#616161);min-width:0;overflow-wrap:anywhere}
+.mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
+ color:var(--jp-ui-font-color2,#616161)}
+.mlw-time>span{white-space:nowrap}
 .mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
  font-weight:600;border:1px solid currentColor;white-space:nowrap}
 .mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
@@ -36,9 +37,10 @@ STYLE = """<style>
 .mlw-progress>div{height:100%;background:var(--jp-brand-color1,#1976d2);transition:width .3s}
 .mlw-progress.mlw-s-completed>div{background:var(--jp-success-color1,#388e3c)}
 .mlw-progress.mlw-s-failed>div{background:var(--jp-error-color1,#d32f2f)}
-.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 7em 5.5em;gap:0 8px;
+.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 6em 5.5em;gap:0 8px;
  align-items:center;line-height:24px}
 .mlw-step>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-step>.mlw-name{white-space:normal;overflow-wrap:anywhere;line-height:18px;padding:3px 0}
 .mlw-icon{text-align:center;font-weight:700}
 .mlw-dur{text-align:right;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
 .mlw-spin{display:inline-block;animation:mlw-spin 1s linear infinite}
@@ -63,26 +65,44 @@ def status_class(status: str) -> str:
     return status if status in ICONS else "unknown"
 
 
-def icon(status: str) -> str:
+def icon(status: str, live: bool = True) -> str:
+    """The status symbol; a running one spins only while the run is ``live`` (watched)."""
     symbol = ICONS.get(status, ICONS["unknown"])
-    return f'<span class="mlw-spin">{symbol}</span>' if status == "running" else symbol
+    spinning = status == "running" and live
+    return f'<span class="mlw-spin">{symbol}</span>' if spinning else symbol
 
 
 def status_word(status: str) -> str:
     return status.replace("_", " ").capitalize()
 
 
-def status_label(status: str, word: str | None = None) -> str:
-    """Icon and word in the status colour (board rows, launcher history)."""
-    text = escape(word if word is not None else status_word(status))
-    return f'<span class="mlw-s-{status_class(status)}">{icon(status)} {text}</span>'
+# What a view shows about its own watching, besides the run's status (``state=``):
+LIVE = ""  # watched: a running run's icon spins
+PAUSED = "paused"  # this view stopped watching (Stop, or its time limit)
+UNWATCHED = "not watched"  # watching ended on an error before the run ended
+_COULD_NOT_WATCH = "Could not watch"  # the badge when nothing at all is known of the run
 
 
-def badge(status: str) -> str:
-    word = escape(status_word(status))
+def status_label(status: str, word: str | None = None, state: str = LIVE) -> str:
+    """Icon and word in the status colour (board rows, launcher history); a ``state`` other
+    than LIVE stops the spinner and is said after the status: "Running · paused"."""
+    text = word if word is not None else status_word(status)
+    if state:
+        text = f"{text} · {state}"
     return (
-        f'<span class="mlw-badge mlw-s-{status_class(status)}" title="Run status">'
-        f"{icon(status)} {word}</span>"
+        f'<span class="mlw-s-{status_class(status)}">{icon(status, not state)} '
+        f"{escape(text)}</span>"
+    )
+
+
+def badge(status: str, state: str = LIVE) -> str:
+    if state == UNWATCHED and status_class(status) == "unknown":
+        cls, symbol, word = "failed", "⚠", _COULD_NOT_WATCH
+    else:
+        cls, symbol = status_class(status), icon(status, not state)
+        word = status_word(status) + (f" · {state}" if state else "")
+    return (
+        f'<span class="mlw-badge mlw-s-{cls}" title="Run status">{symbol} {escape(word)}</span>'
     )
 
 
@@ -96,17 +116,29 @@ def header(
     steps_done: int,
     steps_known: int,
     remaining: float | None = None,
+    state: str = LIVE,
+    overdue: bool = False,
 ) -> str:
-    timing = "Took" if finished else "Elapsed"
-    left = f" · ~{format_seconds(remaining)} left" if remaining is not None else ""
-    return (
-        '<div class="mlw-header">'
-        f"{badge(status)}"
-        f'<span class="mlw-title">Run {escape(execution_id)}</span>'
-        f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
-        f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
-        f"{format_seconds(elapsed)}{left}</span></div>"
-    )
+    """Badge, run and workflow IDs, and the time line. An estimate shows only while the run
+    is watched; a step past its usual time says so instead of a time left it cannot know.
+    Once watching failed before anything was known, the time line (all dashes) is left out."""
+    title = f'<span class="mlw-title">Run {escape(execution_id)}</span>'
+    workflow = escape(workflow_id)
+    sub = f'<span class="mlw-sub" title="{workflow}">workflow {workflow}</span>'
+    time_line = ""
+    if not (state == UNWATCHED and status_class(status) == "unknown"):
+        timing = "Took" if finished else "Elapsed"
+        left = ""
+        if not state and not finished and overdue:
+            left = " · taking longer than usual"
+        elif not state and not finished and remaining is not None:
+            left = f" · ~{format_seconds(remaining)} left"
+        time_line = (
+            f'<span class="mlw-time"><span>{steps_done}/{steps_known} steps</span> '
+            f"<span>· {timing} {format_seconds(elapsed)}</span>"
+            f'{f"<span>{left}</span>" if left else ""}</span>'
+        )
+    return f'<div class="mlw-header">{badge(status, state)}{title}{sub}{time_line}</div>'
 
 
 def progress_bar(
@@ -193,15 +225,36 @@ def summary(
     steps: Sequence[Mapping[str, Any]],
     remaining: float | None = None,
     fraction: float | None = None,
+    state: str = LIVE,
+    overdue: bool = False,
+    with_bar: bool = True,
 ) -> str:
-    """Header and progress bar: the part of the card that moves with every tick.
-    ``remaining`` and ``fraction`` come from earlier runs' timings when there are some."""
+    """Header and progress bar: the part of the card that moves with every tick (the card
+    shows the bar apart, ``with_bar=False`` and ``card_bar``, so it spans the buttons too).
+    ``remaining``, ``fraction`` and ``overdue`` come from earlier runs' timings when there
+    are some; ``state`` says whether this view is watching (see ``header``)."""
     done = sum(1 for step in steps if step.get("status") == "completed")
     top = header(
         status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
         finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
+        state=state, overdue=overdue,
     )
-    return f'<div class="mlw-card">{top}{progress_bar(status, steps, fraction)}</div>'
+    if not with_bar:
+        return f'<div class="mlw-card">{top}</div>'
+    nothing_known = state == UNWATCHED and status_class(status) == "unknown"
+    bar = "" if nothing_known else progress_bar(status, steps, fraction)
+    return f'<div class="mlw-card">{top}{bar}</div>'
+
+
+def card_bar(
+    status: str, steps: Sequence[Mapping[str, Any]], fraction: float | None = None,
+    state: str = LIVE,
+) -> str:
+    """The card's progress bar on its own, across the whole card (under the buttons too);
+    nothing once watching failed before anything was known of the run."""
+    if state == UNWATCHED and status_class(status) == "unknown":
+        return ""
+    return f'<div class="mlw-card">{progress_bar(status, steps, fraction)}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:

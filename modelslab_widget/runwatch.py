@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .client import WorkflowsClient
-from .errors import ModelsLabError, RateLimitError, RunAlreadyEndedError
+from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
 from .eta import DurationHistory, Estimate, shared_history
 from .media import (
     OutputInfo,
@@ -331,12 +331,21 @@ class RunWatch:
     # -- internals ----------------------------------------------------------------------
 
     def _start_session(self) -> None:
+        if isinstance(self.error, AuthenticationError) or not self.client.has_api_key:
+            self._reload_key()
         self._session_open = True
         self.error = None
         self.retrying = None
         self._settled = False
         self._poller.policy = self._combined_policy()
         self._poller.start()
+
+    def _reload_key(self) -> None:
+        """Retry after "No API key" or a rejected key does what the card advises: read
+        MODELSLAB_API_KEY again (when the key came from it). A new key is a new account, so
+        the registry finds this watch under it from now on."""
+        if self.client.reload_key_from_environment():
+            _rekey(self, (self.client.account, *self.registry_key[1:]))
 
     def _combined_policy(self) -> PollPolicy:
         """The most eager interval of the views that want polling; timeouts are per view."""
@@ -638,6 +647,18 @@ def watch_for(
     if owns_client and existing.client is not client:
         client.close()
     return existing
+
+
+def _rekey(watch: RunWatch, key: tuple[Any, ...]) -> None:
+    """File a registered watch under a new key (its client's key changed). Should another
+    watch hold that key already, this one stays unregistered and ends with its last view."""
+    if not watch.registry_key:
+        return
+    with _registry_lock:
+        if _registry.get(watch.registry_key) is watch:
+            del _registry[watch.registry_key]
+        if _registry.setdefault(key, watch) is watch:
+            watch.registry_key = key
 
 
 def _forget(watch: RunWatch) -> None:

@@ -61,6 +61,9 @@ CONFIRM_SECONDS = 4.0  # how long "Confirm cancel" waits for the second click
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
+    # As wide as the output area up to 960 px whatever it shows: a card whose width followed
+    # its content would jump when the Stop button or a long step name comes and goes.
+    "width": "100%",
     "max_width": "960px",
 }
 
@@ -134,10 +137,14 @@ class _StepRows:
         self.after = widgets.HTML(layout=layout, style=style)
         self.box = widgets.VBox([self.before], layout=widgets.Layout(margin="2px 0"))
 
-    def show(self, steps: list[dict[str, Any]], running_for: dict[int, float]) -> None:
+    def show(
+        self, steps: list[dict[str, Any]], running_for: dict[int, float], waiting: bool = True
+    ) -> None:
         # traitlets notifies (and ipywidgets sends) only values that differ from the current
         # one, so a row whose text is unchanged costs nothing.
         view = render.steps_view(steps, running_for, len(self.rows))
+        if not steps and not waiting:
+            view = render.StepsView("", [], "")
         self.before.value = view.before
         self.after.value = view.after
         for row, markup in zip(self.rows, view.rows, strict=False):  # spare rows stay hidden
@@ -238,6 +245,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._cancel_tick()
             if was_watching and not self._watch.ended:
                 self._show_message("note", "Stopped watching.", "", "Press Resume to continue.")
+            self._render()  # the badge stops spinning: "Running · paused"
             self._update_controls()
 
     def close(self) -> None:
@@ -332,6 +340,36 @@ class WorkflowRunWidget(widgets.VBox):
         """This card wants the run watched and the watch is polling."""
         return self._watch.polling and self._watch.wants_polling(self)
 
+    @property
+    def watch_state(self) -> str:
+        """What the header says about watching, besides the run's status: ``""`` while
+        watched (or once the run ended), ``"paused"`` after ``stop()`` or this card's time
+        limit, ``"not watched"`` once watching ended on an error (see ``render``)."""
+        watch = self._watch
+        if watch.ended or self.watching:
+            return render.LIVE
+        if watch.error is not None and not watch.polling:
+            return render.UNWATCHED
+        if watch.interrupted(self) is not None:
+            return render.PAUSED
+        return render.LIVE
+
+    @property
+    def header_html(self) -> str:
+        """The card's header and progress bar as shown (for tests and other front ends)."""
+        return self._status_view.value + self._bar_view.value
+
+    @property
+    def message_html(self) -> str:
+        """The notice or error panel under the steps as shown ("" when there is none)."""
+        return self._message.value
+
+    @property
+    def buttons(self) -> dict[str, widgets.Button]:
+        """The buttons on show, by label (``"Stop"``, ``"Resume"``, ``"Retry"``, ...)."""
+        return {b.description: b for b in self._controls.children
+                if isinstance(b, widgets.Button) and b.layout.display != "none"}
+
     def estimate(self) -> Estimate | None:
         """Time left and progress by expected time, once this workflow has completed before
         in this kernel; None otherwise."""
@@ -402,6 +440,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._show_message("error", *astuple(explain(error)))
         elif self.snapshot is not None:
             self._show_outcome(self.snapshot)
+        self._render()  # the header says whether the run is still watched
         self._update_controls()
 
     def _show_outcome(self, snapshot: RunSnapshot) -> None:
@@ -507,10 +546,14 @@ class WorkflowRunWidget(widgets.VBox):
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
         self._cancel_button.on_click(lambda _: self._cancel_clicked())
+        # Buttons keep their labels: they never shrink, the header beside them wraps instead.
+        for button in (self._stop_button, self._cancel_button, self._resume_button):
+            button.layout.flex = "0 0 auto"
         self._controls = widgets.HBox(  # never squeezed: "Confirm cancel" stays readable
             [self._stop_button, self._cancel_button, self._resume_button],
             layout=widgets.Layout(flex="0 0 auto"),
         )
+        self._bar_view = widgets.HTML(layout=widgets.Layout(margin="0"))
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
@@ -519,13 +562,14 @@ class WorkflowRunWidget(widgets.VBox):
         self._gallery = _Gallery(slots)
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._top, self._steps_view.box, self._message, self._gallery.box]
+        return [self._style, self._top, self._bar_view, self._steps_view.box, self._message,
+                self._gallery.box]
 
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
             self._cancel_button,
-            self._controls, self._top, *self._steps_view.widgets(), self._message,
+            self._controls, self._top, self._bar_view, *self._steps_view.widgets(), self._message,
             *self._gallery.widgets(), *self._travel_widgets(),
         ]
 
@@ -535,6 +579,7 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _render(self) -> None:
         with self._lock:
+            state = self.watch_state
             estimate = self._watch.estimate()
             markup = render.summary(
                 status=self.status,
@@ -545,9 +590,17 @@ class WorkflowRunWidget(widgets.VBox):
                 steps=self.steps,
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
+                state=state,
+                overdue=estimate.overdue if estimate else False,
+                with_bar=False,
             )
             self._status_view.value = markup
-            self._steps_view.show(self.steps, self._step_timers())
+            self._bar_view.value = render.card_bar(
+                self.status, self.steps, estimate.fraction if estimate else None, state
+            )
+            # "Waiting for the first steps…" only while someone is waiting for them
+            self._steps_view.show(self.steps, self._step_timers(),
+                                  waiting=state != render.UNWATCHED)
 
     def _step_timers(self) -> dict[int, float]:
         """Live timers of the running steps, by index."""

@@ -683,3 +683,170 @@ def test_media_card_plays_video_and_audio_and_cancels_in_jupyterlab(lab: Lab, pa
     print(f"media elements {media}")
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
+
+
+# -- narrow and wide notebooks (issue 14, items 5 and 6) ------------------------------------------
+
+LAYOUT = "layout.ipynb"
+LAYOUT_SOURCE = [
+    "from modelslab_widget import RunBoard, WorkflowLauncher, WorkflowsClient, watch\n"
+    "from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Simulator\n\n"
+    "simulator = Simulator().start()\n"
+    "client = WorkflowsClient(simulator.api_key, base_url=simulator.base_url)\n"
+    'LONG = [("Text to Image", 2.0), ("Image Upscaler", 14.0)]',
+    "card = watch(DEMO_WORKFLOW_ID, simulator.add_run(steps=LONG), client=client,\n"
+    "             poll_interval=0.5)",
+    "board = RunBoard(client=client, poll_interval=0.5)\n"
+    "for steps in (LONG, LONG[:1], [(\"Text to Image\", 1.0), (\"Image Upscaler\", 9.0)]):\n"
+    "    board.add(DEMO_WORKFLOW_ID, simulator.add_run(steps=steps))\n"
+    "board",
+    "launcher = WorkflowLauncher(DEMO_WORKFLOW_ID, client=client, poll_interval=0.5)\n"
+    'launcher.inputs["prompt"].value = "a lighthouse at dusk, oil painting"\n'
+    "launcher.launch()\n"
+    "launcher",
+]
+
+# Every element whose text must show whole (no ellipsis, no clipping), with what it is.
+WHOLE_TEXT_JS = """() => {
+  const checks = [];
+  const add = (what, el) => checks.push({what, text: el.textContent.trim(),
+      cut: el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().width < 2});
+  document.querySelectorAll('.mlw-header .mlw-time > span').forEach(e => add('card time', e));
+  document.querySelectorAll('.mlw-header .mlw-sub').forEach(e => add('workflow id', e));
+  document.querySelectorAll('.mlw-header .mlw-title').forEach(e => add('run title', e));
+  document.querySelectorAll('.mlw-step .mlw-name').forEach(e => add('step name', e));
+  document.querySelectorAll('.mlw-step .mlw-dur').forEach(e => add('step time', e));
+  document.querySelectorAll('.mlw-row .mlw-dur').forEach(e => add('board time', e));
+  document.querySelectorAll('.mlw-row .mlw-row-step').forEach(e => add('board step', e));
+  document.querySelectorAll('.jp-OutputArea-output button.widget-button').forEach(b => {
+      if (b.offsetParent !== null && b.textContent.trim()) add('button ' + b.textContent.trim(), b);
+  });
+  return checks;
+}"""
+
+
+def _set_theme(page: Any, theme: str) -> None:
+    if page.evaluate("document.body.dataset.jpThemeName") == theme:
+        return
+    _menu(page, "Settings")
+    _menu_item(page, "Theme").hover()
+    _menu_item(page, theme).click()
+    page.wait_for_function(
+        f"() => document.body.dataset.jpThemeName === {theme!r}", polling=100, timeout=30_000
+    )
+    from playwright.sync_api import expect
+
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+
+
+def _widths(page: Any) -> dict[str, Any]:
+    """The card's, the board rows' and the launcher's boxes (item 6: they must not jump)."""
+    return page.evaluate(
+        """() => {
+          const box = e => e ? e.getBoundingClientRect() : null;
+          const card = document.querySelector('.jp-OutputArea-output .widget-vbox:has(.mlw-badge)');
+          const bar = document.querySelector('.mlw-progress');
+          const stop = [...document.querySelectorAll('button.widget-button')]
+              .find(b => b.textContent.trim() === 'Stop' && b.offsetParent !== null);
+          const rows = [...document.querySelectorAll('.mlw-row')];
+          return {card: box(card) && box(card).width,
+                  barRight: box(bar) && box(bar).right,
+                  stopRight: stop ? box(stop).right : null,
+                  rows: rows.map(r => Math.round(box(r).height)),
+                  rowTimes: [...document.querySelectorAll('.mlw-row .mlw-dur')]
+                      .map(e => Math.round(box(e).left))};
+        }"""
+    )
+
+
+def _shoot_outputs(page: Any, name: str) -> None:
+    """One picture per widget output (card, board, launcher), for the eye."""
+    outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
+                           ":has(.mlw-card)")
+    for index in range(outputs.count()):
+        outputs.nth(index).screenshot(path=ARTIFACTS / f"{name}-{index}.png")
+
+
+def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any) -> None:
+    """At 700 px with the file browser open and at 1280 px, in both themes: the card's time,
+    workflow ID and Stop label, the board's step and time columns and the launcher's step
+    names show whole (they wrap instead); the card is as wide running as completed, and
+    board rows keep their height and time column when thumbnails arrive."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
+              "execution_count": None} for source in LAYOUT_SOURCE]
+    content = {"cells": cells, "metadata": {"kernelspec": {"name": "python3",
+               "display_name": "Python 3", "language": "python"}},
+               "nbformat": 4, "nbformat_minor": 5}
+    _api(lab, "PUT", f"/api/contents/{LAYOUT}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.set_viewport_size({"width": 1280, "height": 1000})  # narrow comes once it is open
+    page.goto(lab.notebook_url(LAYOUT) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    # the file browser open beside the notebook, as a user at 700 px has it
+    browser_tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
+    page.set_viewport_size({"width": 700, "height": 1000})
+    if not page.locator("#filebrowser").is_visible():
+        browser_tab.click()
+    expect(page.locator("#filebrowser")).to_be_visible()
+    _run_from_menu(page, "Run All Cells",
+                   ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt")
+
+    # running: the card's first step is running, board rows are there, launcher's card too
+    page.wait_for_function(
+        "() => document.querySelectorAll('.mlw-row').length === 3"
+        " && document.querySelectorAll('.mlw-badge').length >= 2"
+        " && document.querySelector('.mlw-step .mlw-s-running') !== null",
+        polling=100, timeout=60_000)
+    problems: list[str] = []
+
+    def check(label: str) -> None:
+        checks = page.evaluate(WHOLE_TEXT_JS)
+        assert any(c["what"] == "button Stop" for c in checks) or "done" in label, checks
+        problems.extend(f"{label}: {c['what']} {c['text']!r} is cut" for c in checks if c["cut"])
+
+    notebook_width = page.evaluate(
+        "() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
+        ".getBoundingClientRect().width")
+    running = {}
+    for width in (700, 1280):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(300)  # JupyterLab lays its panels out on resize
+        running[width] = _widths(page)
+        check(f"{width} px running")
+        _shoot_outputs(page, f"layout-{width}-running")
+
+    # completed: every run ended (thumbnails in); the same boxes must not have moved
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.mlw-badge')].every("
+        "b => b.textContent.includes('Completed'))"
+        " && [...document.querySelectorAll('.mlw-row')].every(r => r.querySelector('img'))",
+        polling=200, timeout=90_000)
+    for theme, tag in ((DARK, "dark"), ("JupyterLab Light", "light")):
+        _set_theme(page, theme)
+        for width in (700, 1280):
+            page.set_viewport_size({"width": width, "height": 1000})
+            page.wait_for_timeout(300)
+            page.mouse.move(0, 0)
+            check(f"{width} px {tag} done")
+            _shoot_outputs(page, f"layout-{width}-{tag}")
+            if tag == "light":
+                done = _widths(page)
+                was = running[width]
+                assert abs(done["card"] - was["card"]) < 1, (width, was, done)
+                assert done["rows"] == was["rows"], (width, was, done)
+                assert done["rowTimes"] == was["rowTimes"], (width, was, done)
+    assert not problems, "\n".join(problems)
+    assert notebook_width < 500, notebook_width  # the file browser really took its room
+    # the progress bar runs under the Stop button to the card's edge (not short of it)
+    for width, boxes in running.items():
+        assert boxes["stopRight"] is not None and boxes["barRight"] is not None, boxes
+        assert boxes["barRight"] >= boxes["stopRight"], (width, boxes)

@@ -163,3 +163,8 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "refused: Run " in stdout and "already ended" in stdout
         saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
         assert saved == [".glb", ".mp4", ".png", ".wav"]
+    if name == "board.ipynb":  # expand() opens the card under its row, and only there
+        last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
+        assert "expand()" in last.source
+        assert not any(WIDGET_VIEW in out.get("data", {}) for out in last.outputs), last.outputs
+        assert "the card says" in _stdout(last), _stdout(last)

@@ -61,10 +61,10 @@ LAUNCHER_CELLS = [
         "print(launcher)"
     ),
     new_markdown_cell(
-        "`launcher.runs` lists the run widgets. When you are done, `launcher.close()` stops "
-        "every run's polling and closes the form."
+        "`launcher.runs` lists the run widgets, oldest first. When you are done, "
+        "`launcher.close()` stops every run's polling and closes the form."
     ),
-    new_code_cell("[str(r) for r in launcher.runs]"),
+    new_code_cell("for r in launcher.runs:\n    print(r)"),
 ]
 
 BOARD_CELLS = [
@@ -103,10 +103,16 @@ BOARD_CELLS = [
     ),
     new_code_cell("counts = board.wait(timeout=600)\nprint(board)\ncounts"),
     new_markdown_cell(
-        "Rows open from code too: `board.runs[0].expand()` shows the first run's full card "
-        "under its row. `board.close()` stops everything and closes the board."
+        "Rows open from code too: `expand()` shows a run's full card under its row in the "
+        "board above (and returns it; it is not shown a second time here). `row.stop()` and "
+        "`row.start()` pause and resume one row; `board.close()` stops everything and closes "
+        "the board."
     ),
-    new_code_cell("board.runs[0].expand()"),
+    new_code_cell(
+        "first = board.runs[0]\n"
+        "card = first.expand()  # the card opens under the row above\n"
+        'print(f"{first!r}; the card says {card.status}")'
+    ),
 ]
 
 
@@ -140,8 +146,8 @@ QUICKSTART_CELLS = [
     new_markdown_cell(
         "## The live widget\n\n"
         "`watch()` displays the widget and returns it. The header shows the run's status and "
-        "elapsed time; each step gets a row that updates on its own. **Stop** pauses watching, "
-        "**Resume** picks it up again."
+        "elapsed time; each step gets a row that updates on its own. **Stop** pauses watching "
+        "(the badge then says *paused*), **Resume** picks it up again."
     ),
     new_code_cell("run = watch(WORKFLOW_ID, EXECUTION_ID, client=client, poll_interval=1.0)"),
     new_markdown_cell(
@@ -193,7 +199,8 @@ RESULTS_CELLS = [
         "## How long is left\n\n"
         "This kernel has now seen the workflow complete, so a new run of it shows `~N s left` "
         "in its header, and its progress bar moves by expected time rather than by steps "
-        "done. The estimate is the median of earlier step durations; `use_history_file()` "
+        "done; a step that runs past its usual time says *taking longer than usual* instead "
+        "of guessing. The estimate is the median of earlier step durations; `use_history_file()` "
         "keeps them on disk for later kernels. The widget also polls less while no step is "
         "expected to end."
     ),
