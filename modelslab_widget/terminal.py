@@ -65,6 +65,7 @@ def header_line(
     now: datetime,
     first_seen: datetime | None = None,
     remaining: float | None = None,
+    overdue: bool = False,
 ) -> str:
     """``Run 12345 · running · 1/2 steps · 3.2 s`` (plus the outputs once completed)."""
     run = f"Run {clean(execution_id, 200)}"
@@ -74,7 +75,9 @@ def header_line(
     elapsed = snapshot.elapsed(now, first_seen)
     if elapsed is not None:
         parts.append(format_seconds(elapsed))
-    if remaining is not None and not snapshot.is_terminal:
+    if overdue and not snapshot.is_terminal:  # never claim the end is near when it is late
+        parts.append("taking longer than usual")
+    elif remaining is not None and not snapshot.is_terminal:
         parts.append(f"~{format_seconds(remaining)} left")
     if snapshot.status == "completed":
         parts.append(plural(len(snapshot.outputs), "output"))
@@ -100,10 +103,11 @@ def frame_lines(
     note: str = "",
     max_steps: int = MAX_STEP_ROWS,
     remaining: float | None = None,
+    overdue: bool = False,
 ) -> list[str]:
     """The live view: the header, one line per step (a window of them for long runs), and a
     notice (such as a retry) when there is one."""
-    lines = [header_line(snapshot, execution_id, now, first_seen, remaining)]
+    lines = [header_line(snapshot, execution_id, now, first_seen, remaining, overdue)]
     steps = snapshot.steps if snapshot is not None else ()
     if snapshot is not None and not steps and not snapshot.is_terminal:
         lines.append("  waiting for the first steps…")
@@ -359,5 +363,6 @@ class TerminalWatcher:
             first_seen=self._watch.first_seen, note=self._note,
             max_steps=min(MAX_STEP_ROWS, rows - 4),
             remaining=estimate.remaining if estimate is not None else None,
+            overdue=estimate is not None and estimate.overdue,
         )
         self._live_view.draw(lines)
