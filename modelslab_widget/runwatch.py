@@ -20,6 +20,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 from .client import WorkflowsClient
 from .errors import ModelsLabError
 from .eta import DurationHistory, Estimate, shared_history
-from .media import Thumbnail, load_thumbnails
+from .media import Thumbnail, load_thumbnails, url_host
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, WatchTimeout
 from .scheduler import Job, Scheduler, shared_scheduler
@@ -386,9 +387,15 @@ class RunWatch:
 
         load_thumbnails(
             self.client, urls, list(snapshot.proxy_links[start:count]), size,
-            submit=self.scheduler.submit, on_ready=on_ready, cancel=self._media_cancel,
+            submit=self._submit_download, on_ready=on_ready, cancel=self._media_cancel,
         )
         return True
+
+    def _submit_download(self, fn: Callable[..., Any], index: int,
+                         candidates: list[str]) -> Future[Any]:
+        """A thumbnail job, in the scheduler's download lane for its output's host: never in
+        the workers that poll, and a few at a time per host."""
+        return self.scheduler.submit_download(url_host(candidates[0]), fn, index, candidates)
 
     def _on_thumbnail(self, thumb: Thumbnail, generation: int) -> None:
         with self._lock:
