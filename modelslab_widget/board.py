@@ -33,7 +33,7 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, shared_scheduler
-from .text import format_seconds, shorten
+from .text import clean, format_seconds, shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
@@ -229,15 +229,15 @@ class BoardRow:
             card.close()
 
     def __repr__(self) -> str:
-        parts = [f"Run {self.execution_id}", self.status]
+        parts = [f"Run {clean(self.execution_id, 200)}", clean(self.status, 64)]
         step = current_step(self.snapshot)
         if step:
-            parts.append(step)
+            parts.append(clean(step, 200))
         parts.append(format_seconds(self._watch.elapsed()))
         snapshot = self.snapshot
         error = self.watch_error or (snapshot.error if snapshot else None)
         if error:
-            parts.append(f"error: {error[:200]}")
+            parts.append(f"error: {clean(error, 200)}")
         return " · ".join(parts)
 
     # -- the watch tells us (background threads) --------------------------------------

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import hmac
 import ipaddress
-import json
 import logging
 import math
 import os
@@ -48,7 +47,14 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .models import RunAccepted, RunSnapshot, WorkflowInfo, WorkflowSummary, cancel_message
+from .models import (
+    RunAccepted,
+    RunSnapshot,
+    WorkflowInfo,
+    WorkflowSummary,
+    cancel_message,
+    decode_json,
+)
 from .scheduler import shared_scheduler
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
@@ -782,9 +788,9 @@ class WorkflowsClient:
     ) -> Iterator[bytes]:
         """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
         deadline (the watchdog ends a read that would outlast it)."""
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise error(f"the {what} is {int(declared):,} bytes, more than the {limit:,} allowed")
+        declared = _length(response.headers.get("Content-Length"))
+        if declared is not None and declared > limit:
+            raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
         return self._chunks(response, limit, what, error)
 
     @staticmethod
@@ -852,7 +858,8 @@ class WorkflowsClient:
     def _decode_json(raw: bytes, response: requests.Response) -> Any:
         """The parsed body, or None when it is not JSON (the caller decides if that matters)."""
         try:
-            return json.loads(raw.decode("utf-8-sig"))
+            # Capped while parsing: an answer listing millions of steps keeps its first ones.
+            return decode_json(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             return None
 
@@ -903,7 +910,9 @@ def _media_type(header: str | None) -> str | None:
 
 
 def _length(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 20 else None
+    """A header's byte count, or None: ASCII digits only ("²".isdigit() is true too)."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -330,3 +330,8 @@ def history_row(
         f'<span class="mlw-sub" title="{escape(prompt)}">'
         f"{escape(shorten(prompt, preview))}</span></div>"
     )
+
+
+def note_line(text: str) -> str:
+    """A small note under the header (e.g. that an answer was cut); "" for no text."""
+    return f'<div class="mlw-card mlw-caption">{escape(text)}</div>' if text else ""

@@ -123,3 +123,13 @@ def explain(error: BaseException, where: str = "card") -> Explanation:
     if isinstance(error, ModelsLabError) and error.transient:
         return Explanation("Could not get the run's status", detail, hints["transient"])
     return Explanation("Watching stopped", detail, hints["other"])
+
+
+def dropped_note(steps: int, outputs: int) -> str:
+    """Words for what an oversized answer listed beyond the caps ("" when nothing was cut)."""
+    parts = [f"{count:,} more {word}{'' if count == 1 else 's'}"
+             for count, word in ((steps, "step"), (outputs, "output")) if count > 0]
+    if not parts:
+        return ""
+    return (f"The answer listed {' and '.join(parts)} than shown: only the first ones are "
+            "kept, so an answer this big cannot slow down or fill up the kernel.")

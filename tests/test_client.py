@@ -577,3 +577,33 @@ def test_probe_refuses_non_http_urls(canned):
     with canned_client(canned) as c, pytest.raises(OutputError, match="non-http"):
         c.probe("file:///etc/passwd")
     assert canned.requests == []
+
+
+# -- caps while parsing, over a real socket --------------------------------------------------
+
+
+def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
+    import tracemalloc
+
+    from modelslab_widget.models import MAX_STEPS
+
+    body = ('{"status":"success","execution":{"id":42,"status":"running"},"steps":['
+            + ",".join(["{}"] * 3_000_000) + "]}").encode()
+    canned.routes[("GET", "/api/v1/workflows/wf-1/runs/42")] = (200, body, {})
+    with canned_client(canned) as c:
+        tracemalloc.start()
+        snapshot = c.get_run("wf-1", 42)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert len(body) > 9_000_000
+    assert len(snapshot.steps) == MAX_STEPS
+    assert snapshot.dropped_steps == 3_000_000 - MAX_STEPS
+    assert peak < 100e6, f"one poll peaked at {peak / 1e6:.0f} MB"  # json.loads: ~700 MB
+
+
+def test_a_content_length_that_is_no_number_is_ignored(canned):
+    # "²".isdigit() is true, int("²") raises: the body is read up to its real end instead.
+    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {
+        "Content-Length": "²", "Connection": "close"})
+    with canned_client(canned) as c, c.open_output(f"{canned.origin}/files/a.png") as chunks:
+        assert b"".join(chunks) == b"\x89PNG-bytes"

@@ -205,7 +205,7 @@ def run_soak(
     print(f"\nsoak {sequential} sequential + {concurrent} concurrent: {figures}")
     assert len(live_widgets) == widgets_before, "widgets left open after close()"
     assert soak.peak_threads <= 1 + MAX_WORKERS + MAX_DOWNLOADS, (
-        "one timer, at most four poll workers and four download workers, whatever the load")
+        "one timer, at most four poll workers and six download workers, whatever the load")
     assert growth < MEMORY_BUDGET_MB, f"RSS grew by {growth:.1f} MB"
 
 
