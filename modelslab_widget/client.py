@@ -416,8 +416,7 @@ def error_for_response(response: requests.Response, body: Any) -> ModelsLabError
     message = _server_message(body, f"HTTP {code}")
     if code in (401, 403):
         return AuthenticationError(
-            f"The API key was rejected (HTTP {code}: {message}). "
-            "Check MODELSLAB_API_KEY or the api_key you passed.",
+            f"The API key was rejected (HTTP {code}: {message}).",
             status_code=code,
         )
     if code == 404:
@@ -916,7 +915,24 @@ def _length(value: str | None) -> int | None:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, key-free description of a requests/urllib3 failure."""
+    """A short, key-free description of a requests/urllib3 failure: for a server that cannot
+    be reached, "could not connect (connection refused)" rather than urllib3's pool text."""
+    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
+
+    root: BaseException = exc
+    for _ in range(5):  # requests' ConnectionError -> MaxRetryError -> its reason
+        if root.args and isinstance(root.args[0], MaxRetryError):
+            root = root.args[0]
+        elif isinstance(root, MaxRetryError) and root.reason is not None:
+            root = root.reason
+        else:
+            break
+    if isinstance(root, NameResolutionError):
+        return "could not resolve the host name"
+    if isinstance(root, NewConnectionError):
+        cause = root.__cause__
+        why = getattr(cause, "strerror", None) or type(cause).__name__
+        return f"could not connect ({str(why).lower()})"
     inner: BaseException | None = exc
     while inner is not None and inner.__context__ is not None and inner.args == ():
         inner = inner.__context__

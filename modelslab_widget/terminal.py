@@ -143,7 +143,8 @@ def transition_lines(previous: RunSnapshot | None, current: RunSnapshot) -> list
     lines = []
     run_changed = previous is None or previous.status != current.status
     if run_changed and not current.is_terminal:
-        lines.append(f"run {clean(current.status, 64)}")
+        now = "" if previous is None else "now "
+        lines.append(f"run is {now}{clean(current.status, 64)}")
     before = previous.steps if previous is not None else ()
     for index, step in enumerate(current.steps):
         if index >= len(before) or before[index].status != step.status:
