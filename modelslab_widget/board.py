@@ -378,13 +378,16 @@ class RunBoard(widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> dict[str, int]:
         """Block until every run added so far has ended (and its thumbnails are in) or its
-        watching ended on an error; returns ``counts()``. Raises ``TimeoutError``."""
+        watching ended on an error; returns ``counts()``. Raises ``TimeoutError``, and
+        RuntimeError when ``close()`` (from another thread) ended the wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for row in self.runs:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not row.wait(left):
                 pending = sum(1 for r in self.runs if not r.settled)
                 raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s")
+        if self._closed:  # close() ends every row's wait: say so rather than return nothing
+            raise RuntimeError("the board was closed before every run ended")
         return self.counts()
 
     def close(self) -> None:
