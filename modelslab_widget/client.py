@@ -148,6 +148,77 @@ def _deadline_passed() -> bool:
     return deadline is not None and deadline.expired
 
 
+# -- which addresses output downloads may reach ------------------------------------------------
+
+ADDRESS_KINDS = ("public", "private", "loopback", "link-local", "reserved")
+
+
+class _RefusedAddress(Exception):
+    """An output download would reach an address its client does not fetch from."""
+
+
+def address_kind(address: str) -> str:
+    """What kind of address an IP is: "public", "private" (RFC 1918, unique local, shared
+    CGNAT space), "loopback" (also 0.0.0.0 and ::, which reach this machine), "link-local"
+    (169.254.0.0/16 holds the cloud metadata services) or "reserved" (multicast and the like)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_unspecified:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast or ip.is_reserved:
+        return "reserved"
+    if ip.is_private or ip in ipaddress.ip_network("100.64.0.0/10"):
+        return "private"
+    return "public"
+
+
+def _host_kinds(host: str) -> dict[str, str]:
+    """{address: kind} for every address ``host`` resolves to ({} when it does not)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return {}
+    return {str(info[4][0]): address_kind(str(info[4][0])) for info in infos}
+
+
+def _allowed_kinds() -> frozenset[str] | None:
+    return getattr(_call, "allowed_kinds", None)
+
+
+def _refuse(address: str, kind: str) -> None:
+    raise _RefusedAddress(
+        f"refused to fetch an output from {address}, a {kind} address: outputs inside the "
+        "network are linked, not fetched; WorkflowsClient(allow_private_outputs=True) "
+        "allows them"
+    )
+
+
+def _check_host(host: str) -> None:
+    allowed = _allowed_kinds()
+    if allowed is None:
+        return
+    for address, kind in _host_kinds(host).items():
+        if kind not in allowed:
+            _refuse(address, kind)
+
+
+def _check_peer(sock: socket.socket) -> None:
+    allowed = _allowed_kinds()
+    if allowed is None:
+        return
+    try:
+        address = str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return  # not connected: nothing was reached
+    kind = address_kind(address)
+    if kind not in allowed:
+        _shut(sock)
+        _refuse(address, kind)
+
+
 @functools.cache
 def watched_pool_classes() -> dict[str, type]:
     """urllib3 pools whose connections report their socket to the running call's deadline,
@@ -160,24 +231,39 @@ def watched_pool_classes() -> dict[str, type]:
         if deadline is not None:
             deadline.watch(sock)
 
+    def new_conn(conn: Any, connect: Callable[[], socket.socket]) -> socket.socket:
+        direct = not conn.proxy  # through a proxy, the proxy is who fetches the output
+        if direct:
+            _check_host(conn.host)  # refuse before any packet goes to an inner address
+        sock = connect()
+        watch(sock)  # before the TLS handshake, which a slow server can drip too
+        if direct:
+            try:
+                _check_peer(sock)  # what was really reached (DNS may answer differently)
+            except _RefusedAddress:
+                sock.close()
+                raise
+        return sock
+
+    def reuse(conn: Any) -> None:
+        watch(conn.sock)
+        if conn.sock is not None and not conn.proxy:
+            _check_peer(conn.sock)  # a kept-alive connection opened by an API call
+
     class WatchedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch(sock)  # before the TLS handshake, which a slow server can drip too
-            return sock
+            return new_conn(self, super()._new_conn)
 
         def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            watch(self.sock)
+            reuse(self)
             super().request(*args, **kwargs)
 
     class WatchedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch(sock)
-            return sock
+            return new_conn(self, super()._new_conn)
 
         def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            watch(self.sock)
+            reuse(self)
             super().request(*args, **kwargs)
 
     class WatchedHTTPConnectionPool(HTTPConnectionPool):
@@ -456,6 +542,7 @@ class WorkflowsClient:
         pool_maxsize: int = 10,
         deadline: float | None = None,
         download_deadline: float = DOWNLOAD_DEADLINE,
+        allow_private_outputs: bool | None = None,
     ) -> None:
         self._api_key = _checked_key(
             api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
@@ -468,6 +555,12 @@ class WorkflowsClient:
         self.deadline = deadline if deadline is not None else _default_deadline(timeout)
         #: Seconds one output download or probe may take, connect to last byte.
         self.download_deadline = download_deadline
+        #: Output URLs on loopback, link-local or private addresses: True fetches them,
+        #: False never does, None (the default) fetches those of the same kind as the API's
+        #: own address (the simulator's loopback, a self-hosted gateway's private network).
+        #: Refused outputs are still linked. Redirects are checked the same way.
+        self.allow_private_outputs = allow_private_outputs
+        self._base_kinds: frozenset[str] | None = None
         self._key_pattern = _key_pattern(self._api_key)
         self._warn_if_cleartext()
         self._session = key_safe_session_class()()
@@ -580,7 +673,8 @@ class WorkflowsClient:
         last byte; failures raise ``error`` (OutputError unless told)."""
         self._check_output_url(url, error)
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._deadline_scope(deadline or self.download_deadline):
+        with self._cancel_scope(cancel), self._output_scope(), \
+                self._deadline_scope(deadline or self.download_deadline):
             try:
                 with self._send("GET", url, api=False) as response:
                     if response.status_code != 200:
@@ -600,7 +694,8 @@ class WorkflowsClient:
         content_type: str | None = None
         length: int | None = None
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._deadline_scope(self.deadline):
+        with self._cancel_scope(cancel), self._output_scope(), \
+                self._deadline_scope(self.deadline):
             try:
                 with self._send("HEAD", url, api=False) as response:
                     if response.status_code == 200:
@@ -670,6 +765,29 @@ class WorkflowsClient:
             yield
         finally:
             _call.cancel = previous
+
+    def output_address_kinds(self) -> frozenset[str]:
+        """The kinds of address (see ``address_kind``) output downloads may reach."""
+        if self.allow_private_outputs:
+            return frozenset(ADDRESS_KINDS)
+        if self.allow_private_outputs is False:
+            return frozenset({"public"})
+        if self._base_kinds is None:  # resolved once, on the first download
+            host = urlsplit(self.base_url).hostname or ""
+            kinds = set(_host_kinds(host).values()) - {"reserved"}
+            self._base_kinds = frozenset({"public", *kinds})
+        return self._base_kinds
+
+    @contextlib.contextmanager
+    def _output_scope(self) -> Iterator[None]:
+        """Connections made in this scope (redirects included) may reach only the addresses
+        ``output_address_kinds`` allows."""
+        previous = _allowed_kinds()
+        _call.allowed_kinds = self.output_address_kinds()
+        try:
+            yield
+        finally:
+            _call.allowed_kinds = previous
 
     @staticmethod
     @contextlib.contextmanager
@@ -759,6 +877,8 @@ class WorkflowsClient:
             return NetworkError(f"{method} {url}: no complete answer within {seconds:g} s")
         if isinstance(exc, _Cancelled):
             return NetworkError(f"{method} {url} was cancelled")
+        if isinstance(exc, _RefusedAddress):
+            return OutputError(str(exc))
         if isinstance(exc, requests.TooManyRedirects):
             return ServerError(f"{method} {url}: too many redirects (a redirect loop?)")
         if isinstance(exc, requests.Timeout):

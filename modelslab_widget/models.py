@@ -26,7 +26,7 @@ _FRACTION = re.compile(r"\.(\d+)")
 MAX_TEXT = 10_000  # longest server string we keep: enough for any real message
 # What one answer may hold. Real runs have tens of steps and outputs and real schemas tens of
 # parameters; beyond these a view shows the first ones and says how many more there were.
-MAX_STEPS = 500
+MAX_STEPS = 1000  # the card shows a window of them; the fault matrix has 1,000-step runs
 MAX_OUTPUTS = 200
 MAX_PARAMETERS = 200
 # Every JSON array or object in an answer keeps at most this many items while it is parsed

@@ -347,12 +347,12 @@ def test_an_answer_cut_at_the_caps_says_so_on_the_card(sim, make):
     from modelslab_widget.models import MAX_STEPS
 
     eid = sim.add_run(steps=FAST)
-    body = {"status": "success", "steps": [{"name": "s", "status": "completed"}] * 600,
+    body = {"status": "success", "steps": [{"name": "s", "status": "completed"}] * 1200,
             "execution": {"id": eid, "status": "running"}}
     sim.status_faults(eid, [Fault("json", body=body)])
     widget = make(eid)
     wait_for(lambda: "more steps" in card_markup(widget))
-    assert f"{600 - MAX_STEPS} more steps than shown" in card_markup(widget)
+    assert f"{1200 - MAX_STEPS} more steps than shown" in card_markup(widget)
     assert widget.wait(10).status == "completed"
     assert "more steps" not in card_markup(widget)  # the next, whole answer clears it
 
