@@ -35,7 +35,7 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, shared_scheduler
-from .text import format_seconds, shorten
+from .text import clean, format_seconds, shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
 WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
@@ -267,15 +267,15 @@ class BoardRow:
             card.close()
 
     def __repr__(self) -> str:
-        parts = [f"Run {self.execution_id}", self.status]
+        parts = [f"Run {clean(self.execution_id, 200)}", clean(self.status, 64)]
         step = current_step(self.snapshot)
         if step:
-            parts.append(step)
+            parts.append(clean(step, 200))
         parts.append(format_seconds(self._watch.elapsed()))
         snapshot = self.snapshot
         error = self.watch_error or (snapshot.error if snapshot else None)
         if error:
-            parts.append(f"error: {error[:200]}")
+            parts.append(f"error: {clean(error, 200)}")
         return " · ".join(parts)
 
     # -- the watch tells us (background threads) --------------------------------------
@@ -425,13 +425,16 @@ class RunBoard(widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> dict[str, int]:
         """Block until every run added so far has ended (and its thumbnails are in) or its
-        watching ended on an error; returns ``counts()``. Raises ``TimeoutError``."""
+        watching ended on an error; returns ``counts()``. Raises ``TimeoutError``, and
+        RuntimeError when ``close()`` (from another thread) ended the wait."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for row in self.runs:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not row.wait(left):
                 pending = sum(1 for r in self.runs if not r.settled)
                 raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s")
+        if self._closed:  # close() ends every row's wait: say so rather than return nothing
+            raise RuntimeError("the board was closed before every run ended")
         return self.counts()
 
     def close(self) -> None:

@@ -1,23 +1,27 @@
-"""The ``modelslab-widget`` command: watch a run in the terminal, a demo, the simulator.
+"""The ``modelslab-widget`` command: watch or cancel a run in the terminal, list workflows,
+a demo, the simulator.
 
 Exit codes of ``watch`` and ``demo``: 0 the run completed, 1 it failed or was cancelled,
 2 watching failed (bad key, unknown run, time limit, errors that persisted, bad arguments),
-130 interrupted by Ctrl-C. Nothing here imports ipywidgets.
+130 interrupted by Ctrl-C. ``cancel``: 0 cancelled, 1 the run had already ended, 2 any other
+failure. Nothing here imports ipywidgets.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import IO
 
+from ._version import __version__
 from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError
+from .errors import ModelsLabError, RunAlreadyEndedError
 from .eta import use_history_file
 from .media import save_images
-from .models import RunSnapshot
+from .models import RunSnapshot, WorkflowSummary, format_timestamp
 from .poller import PollPolicy
 from .terminal import TerminalWatcher, snapshot_dict
 from .text import clean, explain
@@ -25,10 +29,23 @@ from .text import clean, explain
 EXIT_COMPLETED, EXIT_RUN_FAILED, EXIT_WATCH_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_PROMPT = "a lighthouse at dusk"
 
-EPILOG = """\
+RUN_EXIT = """\
 exit status: 0 the run completed, 1 it failed or was cancelled, 2 watching failed
-(bad key, unknown run, --timeout reached, persistent errors), 130 interrupted.
+(bad key, unknown run, --timeout reached, persistent errors), 130 interrupted."""
+ENVIRONMENT = """\
 environment: MODELSLAB_API_KEY (the API key), MODELSLAB_BASE_URL (the API's base URL)."""
+EPILOG = f"{RUN_EXIT}\n{ENVIRONMENT}"
+CANCEL_EPILOG = f"""\
+exit status: 0 the run was cancelled, 1 it had already ended, 2 any other failure
+(bad key, unknown run, network).
+{ENVIRONMENT}"""
+DEMO_EPILOG = f"""{RUN_EXIT}
+demo runs its own simulator: it reads no environment variables and needs no key."""
+# The poller does the retrying on the command line: a call that fails returns at once, so each
+# attempt is one line and the delay it states is the real one (the client's own retries would
+# add their back-off, unannounced).
+CLI_RETRIES = 0
+CLI_BACKOFF = 0.5
 
 
 def _positive(text: str) -> float:
@@ -60,11 +77,24 @@ def _add_output_options(parser: argparse.ArgumentParser, interval: float) -> Non
     )
 
 
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-key", metavar="KEY", default=None,
+        help="API key (default $MODELSLAB_API_KEY; prefer the variable: "
+        "arguments are visible to other users in the process list)",
+    )
+    parser.add_argument(
+        "--base-url", metavar="URL", default=None,
+        help="API base URL (default $MODELSLAB_BASE_URL, else https://modelslab.com/api/v1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelslab-widget", description="Watch ModelsLab workflow runs.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"modelslab-widget {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     watch = commands.add_parser(
         "watch", help="watch a run live in the terminal",
@@ -74,19 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("workflow_id", metavar="WORKFLOW_ID")
     watch.add_argument("execution_id", metavar="EXECUTION_ID")
     _add_output_options(watch, interval=2.0)
-    watch.add_argument(
-        "--api-key", metavar="KEY", default=None,
-        help="API key (default $MODELSLAB_API_KEY; prefer the variable: "
-        "arguments are visible to other users in the process list)",
+    _add_connection_options(watch)
+    cancel = commands.add_parser(
+        "cancel", help="ask ModelsLab to cancel a run",
+        description="Cancel a pending or running run (it cannot be undone).",
+        epilog=CANCEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument(
-        "--base-url", metavar="URL", default=None,
-        help="API base URL (default $MODELSLAB_BASE_URL, else https://modelslab.com/api/v1)",
+    cancel.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    cancel.add_argument("execution_id", metavar="EXECUTION_ID")
+    cancel.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _add_connection_options(cancel)
+    listing = commands.add_parser(
+        "workflows", help="list your API-enabled workflows",
+        description="List the workflows your key can run: ID, name, rate limit, calls.",
+        epilog=ENVIRONMENT, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_connection_options(listing)
     demo = commands.add_parser(
         "demo", help="launch a demo run on a built-in simulator and watch it",
         description="Start the simulator in this process, launch a demo run and watch it.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=DEMO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_output_options(demo, interval=0.5)
     demo.add_argument("--prompt", default=DEMO_PROMPT, help=f"default {DEMO_PROMPT!r}")
@@ -107,30 +145,125 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    commands = {"watch": watch_command, "cancel": cancel_command,
+                "workflows": workflows_command, "demo": demo_command}
     try:
-        if args.command == "watch":
-            return watch_command(args)
-        return demo_command(args)
+        return commands[args.command](args)
     except ModelsLabError as error:  # launching the demo run failed
-        return _fail(clean(error))
+        return _fail(clean(error), as_json=args.json, error=error)
     except KeyboardInterrupt:
         print("\nmodelslab-widget: interrupted, stopped watching", file=sys.stderr)
+        if args.command == "watch":  # the run itself goes on (and is billed)
+            print("The run goes on. To cancel it: modelslab-widget cancel "
+                  f"{shlex.quote(args.workflow_id)} {shlex.quote(args.execution_id)}",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _run_ids(args: argparse.Namespace) -> int | str:
+    """The execution ID (an int when it is one); ValueError for IDs that cannot be sent."""
+    path_segment(args.workflow_id, "WORKFLOW_ID")
+    path_segment(args.execution_id, "EXECUTION_ID")
+    return (
+        int(args.execution_id) if args.execution_id.isascii() and args.execution_id.isdigit()
+        else args.execution_id  # "²".isdigit() is true, but it is no number
+    )
+
+
+def _cli_client(args: argparse.Namespace) -> WorkflowsClient | None:
+    """The client for the command's key and base URL; None (and the reason printed) when there
+    is no key, in the command line's words rather than the Python API's."""
+    client = WorkflowsClient(args.api_key, base_url=args.base_url, retries=CLI_RETRIES)
+    if client.has_api_key:
+        return client
+    client.close()
+    _fail("no API key: set MODELSLAB_API_KEY (or pass --api-key) and run the command again.",
+          as_json=args.json, kind="AuthenticationError")
+    return None
 
 
 def watch_command(args: argparse.Namespace) -> int:
     try:
-        path_segment(args.workflow_id, "WORKFLOW_ID")
-        path_segment(args.execution_id, "EXECUTION_ID")
+        execution_id = _run_ids(args)
     except ValueError as error:
-        return _fail(str(error))
-    execution_id: int | str = (
-        int(args.execution_id) if args.execution_id.isascii() and args.execution_id.isdigit()
-        else args.execution_id  # "²".isdigit() is true, but it is no number
-    )
+        return _fail(str(error), as_json=args.json, kind="ValueError")
     use_history_file()  # step durations kept across commands: ETAs and quieter polling
-    with WorkflowsClient(args.api_key, base_url=args.base_url) as client:
+    client = _cli_client(args)
+    if client is None:
+        return EXIT_WATCH_FAILED
+    with client:
         return _watch_as_asked(client, args.workflow_id, execution_id, args)
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    """Ask the API to cancel the run: 0 cancelled, 1 it had already ended, 2 otherwise."""
+    try:
+        execution_id = _run_ids(args)
+    except ValueError as error:
+        return _fail(str(error), as_json=args.json, kind="ValueError")
+    client = _cli_client(args)
+    if client is None:
+        return EXIT_WATCH_FAILED
+    with client:
+        try:
+            message = client.cancel_run(args.workflow_id, execution_id)
+        except RunAlreadyEndedError as error:
+            _report(args.json, {"cancelled": False, "already_ended": True,
+                                "message": clean(error)}, f"modelslab-widget: {clean(error)}",
+                    to_stderr=True)
+            return EXIT_RUN_FAILED
+        except ModelsLabError as error:
+            return _fail(_explain_once(error), as_json=args.json, error=error)
+    _report(args.json, {"cancelled": True, "message": clean(message)},
+            f"Run {clean(execution_id, 200)}: {clean(message)}")
+    return EXIT_COMPLETED
+
+
+def workflows_command(args: argparse.Namespace) -> int:
+    """Print the caller's API-enabled workflows as a table (or JSON)."""
+    client = _cli_client(args)
+    if client is None:
+        return EXIT_WATCH_FAILED
+    with client:
+        try:
+            found = client.list_workflows()
+        except ModelsLabError as error:
+            return _fail(_explain_once(error), as_json=args.json, error=error)
+    if args.json:
+        _print_json([_summary_dict(item) for item in found], sys.stdout)
+    elif not found:
+        print("No API-enabled workflows for this key.")
+    else:
+        print(workflows_table(found))
+    return EXIT_COMPLETED
+
+
+def _summary_dict(item: WorkflowSummary) -> dict[str, object]:
+    return {
+        "id": item.id, "name": item.name, "description": item.description,
+        "rate_limit": item.rate_limit, "call_count": item.call_count,
+        "last_called_at": format_timestamp(item.last_called_at),
+        "created_at": format_timestamp(item.created_at),
+        "updated_at": format_timestamp(item.updated_at),
+    }
+
+
+def workflows_table(items: list[WorkflowSummary]) -> str:
+    """ID, name, rate limit, call count and last call, one workflow a line, every field
+    cleaned of control characters and cut to a readable width."""
+    rows = [("ID", "NAME", "RATE LIMIT", "CALLS", "LAST CALLED")]
+    for item in items:
+        last = format_timestamp(item.last_called_at) or "never"
+        rows.append((
+            clean(item.id, 40), clean(item.name, 40),
+            "–" if item.rate_limit is None else f"{item.rate_limit}/min",
+            "–" if item.call_count is None else f"{item.call_count:,}", last,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -140,7 +273,12 @@ def demo_command(args: argparse.Namespace) -> int:
         execution_id = client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": args.prompt})
         view = sys.stderr if args.json else sys.stdout
         print(f"demo: simulator at {sim.base_url}, run {execution_id}", file=view, flush=True)
-        return _watch_as_asked(client, DEMO_WORKFLOW_ID, execution_id, args)
+        code = _watch_as_asked(client, DEMO_WORKFLOW_ID, execution_id, args)
+        if args.save is None and code == EXIT_COMPLETED:
+            print("demo: these URLs are served by the demo's own simulator and stop working "
+                  "when this command exits; pass --save DIR to keep the images.",
+                  file=view, flush=True)
+        return code
 
 
 def _watch_as_asked(client: WorkflowsClient, workflow_id: str, execution_id: int | str,
@@ -148,7 +286,8 @@ def _watch_as_asked(client: WorkflowsClient, workflow_id: str, execution_id: int
     """``watch_and_report`` with the output options both commands share."""
     return watch_and_report(
         client, workflow_id, execution_id, save=args.save, as_json=args.json,
-        policy=PollPolicy(interval=args.interval, timeout=args.timeout),
+        policy=PollPolicy(interval=args.interval, timeout=args.timeout,
+                          backoff_base=CLI_BACKOFF),
     )
 
 
@@ -171,7 +310,8 @@ def watch_and_report(
                               policy=policy)
     result = watcher.run()
     if result.error is not None or result.snapshot is None:
-        return _fail(_explain(result.error, policy), err)
+        return _fail(_explain(result.error, policy), err, as_json=as_json, out=out,
+                     error=result.error)
     snapshot = result.snapshot
     code = EXIT_COMPLETED
     saved: list[Path] = []
@@ -190,10 +330,25 @@ def watch_and_report(
         document = snapshot_dict(snapshot)
         if save is not None:
             document["saved"] = [str(path) for path in saved]
-        json.dump(document, out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        _print_json(document, out)
     out.flush()
     return code
+
+
+def _print_json(document: object, out: IO[str]) -> None:
+    """JSON with every non-ASCII character escaped: server text may hold C1 controls (an
+    8-bit CSI) or bidi overrides, which a terminal would act on if printed raw."""
+    json.dump(document, out, indent=2, ensure_ascii=True)
+    out.write("\n")
+    out.flush()
+
+
+def _report(as_json: bool, document: dict[str, object], line: str,
+            to_stderr: bool = False) -> None:
+    if as_json:
+        _print_json(document, sys.stdout)
+    else:
+        print(line, file=sys.stderr if to_stderr else sys.stdout, flush=True)
 
 
 def _save(
@@ -233,8 +388,22 @@ def _explain(error: BaseException | None, policy: PollPolicy | None) -> str:
     return f"{title}: {detail} {words.hint}"
 
 
-def _fail(message: str, err: IO[str] | None = None) -> int:
+def _explain_once(error: BaseException) -> str:
+    """Why a single request (cancel, the workflow list) failed, with what to do next."""
+    words = explain(error, "terminal")
+    return f"{words.title[:1].lower()}{words.title[1:]}: {clean(words.text)} {words.hint}"
+
+
+def _fail(message: str, err: IO[str] | None = None, *, as_json: bool = False,
+          out: IO[str] | None = None, error: BaseException | None = None,
+          kind: str | None = None) -> int:
+    """Say why on stderr; with ``--json`` also put it on stdout as a JSON object, so a script
+    reading stdout always gets one document."""
     print(f"modelslab-widget: {message}", file=err or sys.stderr, flush=True)
+    if as_json:
+        kind = kind or (type(error).__name__ if error is not None else "Error")
+        _print_json({"status": "error", "error": {"type": kind, "message": message},
+                     "exit_code": EXIT_WATCH_FAILED}, out or sys.stdout)
     return EXIT_WATCH_FAILED
 
 

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import hmac
 import ipaddress
-import json
 import logging
 import math
 import os
@@ -49,7 +48,14 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .models import RunAccepted, RunSnapshot, WorkflowInfo, WorkflowSummary, cancel_message
+from .models import (
+    RunAccepted,
+    RunSnapshot,
+    WorkflowInfo,
+    WorkflowSummary,
+    cancel_message,
+    decode_json,
+)
 from .scheduler import shared_scheduler
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
@@ -143,6 +149,77 @@ def _deadline_passed() -> bool:
     return deadline is not None and deadline.expired
 
 
+# -- which addresses output downloads may reach ------------------------------------------------
+
+ADDRESS_KINDS = ("public", "private", "loopback", "link-local", "reserved")
+
+
+class _RefusedAddress(Exception):
+    """An output download would reach an address its client does not fetch from."""
+
+
+def address_kind(address: str) -> str:
+    """What kind of address an IP is: "public", "private" (RFC 1918, unique local, shared
+    CGNAT space), "loopback" (also 0.0.0.0 and ::, which reach this machine), "link-local"
+    (169.254.0.0/16 holds the cloud metadata services) or "reserved" (multicast and the like)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_unspecified:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast or ip.is_reserved:
+        return "reserved"
+    if ip.is_private or ip in ipaddress.ip_network("100.64.0.0/10"):
+        return "private"
+    return "public"
+
+
+def _host_kinds(host: str) -> dict[str, str]:
+    """{address: kind} for every address ``host`` resolves to ({} when it does not)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return {}
+    return {str(info[4][0]): address_kind(str(info[4][0])) for info in infos}
+
+
+def _allowed_kinds() -> frozenset[str] | None:
+    return getattr(_call, "allowed_kinds", None)
+
+
+def _refuse(address: str, kind: str) -> None:
+    raise _RefusedAddress(
+        f"refused to fetch an output from {address}, a {kind} address: outputs inside the "
+        "network are linked, not fetched; WorkflowsClient(allow_private_outputs=True) "
+        "allows them"
+    )
+
+
+def _check_host(host: str) -> None:
+    allowed = _allowed_kinds()
+    if allowed is None:
+        return
+    for address, kind in _host_kinds(host).items():
+        if kind not in allowed:
+            _refuse(address, kind)
+
+
+def _check_peer(sock: socket.socket) -> None:
+    allowed = _allowed_kinds()
+    if allowed is None:
+        return
+    try:
+        address = str(sock.getpeername()[0])
+    except (OSError, IndexError):
+        return  # not connected: nothing was reached
+    kind = address_kind(address)
+    if kind not in allowed:
+        _shut(sock)
+        _refuse(address, kind)
+
+
 @functools.cache
 def watched_pool_classes() -> dict[str, type]:
     """urllib3 pools whose connections report their socket to the running call's deadline,
@@ -155,24 +232,39 @@ def watched_pool_classes() -> dict[str, type]:
         if deadline is not None:
             deadline.watch(sock)
 
+    def new_conn(conn: Any, connect: Callable[[], socket.socket]) -> socket.socket:
+        direct = not conn.proxy  # through a proxy, the proxy is who fetches the output
+        if direct:
+            _check_host(conn.host)  # refuse before any packet goes to an inner address
+        sock = connect()
+        watch(sock)  # before the TLS handshake, which a slow server can drip too
+        if direct:
+            try:
+                _check_peer(sock)  # what was really reached (DNS may answer differently)
+            except _RefusedAddress:
+                sock.close()
+                raise
+        return sock
+
+    def reuse(conn: Any) -> None:
+        watch(conn.sock)
+        if conn.sock is not None and not conn.proxy:
+            _check_peer(conn.sock)  # a kept-alive connection opened by an API call
+
     class WatchedHTTPConnection(HTTPConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch(sock)  # before the TLS handshake, which a slow server can drip too
-            return sock
+            return new_conn(self, super()._new_conn)
 
         def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            watch(self.sock)
+            reuse(self)
             super().request(*args, **kwargs)
 
     class WatchedHTTPSConnection(HTTPSConnection):
         def _new_conn(self) -> socket.socket:
-            sock = super()._new_conn()
-            watch(sock)
-            return sock
+            return new_conn(self, super()._new_conn)
 
         def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            watch(self.sock)
+            reuse(self)
             super().request(*args, **kwargs)
 
     class WatchedHTTPConnectionPool(HTTPConnectionPool):
@@ -411,8 +503,7 @@ def error_for_response(response: requests.Response, body: Any) -> ModelsLabError
     message = _server_message(body, f"HTTP {code}")
     if code in (401, 403):
         return AuthenticationError(
-            f"The API key was rejected (HTTP {code}: {message}). "
-            "Check MODELSLAB_API_KEY or the api_key you passed.",
+            f"The API key was rejected (HTTP {code}: {message}).",
             status_code=code,
         )
     if code == 404:
@@ -452,6 +543,7 @@ class WorkflowsClient:
         pool_maxsize: int = 10,
         deadline: float | None = None,
         download_deadline: float = DOWNLOAD_DEADLINE,
+        allow_private_outputs: bool | None = None,
     ) -> None:
         #: The key was read from MODELSLAB_API_KEY (none was passed), so
         #: ``reload_key_from_environment()`` may read it again.
@@ -467,6 +559,12 @@ class WorkflowsClient:
         self.deadline = deadline if deadline is not None else _default_deadline(timeout)
         #: Seconds one output download or probe may take, connect to last byte.
         self.download_deadline = download_deadline
+        #: Output URLs on loopback, link-local or private addresses: True fetches them,
+        #: False never does, None (the default) fetches those of the same kind as the API's
+        #: own address (the simulator's loopback, a self-hosted gateway's private network).
+        #: Refused outputs are still linked. Redirects are checked the same way.
+        self.allow_private_outputs = allow_private_outputs
+        self._base_kinds: frozenset[str] | None = None
         self._key_pattern = _key_pattern(self._api_key)
         self._warn_if_cleartext()
         self._session = key_safe_session_class()()
@@ -594,7 +692,8 @@ class WorkflowsClient:
         last byte; failures raise ``error`` (OutputError unless told)."""
         self._check_output_url(url, error)
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._deadline_scope(deadline or self.download_deadline):
+        with self._cancel_scope(cancel), self._output_scope(), \
+                self._deadline_scope(deadline or self.download_deadline):
             try:
                 with self._send("GET", url, api=False) as response:
                     if response.status_code != 200:
@@ -614,7 +713,8 @@ class WorkflowsClient:
         content_type: str | None = None
         length: int | None = None
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._deadline_scope(self.deadline):
+        with self._cancel_scope(cancel), self._output_scope(), \
+                self._deadline_scope(self.deadline):
             try:
                 with self._send("HEAD", url, api=False) as response:
                     if response.status_code == 200:
@@ -684,6 +784,29 @@ class WorkflowsClient:
             yield
         finally:
             _call.cancel = previous
+
+    def output_address_kinds(self) -> frozenset[str]:
+        """The kinds of address (see ``address_kind``) output downloads may reach."""
+        if self.allow_private_outputs:
+            return frozenset(ADDRESS_KINDS)
+        if self.allow_private_outputs is False:
+            return frozenset({"public"})
+        if self._base_kinds is None:  # resolved once, on the first download
+            host = urlsplit(self.base_url).hostname or ""
+            kinds = set(_host_kinds(host).values()) - {"reserved"}
+            self._base_kinds = frozenset({"public", *kinds})
+        return self._base_kinds
+
+    @contextlib.contextmanager
+    def _output_scope(self) -> Iterator[None]:
+        """Connections made in this scope (redirects included) may reach only the addresses
+        ``output_address_kinds`` allows."""
+        previous = _allowed_kinds()
+        _call.allowed_kinds = self.output_address_kinds()
+        try:
+            yield
+        finally:
+            _call.allowed_kinds = previous
 
     @staticmethod
     @contextlib.contextmanager
@@ -773,6 +896,8 @@ class WorkflowsClient:
             return NetworkError(f"{method} {url}: no complete answer within {seconds:g} s")
         if isinstance(exc, _Cancelled):
             return NetworkError(f"{method} {url} was cancelled")
+        if isinstance(exc, _RefusedAddress):
+            return OutputError(str(exc))
         if isinstance(exc, requests.TooManyRedirects):
             return ServerError(f"{method} {url}: too many redirects (a redirect loop?)")
         if isinstance(exc, requests.Timeout):
@@ -801,9 +926,9 @@ class WorkflowsClient:
     ) -> Iterator[bytes]:
         """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
         deadline (the watchdog ends a read that would outlast it)."""
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise error(f"the {what} is {int(declared):,} bytes, more than the {limit:,} allowed")
+        declared = _length(response.headers.get("Content-Length"))
+        if declared is not None and declared > limit:
+            raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
         return self._chunks(response, limit, what, error)
 
     @staticmethod
@@ -871,7 +996,8 @@ class WorkflowsClient:
     def _decode_json(raw: bytes, response: requests.Response) -> Any:
         """The parsed body, or None when it is not JSON (the caller decides if that matters)."""
         try:
-            return json.loads(raw.decode("utf-8-sig"))
+            # Capped while parsing: an answer listing millions of steps keeps its first ones.
+            return decode_json(raw.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             return None
 
@@ -922,11 +1048,30 @@ def _media_type(header: str | None) -> str | None:
 
 
 def _length(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and len(value) < 20 else None
+    """A header's byte count, or None: ASCII digits only ("²".isdigit() is true too)."""
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
 
 
 def _reason(exc: BaseException) -> str:
-    """A short, key-free description of a requests/urllib3 failure."""
+    """A short, key-free description of a requests/urllib3 failure: for a server that cannot
+    be reached, "could not connect (connection refused)" rather than urllib3's pool text."""
+    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
+
+    root: BaseException = exc
+    for _ in range(5):  # requests' ConnectionError -> MaxRetryError -> its reason
+        if root.args and isinstance(root.args[0], MaxRetryError):
+            root = root.args[0]
+        elif isinstance(root, MaxRetryError) and root.reason is not None:
+            root = root.reason
+        else:
+            break
+    if isinstance(root, NameResolutionError):
+        return "could not resolve the host name"
+    if isinstance(root, NewConnectionError):
+        cause = root.__cause__
+        why = getattr(cause, "strerror", None) or type(cause).__name__
+        return f"could not connect ({str(why).lower()})"
     inner: BaseException | None = exc
     while inner is not None and inner.__context__ is not None and inner.args == ():
         inner = inner.__context__

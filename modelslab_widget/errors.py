@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE = 5000  # characters of a message kept (server text is quoted in them)
+
 
 class ModelsLabError(Exception):
     """Base class of every error about talking to the ModelsLab API."""
@@ -10,6 +12,11 @@ class ModelsLabError(Exception):
     transient: bool = False
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        from .text import clean  # text imports this module
+
+        # Messages carry server text; wherever they are printed (a terminal, a log, a
+        # traceback) no escape sequence, C1 control or bidi override may act.
+        message = clean(message, MAX_MESSAGE)
         super().__init__(message)
         self.message = message
         self.status_code = status_code

@@ -524,7 +524,7 @@ class WorkflowLauncher(widgets.VBox):
         any_required = any(param.required for param in info.parameters)
         self.header.value = render.launcher_header(
             info.name, info.description, any_required, len(info.parameters)
-        )
+        ) + render.note_line(_dropped_parameters_note(info))
         self.info = info
         self._form_workflow = workflow_id
 
@@ -635,3 +635,11 @@ def _prompt_of(params: dict[str, Any]) -> str:
         k != "prompt", "prompt" not in k.lower(), k.lower().startswith("negative")))
     text = next((params[k] for k in keys if isinstance(params[k], str)), "")
     return " ".join(text.split())
+
+
+def _dropped_parameters_note(info: WorkflowInfo) -> str:
+    """Why a schema with thousands of parameters shows only the first ones ("" if whole)."""
+    if not info.dropped_parameters:
+        return ""
+    return (f"The schema lists {info.dropped_parameters:,} more parameters than the "
+            f"{len(info.parameters)} shown here; a run sends only the fields above.")

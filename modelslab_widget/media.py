@@ -73,6 +73,15 @@ def is_web_url(url: object) -> bool:
     return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
+def url_host(url: str) -> str:
+    """``host:port`` of a URL (lower case), the unit downloads are limited by; "" if none."""
+    try:
+        parts = urlsplit(url.strip())
+        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"
+    except ValueError:
+        return ""
+
+
 def _open_checked(data: bytes) -> PILImage.Image:
     from PIL import Image, UnidentifiedImageError
 

@@ -8,6 +8,7 @@ the documented shape at all raises ResponseFormatError naming what was wrong, an
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -23,6 +24,14 @@ KNOWN_STATUSES = frozenset({"pending", "running"}) | TERMINAL_STATUSES
 _STATUS_ALIASES = {"canceled": "cancelled", "queued": "pending", "processing": "running"}
 _FRACTION = re.compile(r"\.(\d+)")
 MAX_TEXT = 10_000  # longest server string we keep: enough for any real message
+# What one answer may hold. Real runs have tens of steps and outputs and real schemas tens of
+# parameters; beyond these a view shows the first ones and says how many more there were.
+MAX_STEPS = 1000  # the card shows a window of them; the fault matrix has 1,000-step runs
+MAX_OUTPUTS = 200
+MAX_PARAMETERS = 200
+# Every JSON array or object in an answer keeps at most this many items while it is parsed
+# (``decode_json``): a 9 MB answer listing 3 million steps never becomes 3 million objects.
+MAX_JSON_ITEMS = 1000
 CLOCK_SKEW = 2.0  # seconds the server's clock may run ahead of ours before we stop trusting it
 
 
@@ -162,19 +171,28 @@ class Step:
         }
 
 
-def _parse_steps(value: Any) -> tuple[Step, ...]:
+def _parse_steps(value: Any) -> tuple[tuple[Step, ...], int]:
+    """(the first MAX_STEPS steps, how many more the answer listed)."""
     if value is None:
-        return ()
+        return (), 0
     if not isinstance(value, (list, tuple)):
         raise ResponseFormatError(f"'steps': expected a list, got {type(value).__name__}")
-    return tuple(Step.from_api(item, index) for index, item in enumerate(value))
+    steps = tuple(Step.from_api(item, index) for index, item in enumerate(value[:MAX_STEPS]))
+    return steps, max(0, len(value) - MAX_STEPS) + dropped_items(value)
 
 
-def _parse_outputs(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(output URLs, proxy links) from ``output``; tolerates a bare list of URLs."""
+def _parse_outputs(value: Any) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """(output URLs, proxy links, how many outputs beyond MAX_OUTPUTS the answer listed) from
+    ``output``; tolerates a bare list of URLs."""
     if isinstance(value, Mapping):
-        return _strings(value.get("output")), _strings(value.get("proxy_links"))
-    return _strings(value), ()
+        outputs, proxies = value.get("output"), value.get("proxy_links")
+    else:
+        outputs, proxies = value, None
+    if not _strings(outputs):  # as before: the proxy links stand in for missing outputs
+        outputs = proxies
+    listed = _strings(outputs)
+    dropped = max(0, len(listed) - MAX_OUTPUTS) + dropped_items(outputs)
+    return listed[:MAX_OUTPUTS], _strings(proxies)[:MAX_OUTPUTS], dropped
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,9 @@ class RunSnapshot:
     outputs: tuple[str, ...] = ()
     proxy_links: tuple[str, ...] = ()
     error: str | None = None
+    #: Steps and outputs the answer listed beyond MAX_STEPS / MAX_OUTPUTS (not kept).
+    dropped_steps: int = 0
+    dropped_outputs: int = 0
 
     @property
     def is_terminal(self) -> bool:
@@ -230,7 +251,8 @@ class RunSnapshot:
                 raise ResponseFormatError("run status: no 'execution' object in the answer")
             execution = body  # webhook payloads carry the run's fields at the top level
         execution = _object(execution, "'execution'")
-        outputs, proxy_links = _parse_outputs(body.get("output"))
+        outputs, proxy_links, dropped_outputs = _parse_outputs(body.get("output"))
+        steps, dropped_steps = _parse_steps(body.get("steps"))
         return cls(
             status=parse_status(execution.get("status")),
             execution_id=_identifier(execution.get("id", body.get("execution_id"))),
@@ -238,10 +260,12 @@ class RunSnapshot:
             started_at=parse_timestamp(execution.get("started_at")),
             completed_at=parse_timestamp(execution.get("completed_at")),
             execution_time=_number(execution.get("execution_time")),
-            steps=_parse_steps(body.get("steps")),
-            outputs=outputs or proxy_links,
+            steps=steps,
+            outputs=outputs,
             proxy_links=proxy_links,
             error=_text(body.get("error")) or _text(execution.get("error")),
+            dropped_steps=dropped_steps,
+            dropped_outputs=dropped_outputs,
         )
 
     def __repr__(self) -> str:
@@ -319,6 +343,8 @@ class WorkflowInfo:
     webhook_url: str | None = None
     parameters: tuple[Parameter, ...] = ()
     endpoints: Mapping[str, str] = field(default_factory=dict)
+    #: Parameters the schema listed beyond MAX_PARAMETERS (not kept).
+    dropped_parameters: int = 0
 
     @classmethod
     def from_api(cls, payload: Any) -> WorkflowInfo:
@@ -336,7 +362,10 @@ class WorkflowInfo:
             description=_text(workflow.get("description")) or "",
             rate_limit=int(rate_limit) if rate_limit is not None else None,
             webhook_url=_text(workflow.get("webhook_url")),
-            parameters=tuple(Parameter.from_api(p, i) for i, p in enumerate(params)),
+            parameters=tuple(
+                Parameter.from_api(p, i) for i, p in enumerate(params[:MAX_PARAMETERS])
+            ),
+            dropped_parameters=max(0, len(params) - MAX_PARAMETERS) + dropped_items(params),
             endpoints={
                 str(k): str(v) for k, v in endpoints.items() if isinstance(v, str)
             } if isinstance(endpoints, Mapping) else {},
@@ -400,3 +429,128 @@ def cancel_message(payload: Any) -> str:
     body = _object(payload, "cancel answer")
     _raise_if_error(body)
     return _text(body.get("message")) or "Execution cancelled."
+
+
+# -- decoding answers with bounded size -------------------------------------------------------
+
+
+class CappedList(list):  # type: ignore[type-arg]
+    """A JSON array cut at ``MAX_JSON_ITEMS`` while parsing; ``dropped`` items were skipped."""
+
+    dropped: int = 0
+
+
+def dropped_items(value: Any) -> int:
+    """How many items ``decode_json`` skipped from this array (0 for anything else)."""
+    return value.dropped if isinstance(value, CappedList) else 0
+
+
+_STRING = r'"(?:[^"\\]|\\.)*+"'
+_FLAT_CONTAINER = (rf"\{{(?:[^\"\[\]{{}}]++|{_STRING})*+\}}"
+                   rf"|\[(?:[^\"\[\]{{}}]++|{_STRING})*+\]")
+# A run of anything but a nested container: plain characters, strings, and objects or arrays
+# with nothing nested in them. Skipping the rest of a long array is one match of this, in C.
+_FLAT_RUN = re.compile(rf'(?:[^"\[\]{{}}]++|{_STRING}|{_FLAT_CONTAINER})*+')
+_INNER = re.compile(rf"{_STRING}|{_FLAT_CONTAINER}")
+_COMMA_IN_CONTAINER = re.compile(r"[\[{][^\]}]*,")
+_SPACE = re.compile(r"[ \t\n\r]*")
+_MAX_DEPTH = 64
+_scan_scalar = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # C; scalars only
+
+
+def decode_json(text: str, max_items: int = MAX_JSON_ITEMS) -> Any:
+    """``json.loads(text)``, except that every array and object keeps at most ``max_items``
+    items: the rest is skipped while parsing, never built (a cut array is a ``CappedList``
+    that counts what it dropped). Raises ValueError when ``text`` is not JSON."""
+    if text.count(",") < max_items:  # no array or object can be too long: the C parser
+        return json.loads(text)
+    decoder = _CappedDecoder(text, max_items)
+    value, end = decoder.value(_SPACE.match(text, 0).end(), 0)  # type: ignore[union-attr]
+    if _SPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+class _CappedDecoder:
+    """A small recursive-descent JSON parser for the containers (scalars go to the C scanner),
+    which stops building a container at ``max_items`` and skips the rest in bulk."""
+
+    def __init__(self, text: str, max_items: int) -> None:
+        self.text = text
+        self.max_items = max_items
+
+    def char(self, index: int) -> str:
+        if index >= len(self.text):
+            raise ValueError("the JSON ends early")
+        return self.text[index]
+
+    def space(self, index: int) -> int:
+        return _SPACE.match(self.text, index).end()  # type: ignore[union-attr]
+
+    def value(self, index: int, depth: int) -> tuple[Any, int]:
+        if depth > _MAX_DEPTH:
+            raise ValueError("JSON nested too deeply")
+        char = self.char(index)
+        if char == "{":
+            return self.container(index + 1, depth + 1, "}")
+        if char == "[":
+            return self.container(index + 1, depth + 1, "]")
+        try:
+            return _scan_scalar(self.text, index)  # type: ignore[no-any-return]
+        except StopIteration:
+            raise ValueError(f"not JSON at character {index}") from None
+
+    def container(self, index: int, depth: int, closer: str) -> tuple[Any, int]:
+        is_object = closer == "}"
+        pairs: list[tuple[str, Any]] = []
+        items: CappedList = CappedList()
+        index = self.space(index)
+        if self.char(index) == closer:
+            return ({} if is_object else items), index + 1
+        while True:
+            if len(pairs) + len(items) >= self.max_items:
+                items.dropped, index = self.skip_rest(index, closer, depth)
+                break
+            if is_object:
+                key, index = self.value(index, depth)
+                if not isinstance(key, str):
+                    raise ValueError("an object key must be a string")
+                index = self.space(index)
+                if self.char(index) != ":":
+                    raise ValueError(f"expected ':' at character {index}")
+                item, index = self.value(self.space(index + 1), depth)
+                pairs.append((key, item))
+            else:
+                item, index = self.value(index, depth)
+                items.append(item)
+            index = self.space(index)
+            char = self.char(index)
+            if char == closer:
+                index += 1
+                break
+            if char != ",":
+                raise ValueError(f"expected ',' or {closer!r} at character {index}")
+            index = self.space(index + 1)
+        return (dict(pairs) if is_object else items), index
+
+    def skip_rest(self, index: int, closer: str, depth: int) -> tuple[int, int]:
+        """Skip to just after ``closer``; (items skipped, the index after it)."""
+        commas = 0
+        while True:
+            end = _FLAT_RUN.match(self.text, index).end()  # type: ignore[union-attr]
+            commas += _top_level_commas(self.text[index:end])
+            char = self.char(end)
+            if char == closer:
+                return commas + 1, end + 1
+            if char in "[{" and depth < _MAX_DEPTH:  # something nested: skip it by parts
+                _, index = self.skip_rest(end + 1, "]" if char == "[" else "}", depth + 1)
+                continue
+            raise ValueError(f"unexpected {char!r} at character {end}")
+
+
+def _top_level_commas(span: str) -> int:
+    """Commas outside strings and (flat) containers in a run ``_FLAT_RUN`` matched: the
+    items it separates. Cheap in the common case, where nothing inside holds a comma."""
+    if '"' not in span and not _COMMA_IN_CONTAINER.search(span):
+        return span.count(",")
+    return _INNER.sub("", span).count(",")

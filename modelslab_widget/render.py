@@ -553,3 +553,8 @@ def kind_badge(kind: str, index: int) -> str:
         f'<span class="mlw-kind" title="output {index + 1}: {escape(name.lower())}">'
         f'{KIND_ICONS.get(kind, KIND_ICONS["file"])}&nbsp;{escape(name.split()[0])}</span>'
     )
+
+
+def note_line(text: str) -> str:
+    """A small note under the header (e.g. that an answer was cut); "" for no text."""
+    return f'<div class="mlw-card mlw-caption">{escape(text)}</div>' if text else ""

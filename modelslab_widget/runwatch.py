@@ -36,6 +36,7 @@ from .media import (
     is_web_url,
     kind_from_url,
     load_thumbnail,
+    url_host,
 )
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, WatchTimeout
@@ -407,7 +408,10 @@ class RunWatch:
         self._loading += len(outputs)
         self._settled = False
         for index, candidates in enumerate(outputs, start):
-            self.scheduler.submit(self._load_output, index, candidates, size, self._generation)
+            # The download lane of the output's host: never the workers that poll, and only
+            # a few at a time per host, so a slow image host cannot stall any watch.
+            self.scheduler.submit_download(url_host(candidates[0]), self._load_output, index,
+                                           candidates, size, self._generation)
         return True
 
     def _load_output(self, index: int, candidates: list[str], size: int,

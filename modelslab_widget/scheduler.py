@@ -22,7 +22,13 @@ from typing import Any
 
 log = logging.getLogger("modelslab_widget")
 
-MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs and their images moving
+MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs moving
+# Downloads (thumbnails, probes) run in a lane of their own, so a slow image host can never
+# hold up a status poll; and at most MAX_PER_HOST of them talk to one host at once, so one
+# dripping host cannot take the whole lane from the others (it takes three such hosts at once
+# to fill the lane, and then only until the download deadline).
+MAX_DOWNLOADS = 6
+MAX_PER_HOST = 2
 WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends
 MAX_WAIT = 3600.0  # longest single sleep of the timer thread (far-off jobs just wait again)
 
@@ -134,13 +140,17 @@ class Scheduler:
     running, the timer thread returns and the pool is shut down.
     """
 
-    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+    def __init__(self, max_workers: int = MAX_WORKERS, *, max_downloads: int = MAX_DOWNLOADS,
+                 max_per_host: int = MAX_PER_HOST) -> None:
         self._max_workers = max_workers
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._timer: threading.Thread | None = None
         self._pool = WorkerPool(max_workers, THREAD_PREFIX)
+        self._downloads = HostLanes(
+            WorkerPool(max_downloads, f"{THREAD_PREFIX}-download"), max_per_host
+        )
 
     def call_at(self, due: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
         """Run ``fn`` at monotonic time ``due``: in the pool, or inline on the timer thread
@@ -161,16 +171,27 @@ class Scheduler:
         future.add_done_callback(_log_failure)
         return future
 
+    def submit_download(self, host: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in the download lane: never in the workers that poll, and at most
+        ``max_per_host`` at once for ``host`` (later ones queue without holding a worker)."""
+        future = self._downloads.submit(host, fn, *args)
+        future.add_done_callback(_log_failure)
+        return future
+
+    def downloads_running(self, host: str) -> int:
+        """Downloads from ``host`` running right now (at most ``max_per_host``)."""
+        return self._downloads.running(host)
+
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify()
 
     @property
     def thread_count(self) -> int:
-        """Threads this scheduler currently holds (timer and pool workers)."""
+        """Threads this scheduler currently holds (timer, poll and download workers)."""
         with self._cond:
             timer = 1 if self._timer is not None and self._timer.is_alive() else 0
-            return timer + self._pool.thread_count
+            return timer + self._pool.thread_count + self._downloads.thread_count
 
     def shutdown(self) -> None:
         """Drop every pending job and let the threads end (used at interpreter exit)."""
@@ -180,6 +201,7 @@ class Scheduler:
             self._heap.clear()
             self._cond.notify()
         self._pool.shutdown()
+        self._downloads.shutdown()
 
     # -- internals ----------------------------------------------------------------------
 
@@ -226,6 +248,74 @@ class Scheduler:
             job.fn()
         except Exception:
             log.exception("scheduled callback failed")
+
+
+class HostLanes:
+    """A worker pool where at most ``per_host`` jobs of one host run at once; the others wait
+    in that host's queue (holding no worker) and start as earlier ones finish."""
+
+    def __init__(self, pool: WorkerPool, per_host: int) -> None:
+        if per_host < 1:
+            raise ValueError("per_host must be at least 1")
+        self._pool = pool
+        self._per_host = per_host
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._queued: dict[str, collections.deque[_WorkItem]] = {}
+
+    @property
+    def thread_count(self) -> int:
+        return self._pool.thread_count
+
+    def running(self, host: str) -> int:
+        with self._lock:
+            return self._running.get(host, 0)
+
+    def submit(self, host: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._running.get(host, 0) >= self._per_host:
+                self._queued.setdefault(host, collections.deque()).append((future, fn, args))
+                return future
+            self._running[host] = self._running.get(host, 0) + 1
+        self._start(host, (future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        with self._lock:
+            queued = [item for items in self._queued.values() for item in items]
+            self._queued.clear()
+        for future, _, _ in queued:
+            future.cancel()
+        self._pool.shutdown()
+
+    def _start(self, host: str, item: _WorkItem) -> None:
+        self._pool.submit(self._run, host, item)
+
+    def _run(self, host: str, item: _WorkItem) -> None:
+        future, fn, args = item
+        try:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the Future, like an executor does
+                    future.set_exception(exc)
+        finally:
+            self._next(host)
+
+    def _next(self, host: str) -> None:
+        """This host's slot is free: start its next queued job, or give the slot back."""
+        with self._lock:
+            queue = self._queued.get(host)
+            item = queue.popleft() if queue else None
+            if queue is not None and not queue:
+                del self._queued[host]
+            if item is None:
+                self._running[host] -= 1
+                if not self._running[host]:
+                    del self._running[host]
+        if item is not None:
+            self._start(host, item)
 
 
 def _run_unless_cancelled(job: Job) -> None:

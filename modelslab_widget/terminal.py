@@ -26,7 +26,7 @@ from .client import WorkflowsClient
 from .models import RunSnapshot, Step, format_timestamp
 from .poller import PollPolicy
 from .runwatch import Retrying, RunWatch, watch_for
-from .text import ICONS, clean, format_seconds, plural, step_window
+from .text import ICONS, clean, dropped_note, format_seconds, plural, step_window
 
 CURSOR_UP = "\x1b[{}A"
 CLEAR_LINE = "\x1b[2K"
@@ -147,7 +147,8 @@ def transition_lines(previous: RunSnapshot | None, current: RunSnapshot) -> list
     lines = []
     run_changed = previous is None or previous.status != current.status
     if run_changed and not current.is_terminal:
-        lines.append(f"run {clean(current.status, 64)}")
+        now = "" if previous is None else "now "
+        lines.append(f"run is {now}{clean(current.status, 64)}")
     before = previous.steps if previous is not None else ()
     for index, step in enumerate(current.steps):
         if index >= len(before) or before[index].status != step.status:
@@ -280,6 +281,7 @@ class TerminalWatcher:
         self.snapshot: RunSnapshot | None = None
         self._watch = watch_for(client, workflow_id, execution_id)
         self._note = ""
+        self._cut_noted = ""
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._live_view = LiveView(stream) if self.live else None
         self._line_view = None if self.live else LineView(stream)
@@ -340,6 +342,11 @@ class TerminalWatcher:
         self._note = ""  # a good answer ends any "retrying" notice
         if self._line_view is not None:
             self._line_view.show(snapshot)
+            cut = dropped_note(snapshot.dropped_steps, snapshot.dropped_outputs)
+            if cut and cut != self._cut_noted:  # once, not on every poll
+                self.notes.write(f"{time.strftime('%H:%M:%S')} {cut}\n")
+                self.notes.flush()
+                self._cut_noted = cut
         self._redraw()
 
     def _retrying(self, retrying: Retrying) -> None:
@@ -365,4 +372,7 @@ class TerminalWatcher:
             remaining=estimate.remaining if estimate is not None else None,
             overdue=estimate is not None and estimate.overdue,
         )
+        if self.snapshot is not None:
+            cut = dropped_note(self.snapshot.dropped_steps, self.snapshot.dropped_outputs)
+            lines += [f"  ! {cut}"] if cut else []
         self._live_view.draw(lines)

@@ -146,3 +146,13 @@ def kind_counts(kinds: Sequence[str]) -> str:
         f"{counts[word]} audio" if word == "audio" else plural(counts[word], word)
         for word in order if counts.get(word)
     )
+
+
+def dropped_note(steps: int, outputs: int) -> str:
+    """Words for what an oversized answer listed beyond the caps ("" when nothing was cut)."""
+    parts = [f"{count:,} more {word}{'' if count == 1 else 's'}"
+             for count, word in ((steps, "step"), (outputs, "output")) if count > 0]
+    if not parts:
+        return ""
+    return (f"The answer listed {' and '.join(parts)} than shown: only the first ones are "
+            "kept, so an answer this big cannot slow down or fill up the kernel.")

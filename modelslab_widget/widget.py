@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import astuple, replace
@@ -47,7 +48,7 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler
-from .text import explain, format_seconds, kind_counts
+from .text import clean, dropped_note, explain, format_seconds, kind_counts
 
 log = logging.getLogger("modelslab_widget")
 
@@ -58,6 +59,7 @@ COLAB_HINT = (
     "call run.wait() (or await run.wait_async())."
 )
 CONFIRM_SECONDS = 4.0  # how long "Confirm cancel" waits for the second click
+MAX_FULL_IMAGES = 8  # full-size images images() holds by default (each may be 100s of MB)
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
@@ -276,10 +278,19 @@ class WorkflowRunWidget(widgets.VBox):
         return save_images(self.client, [urls[0] for urls in outputs], directory,
                            fallbacks=[urls[-1] for urls in outputs])
 
-    def images(self) -> list[Any]:
-        """The full-size outputs as PIL images, downloaded on the first call and cached (an
-        output that fails falls back to its proxy link, as thumbnails and saving do)."""
-        outputs = self._finished_outputs()
+    def images(self, max_images: int = MAX_FULL_IMAGES) -> list[Any]:
+        """The first ``max_images`` full-size outputs as PIL images, downloaded on the first
+        call and cached (an output that fails falls back to its proxy link, as thumbnails and
+        saving do). Full-size images are big, so only that many are held; ``save_outputs``
+        writes them all to disk instead."""
+        everything = self._finished_outputs()
+        outputs = everything[:max(0, max_images)]
+        if len(everything) > len(outputs):
+            warnings.warn(
+                f"images() holds the first {len(outputs)} of {len(everything)} outputs; pass "
+                "max_images= for more, or use save_outputs(directory) to keep them all",
+                stacklevel=2,
+            )
         if self._full_images is None or len(self._full_images) != len(outputs):
 
             def full_size(url: str) -> Any:
@@ -378,14 +389,15 @@ class WorkflowRunWidget(widgets.VBox):
     def __repr__(self) -> str:
         steps = self.steps
         done = sum(1 for step in steps if step.get("status") == "completed")
-        parts = [f"Run {self.execution_id}", self.status, f"{done}/{len(steps)} steps"]
+        parts = [f"Run {clean(self.execution_id, 200)}", clean(self.status, 64),
+                 f"{done}/{len(steps)} steps"]
         elapsed = self._watch.elapsed()
         if elapsed is not None:
             parts.append(format_seconds(elapsed))
         if self.output_urls:
             parts.append(kind_counts(self._watch.output_kinds()))
         if self.error:
-            parts.append(f"error: {self.error[:200]}")
+            parts.append(f"error: {clean(self.error, 200)}")
         return " · ".join(parts)
 
     # -- the watch tells us (background threads) ----------------------------------------
@@ -594,6 +606,10 @@ class WorkflowRunWidget(widgets.VBox):
                 overdue=estimate.overdue if estimate else False,
                 with_bar=False,
             )
+            snapshot = self.snapshot
+            if snapshot is not None and (snapshot.dropped_steps or snapshot.dropped_outputs):
+                markup += render.note_line(
+                    dropped_note(snapshot.dropped_steps, snapshot.dropped_outputs))
             self._status_view.value = markup
             self._bar_view.value = render.card_bar(
                 self.status, self.steps, estimate.fraction if estimate else None, state

@@ -195,3 +195,26 @@ def test_board_without_thumbnails_settles(sim, client):
     board.wait(10)
     assert board.counts() == {"completed": 1}
     board.close()
+
+
+def test_close_wakes_a_thread_blocked_in_wait(sim, board):
+    import threading
+
+    for _ in range(3):
+        board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Slow step", 60.0)]))
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(board.wait(30))
+        except Exception as error:  # what wait() raised, for the assert below
+            outcome.append(error)
+
+    thread = threading.Thread(target=waiter, name="test-board-waiter")
+    thread.start()
+    wait_for(lambda: all(row.snapshot is not None for row in board.runs))
+    assert thread.is_alive()  # really blocked: the runs take a minute
+    board.close()
+    thread.join(5)
+    assert not thread.is_alive(), "close() did not wake wait()"
+    assert isinstance(outcome[0], RuntimeError) and "closed" in str(outcome[0])

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,8 @@ from modelslab_widget.terminal import (
     snapshot_dict,
     transition_lines,
 )
+
+from .conftest import wait_for
 
 
 @pytest.mark.parametrize(
@@ -124,7 +127,7 @@ def test_watch_completed_run_prints_each_transition_and_exits_0(sim):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     body = [line.split(" ", 1)[1] for line in lines if re.match(r"\d\d:\d\d:\d\d ", line)]
-    assert body[0] == "run pending"
+    assert body[0] == "run is pending"
     for name in ("Text to Image", "Image Upscaler"):
         assert f"{name}: running" in body
         assert any(re.fullmatch(rf"{name}: completed in \d+\.\d s", line) for line in body)
@@ -163,7 +166,8 @@ def test_wrong_key_exits_2_and_never_shows_the_key(sim, how):
 def test_missing_key_exits_2(sim):
     result = watch(sim, sim.add_run(steps=FAST_STEPS), key="")
     assert result.returncode == 2
-    assert "No API key" in result.stderr
+    assert "no API key: set MODELSLAB_API_KEY (or pass --api-key)" in result.stderr
+    assert "api_key=" not in result.stderr  # the Python API's words stay out of the CLI
 
 
 @pytest.mark.parametrize(("workflow_id", "execution_id"), [(DEMO_WORKFLOW_ID, 99999),
@@ -199,10 +203,12 @@ def test_ctrl_c_stops_watching_with_130(sim):
         env=cli_env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert "run running" in process.stdout.readline()
+        assert "run is running" in process.stdout.readline()
         code, stderr = interrupt(process)
         assert code == 130, stderr
         assert "interrupted" in stderr
+        assert f"To cancel it: modelslab-widget cancel {DEMO_WORKFLOW_ID} {eid}" in stderr
+        assert sim.run_state(eid)["execution"]["status"] == "running"  # only watching stopped
         assert "Traceback" not in stderr
     finally:
         process.kill()
@@ -414,8 +420,8 @@ def test_transition_lines_name_each_change_once():
     a_done = snap("running", Step("A", "completed", at(0), at(2.5)), Step("B", "running", at(2.5)))
     failed = snap("failed", Step("A", "completed", at(0), at(2.5)),
                   Step("B", "failed", at(2.5), at(3)), execution_time=3.0, error="boom")
-    assert transition_lines(None, pending) == ["run pending", "A: pending", "B: pending"]
-    assert transition_lines(pending, a_running) == ["run running", "A: running"]
+    assert transition_lines(None, pending) == ["run is pending", "A: pending", "B: pending"]
+    assert transition_lines(pending, a_running) == ["run is now running", "A: running"]
     assert transition_lines(a_running, a_running) == []
     assert transition_lines(a_running, a_done) == ["A: completed in 2.5 s", "B: running"]
     assert transition_lines(a_done, failed) == ["B: failed after 0.5 s", "run failed after 3.0 s"]
@@ -507,3 +513,109 @@ def test_the_command_starts_without_ipywidgets():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=30, check=True)
     assert result.stdout.strip() == "False"
+
+
+
+# ---------------------------------------------------------------- the command line as met
+
+def test_version_prints_the_version():
+    from modelslab_widget import __version__
+
+    result = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"modelslab-widget {__version__}"
+
+
+def test_json_with_a_wrong_key_prints_a_json_error_on_stdout(sim):
+    result = watch(sim, sim.add_run(steps=FAST_STEPS), "--json", key="wrong-key-123")
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document["status"] == "error" and document["exit_code"] == 2
+    assert document["error"]["type"] == "AuthenticationError"
+    assert "rejected" in document["error"]["message"]
+    assert "wrong-key-123" not in result.stdout + result.stderr
+
+
+def test_json_never_prints_controls_or_bidi_overrides_raw(sim):
+    eid = sim.add_run(steps=FAST_STEPS, images=1)
+    hostile = "Step \x1b]52;c;aGk=\x07 \u009b31m \u202eevil"
+    body = {"status": "success", "output": {"output": [], "status": "success"},
+            "execution": {"id": eid, "workflow_id": DEMO_WORKFLOW_ID, "status": "completed"},
+            "steps": [{"name": hostile, "status": "completed"}]}
+    sim.status_faults(eid, [Fault("json", body=body, times=None)])
+    result = watch(sim, eid, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"][0]["name"] == hostile  # escaped, not lost
+    for text in (result.stdout, result.stderr):
+        assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F
+                       or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                       for c in text)
+
+
+def test_server_down_says_one_clear_line_per_attempt_with_the_real_delay():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELSLAB_")}
+    env.update(MODELSLAB_API_KEY="k" * 12, MODELSLAB_BASE_URL=f"http://127.0.0.1:{port}/api/v1")
+    started = time.monotonic()
+    result = subprocess.run([*CLI, "watch", "wf", "1", "--interval", "0.2"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert result.returncode == 2
+    attempts = [line for line in result.stderr.splitlines() if "trouble reaching" in line]
+    assert len(attempts) == 4  # then the fifth failure ends watching
+    delays = [float(re.search(r"retrying in ([\d.]+) s", line).group(1)) for line in attempts]
+    assert all("could not connect (connection refused)" in line for line in attempts)
+    assert "HTTPConnectionPool" not in result.stderr and "Max retries" not in result.stderr
+    # Each call fails at once (no hidden retries inside it), so the stated delays are the
+    # whole wait: the command takes their sum plus start-up, not seconds more.
+    assert took < sum(delays) + 5, (took, delays)
+
+
+def test_demo_help_lists_no_environment_and_demo_says_its_urls_end_with_it():
+    helped = subprocess.run([*CLI, "demo", "--help"], capture_output=True, text=True,
+                            timeout=30)
+    assert "MODELSLAB_API_KEY" not in helped.stdout and "environment" in helped.stdout
+    result = subprocess.run([*CLI, "demo", "--interval", "0.1"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "stop working when this command exits; pass --save DIR" in result.stdout
+
+
+def cli(sim: Simulator, *args: str, key: str | None = None):
+    return subprocess.run([*CLI, *args], env=cli_env(sim, key), capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_cancel_exit_codes(sim):
+    running = sim.add_run(steps=[("Slow step", 60.0)])
+    result = cli(sim, "cancel", DEMO_WORKFLOW_ID, str(running))
+    assert result.returncode == 0, result.stderr
+    assert "cancelled" in result.stdout.lower()
+    wait_for(lambda: sim.run_state(running)["execution"]["status"] == "cancelled")
+
+    again = cli(sim, "cancel", DEMO_WORKFLOW_ID, str(running), "--json")
+    assert again.returncode == 1
+    assert json.loads(again.stdout)["already_ended"] is True
+
+    assert cli(sim, "cancel", DEMO_WORKFLOW_ID, "99999").returncode == 2  # unknown run
+    other = sim.add_run(steps=[("Slow step", 60.0)])
+    bad_key = cli(sim, "cancel", DEMO_WORKFLOW_ID, str(other), key="wrong-key-123")
+    assert bad_key.returncode == 2 and "rejected" in bad_key.stderr
+    assert sim.run_state(other)["execution"]["status"] == "running"
+    assert "Traceback" not in result.stderr + again.stderr + bad_key.stderr
+
+
+def test_workflows_lists_a_table_and_json(sim):
+    sim.add_workflow("wf-\u202elisted", name="Listed \x1b[31mone", rate_limit=7)
+    table = cli(sim, "workflows")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "RATE", "LIMIT", "CALLS", "LAST", "CALLED"]
+    row = next(line for line in lines if "listed" in line)
+    assert "Listed ?[31mone" in row and "7/min" in row and "\x1b" not in table.stdout
+    assert "wf-?listed" in row
+    listed = json.loads(cli(sim, "workflows", "--json").stdout)
+    mine = next(item for item in listed if item["name"].startswith("Listed"))
+    assert mine["id"] == "wf-\u202elisted" and mine["rate_limit"] == 7

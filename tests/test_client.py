@@ -531,8 +531,9 @@ def test_a_cancel_whose_answer_never_completes_is_not_sent_twice(drip):
 
 
 def test_a_download_dripping_its_headers_is_cut_off_at_its_deadline(drip):
+    # The drip server stands for a remote image host (hence allow_private_outputs).
     with WorkflowsClient("k", base_url="https://api.example.com/api/v1", timeout=(1.0, 0.5),
-                         download_deadline=1.0) as c:
+                         download_deadline=1.0, allow_private_outputs=True) as c:
         started = time.monotonic()
         with (
             pytest.raises(OutputError, match="within 1 s"),
@@ -597,3 +598,87 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it():
     with pytest.raises(ValueError) as info:
         WorkflowsClient("sk-SECRET\u201c-KEY", base_url="http://127.0.0.1:1/api/v1")
     assert "SECRET" not in str(info.value)
+
+
+# -- caps while parsing, over a real socket --------------------------------------------------
+
+
+def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
+    import tracemalloc
+
+    from modelslab_widget.models import MAX_STEPS
+
+    body = ('{"status":"success","execution":{"id":42,"status":"running"},"steps":['
+            + ",".join(["{}"] * 3_000_000) + "]}").encode()
+    canned.routes[("GET", "/api/v1/workflows/wf-1/runs/42")] = (200, body, {})
+    with canned_client(canned) as c:
+        tracemalloc.start()
+        snapshot = c.get_run("wf-1", 42)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert len(body) > 9_000_000
+    assert len(snapshot.steps) == MAX_STEPS
+    assert snapshot.dropped_steps == 3_000_000 - MAX_STEPS
+    assert peak < 100e6, f"one poll peaked at {peak / 1e6:.0f} MB"  # json.loads: ~700 MB
+
+
+def test_a_content_length_that_is_no_number_is_ignored(canned):
+    # "²".isdigit() is true, int("²") raises: the body is read up to its real end instead.
+    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {
+        "Content-Length": "²", "Connection": "close"})
+    with canned_client(canned) as c, c.open_output(f"{canned.origin}/files/a.png") as chunks:
+        assert b"".join(chunks) == b"\x89PNG-bytes"
+
+
+# -- which addresses output downloads may reach ------------------------------------------------
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("8.8.8.8", "public"), ("127.0.0.2", "loopback"), ("::1", "loopback"),
+    ("0.0.0.0", "loopback"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+    ("10.1.2.3", "private"), ("192.168.0.1", "private"), ("fd00::1", "private"),
+    ("100.64.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("224.0.0.1", "reserved"),
+])
+def test_address_kinds(address, kind):
+    from modelslab_widget.client import address_kind
+
+    assert address_kind(address) == kind
+
+
+def test_a_public_apis_outputs_on_loopback_are_refused_unless_allowed(canned):
+    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
+    url = f"{canned.origin}/files/a.png"
+    public = "https://api.example.invalid/api/v1"
+    with WorkflowsClient("k" * 12, base_url=public) as c:
+        with pytest.raises(ImageError, match=r"127\.0\.0\.1, a loopback address"):
+            c.fetch_image(url)
+        with pytest.raises(OutputError, match=r"allow_private_outputs=True"):
+            c.probe(url)
+    assert canned.requests == []  # refused before anything was sent
+    with WorkflowsClient("k" * 12, base_url="https://api.example.invalid/api/v1",
+                         allow_private_outputs=True) as c:
+        assert c.fetch_image(url) == b"\x89PNG-bytes"
+
+
+def test_a_loopback_api_fetches_loopback_outputs_unless_told_not_to(canned):
+    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
+    url = f"{canned.origin}/files/a.png"
+    with canned_client(canned) as c:  # the simulator's case: all on this machine
+        assert c.fetch_image(url) == b"\x89PNG-bytes"
+    with (
+        canned_client(canned, allow_private_outputs=False) as c,
+        pytest.raises(ImageError, match="loopback"),
+    ):
+        c.fetch_image(url)
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/",
+                                    "http://10.0.0.1/admin", "http://[fe80::1]/x"])
+def test_a_redirect_to_an_inner_address_is_refused(canned, target):
+    canned.routes[("GET", "/files/a.png")] = (302, b"", {"Location": target})
+    with canned_client(canned, timeout=(1.0, 1.0)) as c:
+        started = time.monotonic()
+        with pytest.raises(ImageError, match=r"output from .*, a (link-local|private) address"):
+            c.fetch_image(f"{canned.origin}/files/a.png")
+    assert time.monotonic() - started < 1.0  # refused, never connected (which would hang)
+    assert canned.count("GET", "/files/a.png") == 1

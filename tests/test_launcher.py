@@ -410,3 +410,13 @@ def test_the_picker_takes_the_list_as_untrusted_input(sim, documented, make):
     assert launcher.picker.options == (("<b>Mine</b> — 1 run", documented),)
     assert [w.id for w in launcher.workflows] == [documented]
     assert list(launcher.inputs) == ["prompt", "negative_prompt", "width"]
+
+
+def test_a_schema_with_20000_parameters_builds_the_first_200_and_says_so(sim, make):
+    from modelslab_widget.models import MAX_PARAMETERS
+
+    many = [{"key": f"p{n}", "type": "string"} for n in range(20_000)]
+    launcher = make(sim.add_workflow(parameters=many, steps=FAST))
+    assert list(launcher.inputs) == [f"p{n}" for n in range(MAX_PARAMETERS)]
+    assert launcher.info.dropped_parameters == 20_000 - MAX_PARAMETERS
+    assert f"{20_000 - MAX_PARAMETERS:,} more parameters" in launcher.header.value

@@ -282,3 +282,48 @@ def test_extreme_values_are_tolerated(body):
     snapshot = RunSnapshot.from_api(body)
     [step.to_dict() for step in snapshot.steps]
     assert snapshot.execution_time is None
+
+
+# -- caps while parsing ------------------------------------------------------------------------
+
+from modelslab_widget.models import (  # noqa: E402
+    MAX_OUTPUTS,
+    MAX_STEPS,
+    decode_json,
+    dropped_items,
+)
+
+
+def test_decode_json_keeps_the_first_items_of_every_container_and_counts_the_rest():
+    text = json.dumps({"a": [{"x": [1, 2, 3]}, "s,\"]", [[1], [2, [3]]], {"k": {"z": 1}}, 5, 6],
+                       "b": 1, "c": 2})
+    value = decode_json(text, max_items=2)
+    assert value == {"a": [{"x": [1, 2]}, 's,"]'], "b": 1}
+    assert dropped_items(value["a"]) == 4 and dropped_items(value["a"][0]["x"]) == 1
+    assert decode_json('[1, 2]', max_items=2) == [1, 2]
+    ordinary = json.dumps({"steps": [{"name": f"s{n}"} for n in range(50)], "n": 1.5})
+    assert decode_json(ordinary) == json.loads(ordinary)
+
+
+@pytest.mark.parametrize("text", ["[1,2,3", "[1,2,3]]", "{1:2,3:4,5:6}", "[1 2,3,4]",
+                                  "[" * 100 + "1,2,3" + "]" * 100])
+def test_decode_json_refuses_what_is_not_json(text):
+    with pytest.raises(ValueError):
+        decode_json(text, max_items=2)
+
+
+def test_three_million_steps_keep_the_first_ones_and_count_the_rest():
+    import tracemalloc
+
+    text = ('{"status":"success","execution":{"id":1,"status":"running"},"steps":['
+            + ",".join(['{"name":"a","status":"completed"}'] * 5 + ["{}"] * 2_999_995)
+            + '],"output":{"output":[' + ",".join(['"https://x.io/a.png"'] * 300_000) + "]}}")
+    tracemalloc.start()
+    snapshot = RunSnapshot.from_api(decode_json(text))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(snapshot.steps) == MAX_STEPS and snapshot.dropped_steps == 3_000_000 - MAX_STEPS
+    assert snapshot.steps[0].name == "a" and snapshot.steps[5].name == "Step 6"
+    assert len(snapshot.outputs) == MAX_OUTPUTS
+    assert snapshot.dropped_outputs == 300_000 - MAX_OUTPUTS
+    assert peak < 100e6, f"parsing peaked at {peak / 1e6:.0f} MB"  # json.loads: ~700 MB

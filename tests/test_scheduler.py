@@ -63,3 +63,140 @@ def test_idle_workers_do_not_serialise_a_burst_of_work():
     futures = [pool.submit(barrier.wait) for _ in range(4)]  # needs 4 at once to pass
     assert all(f.exception(5) is None for f in futures)
     pool.shutdown()
+
+
+# -- lanes: downloads never hold up polls, a few per host, time limits always fire ----------
+
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+
+from modelslab_widget import WorkflowRunWidget  # noqa: E402
+from modelslab_widget.poller import WatchTimeout  # noqa: E402
+from modelslab_widget.scheduler import MAX_PER_HOST  # noqa: E402
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault  # noqa: E402
+
+
+class DrippingImageHost:
+    """A raw socket server that answers every request with headers dripped one byte every
+    0.2 s (never a whole answer: each read gets data, so no socket timeout fires), and counts
+    how many connections it holds at once."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.open = self.peak = self.connections = 0
+        self.thread = threading.Thread(target=self._serve, name="simulator-drip-images")
+        self.thread.start()
+
+    def url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/out/{index}.png"
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with self.lock:
+                self.connections += 1
+                self.open += 1
+                self.peak = max(self.peak, self.open)
+            threading.Thread(target=self._drip, args=(conn,), name="simulator-drip-conn").start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 10_000:
+                if self.stopping.wait(0.2):
+                    break
+                conn.sendall(bytes([byte]))
+        with self.lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def completed_answer(execution_id: int, urls: list[str]) -> dict:
+    return {
+        "status": "success",
+        "execution": {"id": execution_id, "workflow_id": DEMO_WORKFLOW_ID, "status": "completed",
+                      "started_at": "2024-01-01T00:00:00Z",
+                      "completed_at": "2024-01-01T00:00:01Z", "execution_time": 1.0},
+        "steps": [{"name": "Text to Image", "status": "completed"}],
+        "output": {"output": urls, "status": "success"},
+    }
+
+
+def test_dripping_image_hosts_never_stop_another_card_polling_or_a_time_limit(sim, client):
+    hosts = [DrippingImageHost(), DrippingImageHost()]
+    cards: list[WorkflowRunWidget] = []
+    try:
+        # A completed run whose eight outputs sit on two image hosts that drip their headers:
+        # its thumbnail downloads take the whole download lane for the client's deadline.
+        urls = [host.url(i) for i in range(4) for host in hosts]
+        stuck = sim.add_run(steps=[("a", 0.0)])
+        sim.status_faults(stuck, [Fault("json", body=completed_answer(stuck, urls), times=None)])
+        cards.append(WorkflowRunWidget(DEMO_WORKFLOW_ID, stuck, client=client,
+                                       poll_interval=0.05, thumbnail_size=64,
+                                       max_thumbnails=8))
+        wait_for(lambda: sum(host.open for host in hosts) == 2 * MAX_PER_HOST)
+
+        # Meanwhile a healthy run in the same kernel is polled and completes on time ...
+        healthy = sim.add_run(steps=[("Text to Image", 0.3), ("Image Upscaler", 0.3)], images=0)
+        card = WorkflowRunWidget(DEMO_WORKFLOW_ID, healthy, client=client, poll_interval=0.05)
+        cards.append(card)
+        started = time.monotonic()
+        assert card.wait(5).status == "completed"
+        took = time.monotonic() - started
+        # ... and a card's own time limit fires although every download worker is busy.
+        slow = sim.add_run(steps=[("Text to Image", 60.0)])
+        limited = WorkflowRunWidget(DEMO_WORKFLOW_ID, slow, client=client, poll_interval=0.05,
+                                    timeout=0.3)
+        cards.append(limited)
+        with pytest.raises(WatchTimeout):
+            limited.wait(5)
+
+        assert took < 2.0, f"the healthy card took {took:.2f} s for a 0.6 s run"
+        assert card.polls >= 5
+        assert [host.open for host in hosts] == [MAX_PER_HOST] * 2
+        assert [host.peak for host in hosts] == [MAX_PER_HOST] * 2  # never more per host
+        assert sim.request_count("status", stuck) == 1  # the stuck run itself is done polling
+    finally:
+        for card in cards:
+            card.close()
+        for host in hosts:
+            host.close()
+
+
+def test_host_lanes_run_at_most_per_host_at_once_and_everything_eventually():
+    scheduler = Scheduler(max_workers=1, max_downloads=3, max_per_host=2)
+    gate = threading.Event()
+    running: dict[str, int] = {"a": 0, "b": 0}
+    peak: dict[str, int] = {"a": 0, "b": 0}
+    lock = threading.Lock()
+
+    def job(host: str, n: int) -> int:
+        with lock:
+            running[host] += 1
+            peak[host] = max(peak[host], running[host])
+        gate.wait(5)
+        with lock:
+            running[host] -= 1
+        return n
+
+    futures = [scheduler.submit_download(host, job, host, n) for n in range(5) for host in "ab"]
+    wait_for(lambda: scheduler.downloads_running("a") == 2)
+    assert scheduler.submit(lambda: "poll").result(5) == "poll"  # the poll lane is free
+    gate.set()
+    assert sorted(f.result(5) for f in futures) == sorted(list(range(5)) * 2)
+    assert max(peak.values()) == 2 and min(peak.values()) >= 1  # never 3 of one host
+    wait_for(lambda: scheduler.downloads_running("a") == scheduler.downloads_running("b") == 0)
+    scheduler.shutdown()
+    wait_for(lambda: scheduler.thread_count == 0, timeout=5)

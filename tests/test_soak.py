@@ -24,6 +24,7 @@ import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
+from modelslab_widget.scheduler import MAX_DOWNLOADS, MAX_WORKERS
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID
 
 from .conftest import our_threads, wait_for
@@ -203,7 +204,8 @@ def run_soak(
         record_property(name, value)
     print(f"\nsoak {sequential} sequential + {concurrent} concurrent: {figures}")
     assert len(live_widgets) == widgets_before, "widgets left open after close()"
-    assert soak.peak_threads <= 5, "one timer and at most four workers, whatever the load"
+    assert soak.peak_threads <= 1 + MAX_WORKERS + MAX_DOWNLOADS, (
+        "one timer, at most four poll workers and six download workers, whatever the load")
     assert growth < MEMORY_BUDGET_MB, f"RSS grew by {growth:.1f} MB"
 
 

@@ -632,3 +632,26 @@ def test_cancel_as_the_run_completes_shows_the_servers_final_status(sim, make):
         final = widget.wait(10).status
         server = sim.run_state(eid)["execution"]["status"]
         assert final == server == ("cancelled" if accepted else "completed")
+
+
+def test_an_answer_cut_at_the_caps_says_so_on_the_card(sim, make):
+    from modelslab_widget.models import MAX_STEPS
+
+    eid = sim.add_run(steps=FAST)
+    body = {"status": "success", "steps": [{"name": "s", "status": "completed"}] * 1200,
+            "execution": {"id": eid, "status": "running"}}
+    sim.status_faults(eid, [Fault("json", body=body)])
+    widget = make(eid)
+    wait_for(lambda: "more steps" in card_markup(widget))
+    assert f"{1200 - MAX_STEPS} more steps than shown" in card_markup(widget)
+    assert widget.wait(10).status == "completed"
+    assert "more steps" not in card_markup(widget)  # the next, whole answer clears it
+
+
+def test_images_holds_at_most_max_images_full_size_images(sim, make):
+    eid = sim.add_run(steps=FAST, images=3, image_size=(64, 48))
+    widget = make(eid)
+    widget.wait(10)
+    with pytest.warns(UserWarning, match="first 2 of 3 outputs"):
+        assert [image.size for image in widget.images(max_images=2)] == [(64, 48)] * 2
+    assert len(widget.images(max_images=3)) == 3
