@@ -120,8 +120,10 @@ class RunWatch:
         self._settling = False  # views are being told; waiters wake right after
         self._waiters: list[tuple[weakref.ref[Any], Callable[[], None]]] = []
         self._generation = 0  # of thumbnail loads: a reload at a larger size drops older ones
-        # True from start() until the poller's end has been heard. The poller goes inactive a
-        # moment before it reports, and nothing may start a second session in that gap.
+        # True from start() until the poller's end has been heard and settled. The poller goes
+        # inactive a moment before it reports, and the views are told before the watch
+        # settles: a wait() or start() in either gap must not begin a second session (it
+        # would wipe the error that ended this one).
         self._session_open = False
         self._loaded = (0, 0)  # (size, count) of the thumbnails loaded or loading
         self._loading = 0
@@ -317,7 +319,6 @@ class RunWatch:
         with self._lock:
             if self._poller.active:
                 return  # a late word from a session that a new one has already replaced
-            self._session_open = False
             self.retrying = None
             if error is not None:
                 self.error = error
@@ -527,6 +528,7 @@ class RunWatch:
             with self._lock:
                 self._settling = False
                 self._settled = True
+                self._session_open = False  # only now may a start() (Retry) begin anew
                 callbacks = self._take_waiters(None)
                 self._changed.notify_all()
         for callback in callbacks:
