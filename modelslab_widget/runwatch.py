@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .budget import budget_for
 from .client import WorkflowsClient
 from .errors import ModelsLabError
 from .eta import DurationHistory, Estimate, shared_history
@@ -41,6 +42,7 @@ ENDED = "ended"  # polling ended: the run is terminal, or detail is the error th
 THUMBNAIL = "thumbnail"  # detail: a Thumbnail, as soon as it is made
 SETTLED = "settled"  # the run ended and its thumbnails are in (or watching ended)
 PAUSED = "paused"  # this view was paused (detail: None for stop(), or a WatchTimeout)
+RATE_LIMITED = "rate_limited"  # detail: seconds between checks the limit allows, or None
 
 
 class WatchView(Protocol):
@@ -92,6 +94,8 @@ class RunWatch:
         self.first_seen: datetime | None = None  # when we first saw it running
         self.error: BaseException | None = None  # what ended watching before the run ended
         self.retrying: Retrying | None = None  # the current transient trouble, if any
+        #: seconds between checks while the workflow's rate limit sets the pace, else None
+        self.paced: float | None = None
         self.thumbnails: dict[int, Thumbnail] = {}  # by output index, as they arrive
         self._history = history
         self._owns_client = owns_client
@@ -112,6 +116,7 @@ class RunWatch:
         self._poller = RunPoller(
             client, self.workflow_id, execution_id, listener=self,
             policy=PollPolicy(), scheduler=self.scheduler, next_change=_weak(self._next_change),
+            budget=budget_for(client.account, self.workflow_id),
         )
 
     # -- what views read ----------------------------------------------------------------
@@ -294,12 +299,20 @@ class RunWatch:
             self.retrying = Retrying(error, failures, self.max_failures, retry_in)
         self._notify(RETRYING, self.retrying)
 
+    def on_paced(self, seconds: float | None) -> None:
+        """The workflow's rate limit lets this run be checked every ``seconds`` (None: at the
+        interval again). Not an error: views say it calmly."""
+        with self._lock:
+            self.paced = seconds
+        self._notify(RATE_LIMITED, seconds)
+
     def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
         with self._lock:
             if self._poller.active:
                 return  # a late word from a session that a new one has already replaced
             self._session_open = False
             self.retrying = None
+            self.paced = None
             if error is not None:
                 self.error = error
             elif snapshot is not None:

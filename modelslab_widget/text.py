@@ -123,3 +123,15 @@ def explain(error: BaseException, where: str = "card") -> Explanation:
     if isinstance(error, ModelsLabError) and error.transient:
         return Explanation("Could not get the run's status", detail, hints["transient"])
     return Explanation("Watching stopped", detail, hints["other"])
+
+
+def pace_words(seconds: float) -> str:
+    """What a card says while a workflow's rate limit sets the pace of its checks:
+    "Rate limited: checking every 18 s"."""
+    if seconds < 10:
+        every = f"{seconds:.1f} s"
+    elif seconds < 60:
+        every = f"{round(seconds)} s"
+    else:
+        every = format_seconds(seconds)
+    return f"Rate limited: checking every {every}"
