@@ -336,15 +336,18 @@ class WorkflowBudget:
 
     def _time_for(self, needed: int, now: float) -> float:
         """When ``needed`` slots will have freed, by the requests already counted."""
-        room = self._room(now) if now >= self._not_before else 0
         start = max(now, self._not_before)
+        if not self.limited:
+            return start
+        self._expire(now)
+        room = math.floor(self.allowed) - len(self._spent) - len(self._in_flight)
         if needed <= room:
             return start
         # Slots free as counted requests expire: the finished ones in order, then the ones
         # in flight (a window after now at the earliest), then one per planned spacing.
         frees = [t + self.window + self.margin for t in self._spent]
         frees += [now + self.window + self.margin] * len(self._in_flight)
-        index = needed - max(0, int(room)) - 1
+        index = needed - max(0, room) - 1
         if index < len(frees):
             return max(start, frees[index])
         spacing = self.window / max(self.allowed, MIN_ALLOWED)

@@ -6,7 +6,6 @@ after they end; launches wait their turn, none lost, none doubled; 429s are neve
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 
@@ -201,7 +200,8 @@ def test_a_run_watched_through_20_consecutive_429s_still_ends_completed(window, 
     budget.shared_budgets().reset(window=0.3)
     faults = [Fault("rate_limit", retry_after=0, times=20)]
     eid = sim.add_run(steps=[("Text to Image", 0.0)], status_faults=faults)
-    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.02, max_failures=2)
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.02,
+                               max_failures=2)
     try:
         snapshot = widget.wait(60)
         assert snapshot.status == "completed" and widget.error == ""
