@@ -306,6 +306,10 @@ class WorkflowBudget:
         if not self.limited:
             self.limited = True
             self.allowed = self._ceiling()
+            # The server's window held at most its limit: older requests of ours were not
+            # counted (or do not count), so they must not hold back what comes next.
+            while len(self._spent) > self._ceiling():
+                self._spent.popleft()
         elif current:  # sent under the present allowance: it is too high
             self.allowed = max(MIN_ALLOWED, self.allowed / 2)
         else:
