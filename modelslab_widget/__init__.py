@@ -14,6 +14,7 @@ from .client import WorkflowsClient
 from .errors import (
     APIError,
     AuthenticationError,
+    MissingKeyError,
     ModelsLabError,
     NotFoundError,
     RateLimitError,
@@ -21,7 +22,7 @@ from .errors import (
     ServerError,
     ValidationError,
 )
-from .models import RunSnapshot, Step, WorkflowInfo
+from .models import RunSnapshot, Step, WorkflowInfo, WorkflowSummary
 
 # The widgets load ipywidgets (and IPython); the client, the CLI and the simulator do not
 # need them, so they are imported on first use.
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "MissingKeyError",
     "ModelsLabError",
     "NotFoundError",
     "RateLimitError",
@@ -65,6 +67,7 @@ __all__ = [
     "WorkflowInfo",
     "WorkflowLauncher",
     "WorkflowRunWidget",
+    "WorkflowSummary",
     "WorkflowsClient",
     "__version__",
     "watch",

@@ -15,6 +15,7 @@ and click handlers); poll and image callbacks, on pool threads, only set values.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 import time
@@ -27,8 +28,9 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import render, runwatch
+from .aio import until_done
 from .client import WorkflowsClient, path_segment
-from .media import encode_small
+from .media import OutputKind, encode_small
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
@@ -45,11 +47,15 @@ ERROR_PREVIEW = 80
 
 BOARD_STYLE = """<style>
 .mlw-counts{font-weight:600;margin:2px 0 6px}
-.mlw-row{display:grid;grid-template-columns:8em 7em minmax(0,1fr) 5.5em auto;gap:0 10px;
- align-items:center;min-height:28px}
-.mlw-row>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.mlw-strip{display:flex;gap:3px;align-items:center}
+.mlw-row{display:flex;flex-wrap:wrap;align-items:center;gap:2px 10px;min-height:28px}
+.mlw-row>span{min-width:0}
+.mlw-row>.mlw-row-status{flex:0 0 8.5em}
+.mlw-row>.mlw-row-run{flex:0 0 7em;white-space:nowrap}
+.mlw-row>.mlw-row-step{flex:1 1 8em;overflow-wrap:anywhere}
+.mlw-row>.mlw-dur{flex:0 0 4.5em;white-space:nowrap}
+.mlw-strip{display:flex;gap:3px;align-items:center;flex:0 0 auto}
 .mlw-strip img{max-width:48px;max-height:48px;border-radius:2px;display:block}
+.mlw-strip .mlw-kind{min-width:40px;height:40px}
 .mlw-row .mlw-err{color:var(--jp-error-color1,#d32f2f)}
 </style>"""
 
@@ -71,13 +77,22 @@ def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | No
     return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
 
 
-def strip_html(thumbnails: Iterable[tuple[bytes, str]]) -> str:
+def strip_html(thumbnails: Iterable[tuple[bytes, str] | str],
+               reserve: tuple[int, int] = (0, 0)) -> str:
+    """The row's tiny thumbnails, inlined as data: URIs; an output kind's name (``"video"``)
+    in their place stands for an output without one (video, audio, 3D, other files).
+    ``reserve`` (count, size in px) keeps their room from the start, so a row neither grows
+    nor moves its time column when they arrive."""
+    count, size = reserve
+    room = (f' style="width:{count * size + 3 * max(0, count - 1)}px;height:{size}px"'
+            if count > 0 and size > 0 else "")
     images = [
-        f'<img alt="output {i + 1}" src="data:image/{fmt};base64,'
-        f'{base64.b64encode(data).decode("ascii")}">'
-        for i, (data, fmt) in enumerate(thumbnails)
+        render.kind_badge(item, i) if isinstance(item, str) else
+        f'<img alt="output {i + 1}" src="data:image/{item[1]};base64,'
+        f'{base64.b64encode(item[0]).decode("ascii")}">'
+        for i, item in enumerate(thumbnails)
     ]
-    return f'<span class="mlw-strip">{"".join(images)}</span>'
+    return f'<span class="mlw-strip"{room}>{"".join(images)}</span>'
 
 
 def row_html(
@@ -88,23 +103,27 @@ def row_html(
     step: str,
     elapsed: float | None,
     error: str = "",
-    thumbnails: Iterable[tuple[bytes, str]] = (),
+    thumbnails: Iterable[tuple[bytes, str] | str] = (),
+    paused: bool = False,
+    strip: tuple[int, int] = (STRIP_COUNT, STRIP_SIZE),
 ) -> str:
-    """One board row: status, run id, current step (or the error), elapsed, thumbnails."""
+    """One board row: status, run id, current step (or the error), elapsed, thumbnails.
+    A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
     if status == WATCH_ERROR:
         badge = render.status_label("failed", "Not watched")
     else:
-        badge = render.status_label(status)
+        badge = render.status_label(status, state=render.PAUSED if paused else render.LIVE)
     detail = escape(step) or '<span class="mlw-sub">–</span>'
     if error:
         short = shorten(error, ERROR_PREVIEW)
         detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
     return (
-        f'<div class="mlw-card mlw-row">{badge}'
-        f'<span title="workflow {escape(workflow_id)}">Run {escape(execution_id)}</span>'
-        f"<span>{detail}</span>"
+        f'<div class="mlw-card mlw-row"><span class="mlw-row-status">{badge}</span>'
+        f'<span class="mlw-row-run" title="workflow {escape(workflow_id)}">'
+        f"Run {escape(execution_id)}</span>"
+        f'<span class="mlw-row-step">{detail}</span>'
         f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
-        f"{strip_html(thumbnails)}</div>"
+        f"{strip_html(thumbnails, strip)}</div>"
     )
 
 
@@ -141,6 +160,7 @@ class BoardRow:
         self.workflow_id = watch.workflow_id
         self.execution_id = watch.execution_id
         self.thumbnails: list[tuple[bytes, str]] = []  # (encoded bytes, "jpeg" | "png")
+        self.strip: list[tuple[bytes, str] | str] = []  # in output order; a kind for non-images
         self.widget: WorkflowRunWidget | None = widget  # the full card, while there is one
         self._board = board
         self._watch = watch
@@ -194,6 +214,24 @@ class BoardRow:
     def settled(self) -> bool:
         """True once the run ended (thumbnails in) or watching ended on an error."""
         return self._watch.done_for(self)
+
+    @property
+    def paused(self) -> bool:
+        """The run has not ended and nothing watches it any more (this row was stopped, and
+        so was every other view of the run), with no error to show instead."""
+        watch = self._watch
+        return not (watch.polling or watch.ended or self.watch_error)
+
+    def stop(self) -> None:
+        """Stop watching the run in this row (its open card, if any, is a view of its own);
+        the row keeps the last status, paused, until ``start()``."""
+        self._watch.pause(self)
+        self._changed()
+
+    def start(self) -> None:
+        """Watch the run again after ``stop()``."""
+        self._watch.want(self)
+        self._changed()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until settled; False if ``timeout`` passed first."""
@@ -255,10 +293,17 @@ class BoardRow:
 
     def _take_thumbnails(self) -> None:
         thumbs = self._watch.thumbnails_in_order()[: self._board.max_thumbnails]
-        small = [encode_small(t.image, self._board.thumbnail_size)
-                 for t in thumbs if t.image is not None]
+        small = {t.index: encode_small(t.image, self._board.thumbnail_size)
+                 for t in thumbs if t.image is not None}
+        strip: list[tuple[bytes, str] | str] = []
+        for info in self._watch.outputs_in_order()[: self._board.max_thumbnails]:
+            if info.index in small:
+                strip.append(small[info.index])
+            elif info.kind is not OutputKind.IMAGE:
+                strip.append(info.kind.value)
         with self._lock:
-            self.thumbnails = small
+            self.thumbnails = list(small.values())
+            self.strip = strip
 
     # -- internals ----------------------------------------------------------------------
 
@@ -281,7 +326,9 @@ class BoardRow:
                 step=current_step(snapshot),
                 elapsed=self._watch.elapsed(),
                 error=error,
-                thumbnails=self.thumbnails,
+                thumbnails=self.strip,
+                paused=self.paused,
+                strip=(self._board.max_thumbnails, self._board.thumbnail_size),
             )
             self.view.value = markup
 
@@ -331,7 +378,7 @@ class RunBoard(widgets.VBox):
         self._counts_job: Job | None = None
         self._closed = False
         self._style = widgets.HTML(
-            render.STYLE + BOARD_STYLE, layout=widgets.Layout(display="none")
+            render.STYLE + render.MEDIA_STYLE + BOARD_STYLE, layout=widgets.Layout(display="none")
         )
         self._counts = widgets.HTML(counts_html({}))
         self._table = widgets.VBox()
@@ -464,6 +511,20 @@ class RunBoard(widgets.VBox):
                 return
             self._counts.value = counts_html(self.counts())
 
+
+    async def wait_async(self, timeout: float | None = None) -> dict[str, int]:
+        """``await`` every run added so far: returns ``counts()`` and raises ``TimeoutError``
+        like ``wait()``, while the event loop (other coroutines in the kernel) keeps running."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for row in self.runs:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await until_done(row.run_watch, row, left)
+            except TimeoutError:
+                pending = sum(1 for r in self.runs if not r.settled)
+                raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s") from None
+        return self.counts()
 
 def _policy_from(kwargs: dict[str, Any]) -> PollPolicy:
     """The polling part of a row's keyword arguments (the rest are for its card)."""

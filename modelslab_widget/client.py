@@ -38,6 +38,7 @@ from ._version import __version__
 from .errors import (
     AuthenticationError,
     ImageError,
+    MissingKeyError,
     ModelsLabError,
     NetworkError,
     NotFoundError,
@@ -452,6 +453,9 @@ class WorkflowsClient:
         deadline: float | None = None,
         download_deadline: float = DOWNLOAD_DEADLINE,
     ) -> None:
+        #: The key was read from MODELSLAB_API_KEY (none was passed), so
+        #: ``reload_key_from_environment()`` may read it again.
+        self.key_from_environment = api_key is None
         self._api_key = _checked_key(
             api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
         )
@@ -489,6 +493,21 @@ class WorkflowsClient:
         per process, so it means nothing outside it)."""
         digest = hmac.new(_ACCOUNT_SALT, (self._api_key or "").encode(), "sha256").hexdigest()
         return self.base_url, digest
+
+    def reload_key_from_environment(self) -> bool:
+        """Read ``$MODELSLAB_API_KEY`` again when the key came from it (no ``api_key`` was
+        passed): what a user does after "No API key" or a rejected key is set the variable
+        and retry. True when the key changed (and with it ``account``)."""
+        if not self.key_from_environment:
+            return False
+        key = _checked_key(os.environ.get("MODELSLAB_API_KEY"))
+        if key == self._api_key:
+            return False
+        # The pattern first: no answer to a request with the new key is ever redacted with
+        # the old pattern. (Retry reloads once watching ended: nothing of it is in flight.)
+        self._key_pattern = _key_pattern(key)
+        self._api_key = key
+        return True
 
     @key_free_errors
     def get_run(
@@ -689,7 +708,7 @@ class WorkflowsClient:
         """The decoded JSON answer of one API call; ``error_for`` may map a non-2xx answer to
         a call-specific error before the generic mapping (cancel's 400, for one)."""
         if not self._api_key:
-            raise AuthenticationError(
+            raise MissingKeyError(
                 "No API key: pass api_key=... or set the MODELSLAB_API_KEY environment variable."
             )
         url = f"{self.base_url}/{path}"

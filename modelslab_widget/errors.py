@@ -19,6 +19,11 @@ class AuthenticationError(ModelsLabError):
     """401/403: the API key is missing, wrong, or lacks access."""
 
 
+class MissingKeyError(AuthenticationError):
+    """No API key at all: nothing was sent. A subclass of AuthenticationError, so code that
+    catches a rejected key catches this too; views word it differently (nothing was rejected)."""
+
+
 class NotFoundError(ModelsLabError):
     """404: the workflow or run does not exist, or the API is not enabled for it."""
 

@@ -31,9 +31,12 @@ def default_history_path() -> Path:
 class Estimate:
     """What to expect of a running run."""
 
-    remaining: float  # seconds until the run should complete
-    fraction: float  # 0..1 of the expected total time already done
+    remaining: float  # seconds until the run should complete (when overdue: at least)
+    fraction: float  # 0..1 of the expected total time already done; below 1 while running
     next_change: float  # seconds until the current step should end (0 if overdue)
+    #: A running step has taken longer than it usually does: ``remaining`` only counts the
+    #: steps after it, and views say "taking longer than usual" rather than a time left.
+    overdue: bool = False
 
 
 class DurationHistory:
@@ -96,6 +99,20 @@ class DurationHistory:
         return _estimate(snapshot, expected, earliest, now or datetime.now(timezone.utc))
 
 
+# A running step counts as done in proportion to its usual time, up to this share: an
+# overrunning step stops there (the bar waits for it) instead of filling up.
+ON_TIME_SHARE = 0.9
+MAX_FRACTION = 0.99  # a run still running is never shown as done
+
+
+def step_progress(spent: float, planned: float) -> float:
+    """How much of a running step to count as done (0..ON_TIME_SHARE): ``spent / planned``,
+    held at ON_TIME_SHARE once near or past its usual time, so it never shows as finished."""
+    if planned <= 0:
+        return ON_TIME_SHARE
+    return min(ON_TIME_SHARE, spent / planned)
+
+
 def _estimate(
     snapshot: RunSnapshot,
     expected: Mapping[str, float],
@@ -104,6 +121,7 @@ def _estimate(
 ) -> Estimate:
     total = sum(expected[step.name] for step in snapshot.steps)
     done = remaining = 0.0
+    overdue = False
     next_change: float | None = None
     for step in snapshot.steps:
         planned = expected[step.name]
@@ -111,15 +129,17 @@ def _estimate(
             done += planned
         elif step.status == "running" and step.started_at is not None:
             spent = max(0.0, (now - step.started_at).total_seconds())
-            left = max(0.0, planned - spent)
-            done += min(spent, planned)
-            remaining += left
+            overdue = overdue or spent > planned
+            remaining += max(0.0, planned - spent)
+            done += planned * step_progress(spent, planned)
             soonest = max(0.0, earliest[step.name] - spent)
             next_change = soonest if next_change is None else min(next_change, soonest)
         else:
             remaining += planned
-    fraction = done / total if total > 0 else 0.0
-    return Estimate(remaining, min(1.0, fraction), next_change if next_change is not None else 0.0)
+    fraction = min(MAX_FRACTION, done / total) if total > 0 else 0.0
+    return Estimate(
+        remaining, fraction, next_change if next_change is not None else 0.0, overdue
+    )
 
 
 def _read(path: Path) -> dict[str, dict[str, list[float]]]:

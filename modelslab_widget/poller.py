@@ -104,6 +104,10 @@ class RunPoller:
         self._next_poll: Job | None = None
         self._failures = 0
         self._next_due = 0.0
+        # The pending poll's token (None while a poll is in flight), and whether the next one
+        # should come at once: how poll_soon() moves a poll forward without a second chain.
+        self._due_token: object | None = None
+        self._soon = False
         #: the workflow's request budget; None polls at the interval, pacing only by 429s
         self.budget = budget
         self._slot: Slot | None = None  # a poll waiting for its slot of the budget
@@ -125,12 +129,10 @@ class RunPoller:
             self._failures = 0
             self._rate_limits = 0
             self._next_due = time.monotonic()
+            self._soon = False
             if self.budget is not None:
                 self.budget.join(self)
-            cancel = self._cancel
-            self._next_poll = self._scheduler.call_at(
-                self._next_due, lambda: self._poll_once(cancel)
-            )
+            self._schedule(self._cancel)
 
     def stop(self) -> None:
         """Stop polling: once this returns no new request is started for this run."""
@@ -153,10 +155,32 @@ class RunPoller:
             self.budget.leave(self)
         return True
 
-    def _poll_once(self, cancel: threading.Event) -> None:
+    def _schedule(self, cancel: threading.Event) -> None:
+        """Schedule the next poll at ``_next_due`` (lock held)."""
+        token = self._due_token = object()
+        self._next_poll = self._scheduler.call_at(
+            self._next_due, lambda: self._poll_once(cancel, token)
+        )
+
+    def poll_soon(self) -> None:
+        """Poll now rather than at the next scheduled time (after an accepted cancel, so the
+        final status shows promptly); a poll in flight is followed at once by another."""
         with self._lock:
-            if not self._active or cancel is not self._cancel:
-                return  # stopped, or scheduled by an earlier watching session
+            if not self._active:
+                return
+            if self._due_token is None:  # a poll is in flight: its successor comes at once
+                self._soon = True
+                return
+            if self._next_poll is not None:
+                self._next_poll.cancel()
+            self._next_due = time.monotonic()
+            self._schedule(self._cancel)
+
+    def _poll_once(self, cancel: threading.Event, token: object = None) -> None:
+        with self._lock:
+            if not self._active or cancel is not self._cancel or token is not self._due_token:
+                return  # stopped, scheduled by an earlier session, or moved by poll_soon()
+            self._due_token = None
             slot = None
             if self.budget is not None:
                 slot = self.budget.request(POLL, self._rank(), on_grant=lambda granted: (
@@ -257,10 +281,10 @@ class RunPoller:
         with self._lock:
             if cancel.is_set():
                 return
-            self._next_due = max(now, base + delay)
-            self._next_poll = self._scheduler.call_at(
-                self._next_due, lambda: self._poll_once(cancel)
-            )
+            # soon only after a good answer: a 429 or an error keeps its back-off
+            self._next_due = now if self._soon and from_due else max(now, base + delay)
+            self._soon = False
+            self._schedule(cancel)
 
     def _finish(
         self, cancel: threading.Event, snapshot: RunSnapshot | None, error: BaseException | None

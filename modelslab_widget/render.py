@@ -20,10 +20,11 @@ STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
  color:var(--jp-ui-font-color1,#212121);}
 .mlw-header{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;min-width:0}
-.mlw-title{font-weight:600}
-.mlw-sub{color:var(--jp-ui-font-color2,#616161);overflow:hidden;text-overflow:ellipsis;
- white-space:nowrap;max-width:32em}
-.mlw-time{margin-left:auto;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
+.mlw-title{font-weight:600;white-space:nowrap}
+.mlw-sub{color:var(--jp-ui-font-color2,#616161);min-width:0;overflow-wrap:anywhere}
+.mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
+ color:var(--jp-ui-font-color2,#616161)}
+.mlw-time>span{white-space:nowrap}
 .mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
  font-weight:600;border:1px solid currentColor;white-space:nowrap}
 .mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
@@ -36,9 +37,10 @@ STYLE = """<style>
 .mlw-progress>div{height:100%;background:var(--jp-brand-color1,#1976d2);transition:width .3s}
 .mlw-progress.mlw-s-completed>div{background:var(--jp-success-color1,#388e3c)}
 .mlw-progress.mlw-s-failed>div{background:var(--jp-error-color1,#d32f2f)}
-.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 7em 5.5em;gap:0 8px;
+.mlw-step{display:grid;grid-template-columns:1.4em minmax(0,1fr) 6em 5.5em;gap:0 8px;
  align-items:center;line-height:24px}
 .mlw-step>span{min-width:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.mlw-step>.mlw-name{white-space:normal;overflow-wrap:anywhere;line-height:18px;padding:3px 0}
 .mlw-icon{text-align:center;font-weight:700}
 .mlw-dur{text-align:right;font-variant-numeric:tabular-nums;color:var(--jp-ui-font-color2,#616161)}
 .mlw-spin{display:inline-block;animation:mlw-spin 1s linear infinite}
@@ -63,26 +65,44 @@ def status_class(status: str) -> str:
     return status if status in ICONS else "unknown"
 
 
-def icon(status: str) -> str:
+def icon(status: str, live: bool = True) -> str:
+    """The status symbol; a running one spins only while the run is ``live`` (watched)."""
     symbol = ICONS.get(status, ICONS["unknown"])
-    return f'<span class="mlw-spin">{symbol}</span>' if status == "running" else symbol
+    spinning = status == "running" and live
+    return f'<span class="mlw-spin">{symbol}</span>' if spinning else symbol
 
 
 def status_word(status: str) -> str:
     return status.replace("_", " ").capitalize()
 
 
-def status_label(status: str, word: str | None = None) -> str:
-    """Icon and word in the status colour (board rows, launcher history)."""
-    text = escape(word if word is not None else status_word(status))
-    return f'<span class="mlw-s-{status_class(status)}">{icon(status)} {text}</span>'
+# What a view shows about its own watching, besides the run's status (``state=``):
+LIVE = ""  # watched: a running run's icon spins
+PAUSED = "paused"  # this view stopped watching (Stop, or its time limit)
+UNWATCHED = "not watched"  # watching ended on an error before the run ended
+_COULD_NOT_WATCH = "Could not watch"  # the badge when nothing at all is known of the run
 
 
-def badge(status: str) -> str:
-    word = escape(status_word(status))
+def status_label(status: str, word: str | None = None, state: str = LIVE) -> str:
+    """Icon and word in the status colour (board rows, launcher history); a ``state`` other
+    than LIVE stops the spinner and is said after the status: "Running · paused"."""
+    text = word if word is not None else status_word(status)
+    if state:
+        text = f"{text} · {state}"
     return (
-        f'<span class="mlw-badge mlw-s-{status_class(status)}" title="Run status">'
-        f"{icon(status)} {word}</span>"
+        f'<span class="mlw-s-{status_class(status)}">{icon(status, not state)} '
+        f"{escape(text)}</span>"
+    )
+
+
+def badge(status: str, state: str = LIVE) -> str:
+    if state == UNWATCHED and status_class(status) == "unknown":
+        cls, symbol, word = "failed", "⚠", _COULD_NOT_WATCH
+    else:
+        cls, symbol = status_class(status), icon(status, not state)
+        word = status_word(status) + (f" · {state}" if state else "")
+    return (
+        f'<span class="mlw-badge mlw-s-{cls}" title="Run status">{symbol} {escape(word)}</span>'
     )
 
 
@@ -96,17 +116,29 @@ def header(
     steps_done: int,
     steps_known: int,
     remaining: float | None = None,
+    state: str = LIVE,
+    overdue: bool = False,
 ) -> str:
-    timing = "Took" if finished else "Elapsed"
-    left = f" · ~{format_seconds(remaining)} left" if remaining is not None else ""
-    return (
-        '<div class="mlw-header">'
-        f"{badge(status)}"
-        f'<span class="mlw-title">Run {escape(execution_id)}</span>'
-        f'<span class="mlw-sub" title="{escape(workflow_id)}">workflow {escape(workflow_id)}</span>'
-        f'<span class="mlw-time">{steps_done}/{steps_known} steps · {timing} '
-        f"{format_seconds(elapsed)}{left}</span></div>"
-    )
+    """Badge, run and workflow IDs, and the time line. An estimate shows only while the run
+    is watched; a step past its usual time says so instead of a time left it cannot know.
+    Once watching failed before anything was known, the time line (all dashes) is left out."""
+    title = f'<span class="mlw-title">Run {escape(execution_id)}</span>'
+    workflow = escape(workflow_id)
+    sub = f'<span class="mlw-sub" title="{workflow}">workflow {workflow}</span>'
+    time_line = ""
+    if not (state == UNWATCHED and status_class(status) == "unknown"):
+        timing = "Took" if finished else "Elapsed"
+        left = ""
+        if not state and not finished and overdue:
+            left = " · taking longer than usual"
+        elif not state and not finished and remaining is not None:
+            left = f" · ~{format_seconds(remaining)} left"
+        time_line = (
+            f'<span class="mlw-time"><span>{steps_done}/{steps_known} steps</span> '
+            f"<span>· {timing} {format_seconds(elapsed)}</span>"
+            f'{f"<span>{left}</span>" if left else ""}</span>'
+        )
+    return f'<div class="mlw-header">{badge(status, state)}{title}{sub}{time_line}</div>'
 
 
 def progress_bar(
@@ -193,15 +225,36 @@ def summary(
     steps: Sequence[Mapping[str, Any]],
     remaining: float | None = None,
     fraction: float | None = None,
+    state: str = LIVE,
+    overdue: bool = False,
+    with_bar: bool = True,
 ) -> str:
-    """Header and progress bar: the part of the card that moves with every tick.
-    ``remaining`` and ``fraction`` come from earlier runs' timings when there are some."""
+    """Header and progress bar: the part of the card that moves with every tick (the card
+    shows the bar apart, ``with_bar=False`` and ``card_bar``, so it spans the buttons too).
+    ``remaining``, ``fraction`` and ``overdue`` come from earlier runs' timings when there
+    are some; ``state`` says whether this view is watching (see ``header``)."""
     done = sum(1 for step in steps if step.get("status") == "completed")
     top = header(
         status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
         finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
+        state=state, overdue=overdue,
     )
-    return f'<div class="mlw-card">{top}{progress_bar(status, steps, fraction)}</div>'
+    if not with_bar:
+        return f'<div class="mlw-card">{top}</div>'
+    nothing_known = state == UNWATCHED and status_class(status) == "unknown"
+    bar = "" if nothing_known else progress_bar(status, steps, fraction)
+    return f'<div class="mlw-card">{top}{bar}</div>'
+
+
+def card_bar(
+    status: str, steps: Sequence[Mapping[str, Any]], fraction: float | None = None,
+    state: str = LIVE,
+) -> str:
+    """The card's progress bar on its own, across the whole card (under the buttons too);
+    nothing once watching failed before anything was known of the run."""
+    if state == UNWATCHED and status_class(status) == "unknown":
+        return ""
+    return f'<div class="mlw-card">{progress_bar(status, steps, fraction)}</div>'
 
 
 def message(kind: str, title: str, text: str = "", hint: str = "") -> str:
@@ -329,4 +382,174 @@ def history_row(
         f"<span>#{number}</span>{status_label(status)}<span>Run {run_id}</span>"
         f'<span class="mlw-sub" title="{escape(prompt)}">'
         f"{escape(shorten(prompt, preview))}</span></div>"
+    )
+
+
+# -- the saved card ---------------------------------------------------------------------------
+# What a notebook shows where no widget JavaScript runs (GitHub, nbviewer, nbconvert HTML,
+# VS Code's preview): the card's final markup, self-contained. The fragments are the card's
+# own views (already escaped above); images travel as data URIs; there is no script.
+
+
+@dataclass(frozen=True)
+class StaticImage:
+    """A thumbnail for the saved card: the encoded bytes, their format, and its caption."""
+
+    data: bytes
+    format: str  # "jpeg" or "png"
+    caption: str  # markup from caption()
+
+
+def static_card(
+    fragments: Sequence[str], items: Sequence[StaticImage | str], more: str = ""
+) -> str:
+    """The card as one HTML document fragment: its CSS, the given view fragments (header,
+    step rows, message) and the gallery in output order: inline thumbnails with their links,
+    and (as ready markup) the players and tiles of the other kinds."""
+    import base64  # only the saved card needs it
+
+    def slot(index: int, item: StaticImage | str) -> str:
+        if isinstance(item, str):
+            return f'<div style="margin:4px 8px 4px 0">{item}</div>'
+        data = base64.b64encode(item.data).decode()
+        return (
+            '<div style="margin:4px 8px 4px 0">'
+            f'<img alt="output #{index + 1}" style="display:block;max-width:100%" '
+            f'src="data:image/{escape(item.format)};base64,{data}">{item.caption}</div>'
+        )
+
+    slots = "".join(slot(index, item) for index, item in enumerate(items))
+    gallery = (
+        f'<div class="mlw-gallery" style="display:flex;flex-flow:row wrap">{slots}{more}</div>'
+        if slots or more else ""
+    )
+    body = "".join(fragment for fragment in fragments if fragment)
+    return (
+        f"{STYLE}{MEDIA_STYLE}<div class=\"mlw-static\" style=\"border:1px solid #e0e0e0;"
+        f'padding:6px 10px;max-width:960px">{body}{gallery}</div>'
+    )
+
+
+def hint_line(text: str) -> str:
+    """One quiet line under the header (e.g. how to see updates in Colab)."""
+    return f'<div class="mlw-card mlw-hint" role="note">{escape(text)}</div>' if text else ""
+
+
+# -- outputs of every kind -------------------------------------------------------------------
+# Video and audio are players the browser streams from the output's URL (preload="metadata":
+# it fetches only what it needs to show the first frame and the length); the kernel never
+# downloads them. 3D models and other files are a tile with their type, size and a link.
+
+MEDIA_STYLE = """<style>
+.mlw-tile{display:flex;flex-direction:column;gap:2px}
+.mlw-tile video{display:block;background:#000;border-radius:2px;object-fit:contain}
+.mlw-tile audio{display:block;margin:8px 0}
+.mlw-file{height:100px;display:flex;flex-direction:column;align-items:center;
+ justify-content:center;gap:2px;padding:6px;box-sizing:border-box;text-align:center;
+ border:1px solid var(--jp-border-color2,#e0e0e0);border-radius:4px;
+ background:var(--jp-layout-color2,#eee);overflow:hidden}
+.mlw-file-icon{font-size:28px;line-height:1.1}
+.mlw-file-type{font-weight:600}
+.mlw-kind{display:inline-flex;align-items:center;justify-content:center;min-width:40px;
+ height:40px;padding:0 3px;box-sizing:border-box;border-radius:2px;
+ border:1px solid var(--jp-border-color2,#e0e0e0);background:var(--jp-layout-color2,#eee);
+ font-size:var(--jp-ui-font-size0,11px);color:var(--jp-ui-font-color2,#616161)}
+</style>"""
+
+KIND_ICONS = {"image": "🖼", "video": "▶", "audio": "♪", "model3d": "◆", "file": "📄"}
+KIND_NAMES = {"image": "Image", "video": "Video", "audio": "Audio", "model3d": "3D model",
+              "file": "File"}
+
+
+def format_bytes(size: int | None) -> str:
+    """``812 B``, ``12.4 KB``, ``5.7 MB``; "" when unknown."""
+    if size is None or size < 0:
+        return ""
+    amount = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1000 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1000
+    return ""
+
+
+def type_name(url: str, content_type: str | None) -> str:
+    """A file type as users name it: the URL's extension (``MP4``), else the media type's
+    subtype (``video/mp4`` -> ``MP4``), else ""."""
+    name = short_name(url) if "://" in url else ""
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and 0 < len(ext) <= 8:
+        return ext.upper()
+    subtype = (content_type or "").partition("/")[2].split(";")[0].strip()
+    return subtype.removeprefix("x-").upper()[:16]
+
+
+def _is_web(url: str) -> bool:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def output_caption(url: str, kind: str, content_type: str | None, size: int | None,
+                   error: str | None = None) -> str:
+    """The line under a non-image output: its link, type and size (or why they are unknown)."""
+    details = [d for d in (type_name(url, content_type), format_bytes(size)) if d]
+    if error:
+        details.append(f"type unknown: {error}")
+    extra = f" · {escape(' · '.join(details))}" if details else ""
+    return (
+        f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+        f"{safe_link(url, short_name(url))}{extra}</div>"
+    )
+
+
+def output_tile(index: int, url: str, kind: str, content_type: str | None = None,
+                size: int | None = None, *, box: int = 256, error: str | None = None) -> str:
+    """A non-image output in the gallery: an inline ``<video>`` or ``<audio>`` player that
+    streams from ``url`` (http(s) only), else a tile with its type, size and link."""
+    label = escape(f"Output #{index + 1}: {KIND_NAMES.get(kind, 'File').lower()}", quote=True)
+    line = output_caption(url, kind, content_type, size, error)
+    source = escape(url.strip(), quote=True)
+    if kind == "video" and _is_web(url):
+        player = (
+            f'<video controls preload="metadata" playsinline src="{source}" '
+            f'style="width:{box}px;max-height:{box}px" aria-label="{label}"></video>'
+        )
+    elif kind == "audio" and _is_web(url):
+        player = (
+            f'<audio controls preload="metadata" src="{source}" '
+            f'style="width:{box}px" aria-label="{label}"></audio>'
+        )
+    else:  # the tile says type and size, so its line is the link alone
+        line = (
+            f'<div class="mlw-card mlw-caption" title="{escape(url)}">'
+            f"{safe_link(url, short_name(url))}"
+            f"{f' · type unknown: {escape(error)}' if error else ''}</div>"
+        )
+        player = (
+            f'<div class="mlw-file" style="width:{min(box, 200)}px" role="img" '
+            f'aria-label="{label}"><span class="mlw-file-icon" aria-hidden="true">'
+            f'{KIND_ICONS.get(kind, KIND_ICONS["file"])}</span>'
+            f'<span class="mlw-file-type">{escape(KIND_NAMES.get(kind, "File"))}</span>'
+            f'<span class="mlw-sub">{escape(" · ".join(_tile_details(url, content_type, size)))}'
+            "</span></div>"
+        )
+    return (
+        f'<div class="mlw-card mlw-tile" style="max-width:{box}px" role="group" '
+        f'aria-label="{label}">{player}{line}</div>'
+    )
+
+
+def _tile_details(url: str, content_type: str | None, size: int | None) -> list[str]:
+    return [d for d in (type_name(url, content_type), format_bytes(size)) if d]
+
+
+def kind_badge(kind: str, index: int) -> str:
+    """A board strip's stand-in for an output that has no thumbnail: its kind's icon."""
+    name = KIND_NAMES.get(kind, "File")
+    return (
+        f'<span class="mlw-kind" title="output {index + 1}: {escape(name.lower())}">'
+        f'{KIND_ICONS.get(kind, KIND_ICONS["file"])}&nbsp;{escape(name.split()[0])}</span>'
     )

@@ -24,11 +24,20 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .budget import budget_for
+from .budget import FIRST, budget_for
 from .client import WorkflowsClient
-from .errors import ModelsLabError
+from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
 from .eta import DurationHistory, Estimate, shared_history
-from .media import Thumbnail, load_thumbnails
+from .media import (
+    OutputInfo,
+    OutputKind,
+    Thumbnail,
+    candidates_for,
+    describe_output,
+    is_web_url,
+    kind_from_url,
+    load_thumbnail,
+)
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, WatchTimeout
 from .scheduler import Job, Scheduler, shared_scheduler
@@ -43,6 +52,10 @@ THUMBNAIL = "thumbnail"  # detail: a Thumbnail, as soon as it is made
 SETTLED = "settled"  # the run ended and its thumbnails are in (or watching ended)
 PAUSED = "paused"  # this view was paused (detail: None for stop(), or a WatchTimeout)
 RATE_LIMITED = "rate_limited"  # detail: seconds between checks the limit allows, or None
+OUTPUT = "output"  # an output's kind is known; detail: its OutputInfo (before any thumbnail)
+CANCEL = "cancel"  # a cancel request was sent or answered; detail: None, or the refusal
+CANCEL_RATE_LIMITED_TRIES = 3  # a 429 means the cancel did not run: re-send it this often
+MAX_CANCEL_WAIT = 60.0  # longest wait (seconds) a 429 may impose before a re-sent cancel
 
 
 class WatchView(Protocol):
@@ -97,6 +110,9 @@ class RunWatch:
         #: seconds between checks while the workflow's rate limit sets the pace, else None
         self.paced: float | None = None
         self.thumbnails: dict[int, Thumbnail] = {}  # by output index, as they arrive
+        self.outputs: dict[int, OutputInfo] = {}  # each output's kind, by index, once known
+        self.cancelling = False  # a cancel was asked for and the run has not ended yet
+        self.cancel_error: ModelsLabError | None = None  # why the last cancel was refused
         self._history = history
         self._owns_client = owns_client
         self.registry_key: tuple[Any, ...] = ()  # set by watch_for()
@@ -290,6 +306,8 @@ class RunWatch:
             self.snapshot = snapshot
             if snapshot.status == "running" and self.first_seen is None:
                 self.first_seen = datetime.now(timezone.utc)
+            if snapshot.is_terminal:
+                self.cancelling = False
             had_notice, self.retrying = self.retrying is not None, None
             changed = had_notice or previous is None or _shown(previous) != _shown(snapshot)
         self._notify(SNAPSHOT, changed)
@@ -326,12 +344,21 @@ class RunWatch:
     # -- internals ----------------------------------------------------------------------
 
     def _start_session(self) -> None:
+        if isinstance(self.error, AuthenticationError) or not self.client.has_api_key:
+            self._reload_key()
         self._session_open = True
         self.error = None
         self.retrying = None
         self._settled = False
         self._poller.policy = self._combined_policy()
         self._poller.start()
+
+    def _reload_key(self) -> None:
+        """Retry after "No API key" or a rejected key does what the card advises: read
+        MODELSLAB_API_KEY again (when the key came from it). A new key is a new account, so
+        the registry finds this watch under it from now on."""
+        if self.client.reload_key_from_environment():
+            _rekey(self, (self.client.account, *self.registry_key[1:]))
 
     def _combined_policy(self) -> PollPolicy:
         """The most eager interval of the views that want polling; timeouts are per view."""
@@ -389,26 +416,126 @@ class RunWatch:
         else:  # same size: only the outputs not loaded yet
             size, start = loaded_size, loaded_count
         self._loaded = (size, count)
-        urls = list(snapshot.outputs[start:count])
-        self._loading += len(urls)
+        outputs = candidates_for(snapshot.outputs, snapshot.proxy_links)[start:count]
+        self._loading += len(outputs)
         self._settled = False
-        generation = self._generation
-
-        def on_ready(thumb: Thumbnail) -> None:
-            self._on_thumbnail(replace(thumb, index=thumb.index + start), generation)
-
-        load_thumbnails(
-            self.client, urls, list(snapshot.proxy_links[start:count]), size,
-            submit=self.scheduler.submit, on_ready=on_ready, cancel=self._media_cancel,
-        )
+        for index, candidates in enumerate(outputs, start):
+            self.scheduler.submit(self._load_output, index, candidates, size, self._generation)
         return True
 
-    def _on_thumbnail(self, thumb: Thumbnail, generation: int) -> None:
+    def _load_output(self, index: int, candidates: list[str], size: int,
+                     generation: int) -> None:
+        """One output, on a pool thread: learn its kind (its URL's extension, else a probe
+        of a few KB), then, for an image only, make its thumbnail. Video and audio are never
+        downloaded here: the browser streams them from their URL."""
+        thumb: Thumbnail | None = None
+        try:
+            if self._media_cancel.is_set():
+                return
+            info = self._described(index, candidates)
+            if info.kind is OutputKind.IMAGE:
+                thumb = load_thumbnail(self.client, index, candidates, size,
+                                       cancel=self._media_cancel)
+        except Exception as exc:  # whatever went wrong, the views must hear of this output
+            log.exception("loading output %d of run %s failed", index, self.execution_id)
+            thumb = Thumbnail(index, candidates[0], error=f"could not load ({exc})")
+        if not self._media_cancel.is_set():
+            self._on_output_loaded(index, thumb, generation)
+
+    def _described(self, index: int, candidates: list[str]) -> OutputInfo:
+        """The output's kind, learnt once per watch (a reload at a bigger size reuses it)."""
+        with self._lock:
+            known = self.outputs.get(index)
+        if known is not None:
+            return known
+        info = _describe(self.client, index, candidates, self._media_cancel)
+        with self._lock:
+            info = self.outputs.setdefault(index, info)
+        self._notify(OUTPUT, info)
+        return info
+
+    def output_kinds(self) -> list[OutputKind]:
+        """Each output's kind, in order: as described, else as its URL's extension says
+        (no request), else FILE."""
+        snapshot = self.snapshot
+        urls = snapshot.outputs if snapshot is not None else ()
+        with self._lock:
+            described = dict(self.outputs)
+        return [
+            described[i].kind if i in described else kind_from_url(url) or OutputKind.FILE
+            for i, url in enumerate(urls)
+        ]
+
+    def outputs_in_order(self) -> list[OutputInfo]:
+        with self._lock:
+            return [info for _, info in sorted(self.outputs.items())]
+
+    # -- cancelling ---------------------------------------------------------------------
+
+    def cancel(self) -> str:
+        """Ask the API to cancel the run and return its message once the request was
+        accepted; every view follows the run to its final status (the server decides: a run
+        that completed first stays completed). A POST, so it is re-sent only after a 429 (the
+        request did not run then). Raises the client's error when refused:
+        RunAlreadyEndedError, NotFoundError, AuthenticationError, ..."""
+        with self._lock:
+            self.cancelling, self.cancel_error = True, None
+        self._notify(CANCEL, None)
+        try:
+            message = self._send_cancel()
+        except ModelsLabError as error:
+            with self._lock:
+                self.cancelling, self.cancel_error = False, error
+            self._notify(CANCEL, error)
+            if isinstance(error, RunAlreadyEndedError):
+                self.poll_soon()  # learn how it ended
+            raise
+        with self._lock:
+            self.cancelling = not self.ended
+        self.poll_soon()
+        return message
+
+    def poll_soon(self) -> None:
+        """Ask for the run's status now rather than at the next scheduled poll (while
+        polling; a poll in flight is followed at once by another, never by two streams)."""
+        self._poller.poll_soon()
+
+    def _send_cancel(self) -> str:
+        """POST the cancel in a slot of the workflow's budget (cancels go before every poll,
+        and past a 429's ``retry_after``); a 429 cancelled nothing, so it is sent again."""
+        budget = self._poller.budget
+        for attempt in range(1, CANCEL_RATE_LIMITED_TRIES + 1):
+            slot = None if budget is None else budget.acquire(
+                FIRST, timeout=MAX_CANCEL_WAIT, cancel=self._media_cancel)
+            try:
+                message = self.client.cancel_run(self.workflow_id, self.execution_id)
+            except RateLimitError as error:
+                if slot is not None:
+                    slot.rate_limited(error.retry_after)
+                elif budget is not None:
+                    budget.on_rate_limited(error.retry_after)
+                if attempt == CANCEL_RATE_LIMITED_TRIES or self._media_cancel.is_set():
+                    raise
+                if budget is None:  # no budget to wait in: wait as the server asks
+                    seconds = 1.0 if error.retry_after is None else error.retry_after
+                    if self._media_cancel.wait(min(max(0.0, seconds), MAX_CANCEL_WAIT)):
+                        raise
+                continue
+            except BaseException:
+                if slot is not None:
+                    slot.done()
+                raise
+            if slot is not None:
+                slot.done()
+            return message
+        raise AssertionError("unreachable")
+
+    def _on_output_loaded(self, index: int, thumb: Thumbnail | None, generation: int) -> None:
         with self._lock:
             self._loading -= 1
-            current = generation == self._generation
-            if current:
-                self.thumbnails[thumb.index] = thumb
+            current = thumb is not None and generation == self._generation
+            if thumb is not None and current:
+                self.thumbnails[index] = thumb
             done = self._loading == 0
         if current:
             self._notify(THUMBNAIL, thumb)
@@ -465,6 +592,24 @@ class RunWatch:
 
 class Stopped(Exception):
     """The view's own stop(): not an error, only why that view is no longer watching."""
+
+
+def _describe(client: WorkflowsClient, index: int, candidates: list[str],
+              cancel: threading.Event) -> OutputInfo:
+    """The first telling description among an output's URLs (the output, then its proxy
+    link). A URL that is not http(s) is never fetched: unless its extension names another
+    kind it goes the image way, whose placeholder says why there is no picture."""
+    web = [url for url in candidates if is_web_url(url)]
+    if not web:
+        url = candidates[0] if candidates else ""
+        return OutputInfo(index, url, kind_from_url(url) or OutputKind.IMAGE,
+                          error="not an http(s) URL")
+    info = describe_output(client, web[0], index, cancel=cancel)
+    for url in web[1:]:
+        if info.error is None:
+            break
+        info = describe_output(client, url, index, cancel=cancel)
+    return info
 
 
 def _shown(snapshot: RunSnapshot) -> tuple[Any, ...]:
@@ -534,6 +679,18 @@ def watch_for(
     if owns_client and existing.client is not client:
         client.close()
     return existing
+
+
+def _rekey(watch: RunWatch, key: tuple[Any, ...]) -> None:
+    """File a registered watch under a new key (its client's key changed). Should another
+    watch hold that key already, this one stays unregistered and ends with its last view."""
+    if not watch.registry_key:
+        return
+    with _registry_lock:
+        if _registry.get(watch.registry_key) is watch:
+            del _registry[watch.registry_key]
+        if _registry.setdefault(key, watch) is watch:
+            watch.registry_key = key
 
 
 def _forget(watch: RunWatch) -> None:

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import AuthenticationError, ModelsLabError, NotFoundError
+from .errors import AuthenticationError, MissingKeyError, ModelsLabError, NotFoundError
 
 ICONS = {
     "pending": "○",
@@ -94,13 +94,16 @@ class Explanation:
 # What to do next, as each front end says it: the card has buttons, the terminal a command.
 _HINTS = {
     "card": {
-        "auth": "Set MODELSLAB_API_KEY (or pass api_key=...) and press Retry.",
+        "missing_key": "Set MODELSLAB_API_KEY (or pass api_key=...) and press Retry.",
+        "auth": "Check the key: set MODELSLAB_API_KEY to a valid one (or pass api_key=...) "
+                "and press Retry.",
         "not_found": "Check the workflow ID and the execution ID.",
         "timeout": "Press Resume to keep watching, or pass a larger timeout=.",
         "transient": "ModelsLab kept failing or could not be reached. Press Retry to try again.",
         "other": "Press Retry to try again.",
     },
     "terminal": {
+        "missing_key": "Set MODELSLAB_API_KEY (or pass --api-key) and run the command again.",
         "auth": "Set MODELSLAB_API_KEY (or pass --api-key) and run the command again.",
         "not_found": "Check WORKFLOW_ID and EXECUTION_ID.",
         "timeout": "Run the command again to keep watching, or pass a larger --timeout.",
@@ -114,6 +117,8 @@ def explain(error: BaseException, where: str = "card") -> Explanation:
     """Why watching stopped, in words for the card (``where="card"``) or the terminal."""
     hints = _HINTS[where]
     detail = str(error) or type(error).__name__
+    if isinstance(error, MissingKeyError):  # nothing was sent, so nothing was rejected
+        return Explanation("No API key", detail, hints["missing_key"])
     if isinstance(error, AuthenticationError):
         return Explanation("The API key was rejected", detail, hints["auth"])
     if isinstance(error, NotFoundError):
@@ -123,6 +128,24 @@ def explain(error: BaseException, where: str = "card") -> Explanation:
     if isinstance(error, ModelsLabError) and error.transient:
         return Explanation("Could not get the run's status", detail, hints["transient"])
     return Explanation("Watching stopped", detail, hints["other"])
+
+
+# What the text forms call each output kind (a 3D model is a "file": it has no preview).
+KIND_WORDS = {"image": "image", "video": "video", "audio": "audio", "model3d": "file",
+              "file": "file"}
+
+
+def kind_counts(kinds: Sequence[str]) -> str:
+    """``1 image, 1 video, 1 audio, 1 file`` for a run's outputs (OutputKind values)."""
+    counts: dict[str, int] = {}
+    for kind in kinds:
+        word = KIND_WORDS.get(str(getattr(kind, "value", kind)), "file")
+        counts[word] = counts.get(word, 0) + 1
+    order = ("image", "video", "audio", "file")
+    return ", ".join(
+        f"{counts[word]} audio" if word == "audio" else plural(counts[word], word)
+        for word in order if counts.get(word)
+    )
 
 
 def pace_words(seconds: float) -> str:

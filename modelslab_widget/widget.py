@@ -10,9 +10,11 @@ thread. They never print or display, so output routing (ipykernel 6 and 7) is no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import astuple, replace
@@ -20,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
-from IPython.display import display
+from IPython.display import display, update_display
 from ipywidgets.widgets.widget_string import HTMLStyle
 from traitlets import Dict, Int, List, Unicode
 
 from . import render, runwatch
+from .aio import DeferredUpdates, in_colab, until_done
 from .client import WorkflowsClient, path_segment
+from .errors import ModelsLabError, RunAlreadyEndedError
 from .eta import Estimate
 from .media import (
+    OutputInfo,
+    OutputKind,
     Thumbnail,
     candidates_for,
     encode_small,
@@ -35,19 +41,29 @@ from .media import (
     is_web_url,
     open_full_size,
     save_images,
+    save_outputs,
 )
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler
-from .text import explain, format_seconds, pace_words, plural
+from .text import explain, format_seconds, kind_counts, pace_words
 
 log = logging.getLogger("modelslab_widget")
 
 DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as links
+WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
+COLAB_HINT = (
+    "In Colab this card updates only while a cell waits for it: "
+    "call run.wait() (or await run.wait_async())."
+)
+CONFIRM_SECONDS = 4.0  # how long "Confirm cancel" waits for the second click
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
     "padding": "6px 10px",
+    # As wide as the output area up to 960 px whatever it shows: a card whose width followed
+    # its content would jump when the Stop button or a long step name comes and goes.
+    "width": "100%",
     "max_width": "960px",
 }
 
@@ -90,6 +106,16 @@ class _Gallery:
         else:
             text.value = render.placeholder(thumb.index, thumb.url, thumb.error or "unknown")
 
+    def place(self, info: OutputInfo, box: int) -> None:
+        """Show a non-image output in its slot: a player the browser streams from the URL,
+        or a tile with type, size and link (an image waits for its thumbnail)."""
+        if info.index >= self.shown or info.kind is OutputKind.IMAGE:
+            return
+        text = self.captions[info.index]
+        text.value = render.output_tile(info.index, info.url, info.kind.value, info.content_type,
+                                        info.size, box=box, error=info.error)
+        self.slots[info.index].children = (text,)
+
     def clear(self) -> None:
         self.shown = 0
         self.box.children = ()
@@ -111,10 +137,14 @@ class _StepRows:
         self.after = widgets.HTML(layout=layout, style=style)
         self.box = widgets.VBox([self.before], layout=widgets.Layout(margin="2px 0"))
 
-    def show(self, steps: list[dict[str, Any]], running_for: dict[int, float]) -> None:
+    def show(
+        self, steps: list[dict[str, Any]], running_for: dict[int, float], waiting: bool = True
+    ) -> None:
         # traitlets notifies (and ipywidgets sends) only values that differ from the current
         # one, so a row whose text is unchanged costs nothing.
         view = render.steps_view(steps, running_for, len(self.rows))
+        if not steps and not waiting:
+            view = render.StepsView("", [], "")
         self.before.value = view.before
         self.after.value = view.after
         for row, markup in zip(self.rows, view.rows, strict=False):  # spare rows stay hidden
@@ -184,9 +214,11 @@ class WorkflowRunWidget(widgets.VBox):
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
+        self._setup_travel()
         self._watch.attach(self, policy, thumbnail_size=thumbnail_size,
                            max_thumbnails=max_thumbnails)
         self.observe(self._on_status_change, "status")
+        self.observe(lambda _: self._update_cancel_button(), "status")
         self._sync()
         if autostart:
             self.start()
@@ -213,6 +245,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._cancel_tick()
             if was_watching and not self._watch.ended:
                 self._show_message("note", "Stopped watching.", "", "Press Resume to continue.")
+            self._render()  # the badge stops spinning: "Running · paused"
             self._update_controls()
 
     def close(self) -> None:
@@ -232,6 +265,8 @@ class WorkflowRunWidget(widgets.VBox):
         ``NotFoundError``, ``ServerError``, ...)."""
         if not self._watch.done_for(self) and not self.watching:
             self.start()  # autostart=False: wait() starts watching (not after stop())
+        if self._updates is not None:
+            return self._wait_applying(timeout)
         return self._watch.wait(self, timeout)
 
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
@@ -252,6 +287,30 @@ class WorkflowRunWidget(widgets.VBox):
 
             self._full_images = [first_that_works(urls, full_size)[1] for urls in outputs]
         return list(self._full_images)
+
+    def save_outputs(
+        self, directory: str | os.PathLike[str], *, allow_unknown: bool = False
+    ) -> list[Path]:
+        """Download every output, any kind (images, video, audio, 3D), into ``directory``,
+        streamed to disk in chunks: names from the URLs with the extension of the type the bytes
+        are, never overwriting a file; ``allow_unknown`` also keeps other files, as ``.bin``.
+        ``save_images`` saves the images only."""
+        outputs = self._finished_outputs()
+        return save_outputs(self.client, [urls[0] for urls in outputs], directory,
+                            fallbacks=[urls[-1] for urls in outputs], allow_unknown=allow_unknown)
+
+    def cancel(self) -> str:
+        """Ask the API to cancel this run (no confirmation) and return once it accepted the
+        request; the card, and every other view of the run, then follows the run to its final
+        status, which the server decides (a run that completed first shows completed). Raises
+        the client's error when refused: ``RunAlreadyEndedError`` (the run had already ended),
+        ``NotFoundError``, ``AuthenticationError``, ..."""
+        return self._watch.cancel()
+
+    @property
+    def cancel_button(self) -> widgets.Button:
+        """The card's **Cancel run** button (one click asks to confirm, the second cancels)."""
+        return self._cancel_button
 
     def _finished_outputs(self) -> list[list[str]]:
         """Per output that has an http(s) URL to try: the output, then its proxy link."""
@@ -281,6 +340,36 @@ class WorkflowRunWidget(widgets.VBox):
         """This card wants the run watched and the watch is polling."""
         return self._watch.polling and self._watch.wants_polling(self)
 
+    @property
+    def watch_state(self) -> str:
+        """What the header says about watching, besides the run's status: ``""`` while
+        watched (or once the run ended), ``"paused"`` after ``stop()`` or this card's time
+        limit, ``"not watched"`` once watching ended on an error (see ``render``)."""
+        watch = self._watch
+        if watch.ended or self.watching:
+            return render.LIVE
+        if watch.error is not None and not watch.polling:
+            return render.UNWATCHED
+        if watch.interrupted(self) is not None:
+            return render.PAUSED
+        return render.LIVE
+
+    @property
+    def header_html(self) -> str:
+        """The card's header and progress bar as shown (for tests and other front ends)."""
+        return self._status_view.value + self._bar_view.value
+
+    @property
+    def message_html(self) -> str:
+        """The notice or error panel under the steps as shown ("" when there is none)."""
+        return self._message.value
+
+    @property
+    def buttons(self) -> dict[str, widgets.Button]:
+        """The buttons on show, by label (``"Stop"``, ``"Resume"``, ``"Retry"``, ...)."""
+        return {b.description: b for b in self._controls.children
+                if isinstance(b, widgets.Button) and b.layout.display != "none"}
+
     def estimate(self) -> Estimate | None:
         """Time left and progress by expected time, once this workflow has completed before
         in this kernel; None otherwise."""
@@ -294,7 +383,7 @@ class WorkflowRunWidget(widgets.VBox):
         if elapsed is not None:
             parts.append(format_seconds(elapsed))
         if self.output_urls:
-            parts.append(plural(len(self.output_urls), "image"))
+            parts.append(kind_counts(self._watch.output_kinds()))
         if self.error:
             parts.append(f"error: {self.error[:200]}")
         return " · ".join(parts)
@@ -302,6 +391,8 @@ class WorkflowRunWidget(widgets.VBox):
     # -- the watch tells us (background threads) ----------------------------------------
 
     def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
+        if self._deferred(self.watch_changed, watch, change, detail):
+            return
         with self._lock:
             if change == runwatch.PAUSED:  # this card's own timeout
                 self._show_end()
@@ -317,6 +408,10 @@ class WorkflowRunWidget(widgets.VBox):
                 self._show_end()
             elif change == runwatch.THUMBNAIL:
                 self._gallery.fill(self._sized(detail))
+            elif change == runwatch.OUTPUT:
+                self._gallery.place(detail, self.thumbnail_size)
+            elif change == runwatch.CANCEL:
+                self._show_cancel_answer(detail)
             elif change == runwatch.RATE_LIMITED and watch.polling:
                 self.polls = watch.polls
                 self._message.value = self._pace_note()
@@ -348,6 +443,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._show_message("error", *astuple(explain(error)))
         elif self.snapshot is not None:
             self._show_outcome(self.snapshot)
+        self._render()  # the header says whether the run is still watched
         self._update_controls()
 
     def _show_outcome(self, snapshot: RunSnapshot) -> None:
@@ -355,8 +451,11 @@ class WorkflowRunWidget(widgets.VBox):
             urls = list(snapshot.outputs)
             shown = min(len(urls), len(self._gallery.slots))
             self._gallery.show(shown, urls[shown:])
+            for info in self._watch.outputs_in_order():
+                self._gallery.place(info, self.thumbnail_size)
             for thumb in self._watch.thumbnails_in_order():
                 self._gallery.fill(self._sized(thumb))
+            self._show_cancel_note(snapshot)
         elif snapshot.status == "failed":
             self._show_message(
                 "error", "The run failed", snapshot.error or "The API gave no reason.",
@@ -378,6 +477,7 @@ class WorkflowRunWidget(widgets.VBox):
                     and snapshot is not None and snapshot.is_terminal)
             self._completed_for_user = self._completed_for_user or call
             self._update_controls()
+        self._publish_final()
         if call and self.on_complete is not None:
             try:
                 self.on_complete(self)
@@ -430,7 +530,8 @@ class WorkflowRunWidget(widgets.VBox):
         return before != (self.status, self.steps, self.output_urls, self.error)
 
     def _build_views(self, slots: int) -> None:
-        self._style = widgets.HTML(render.STYLE, layout=widgets.Layout(display="none"))
+        self._style = widgets.HTML(render.STYLE + render.MEDIA_STYLE,
+                                   layout=widgets.Layout(display="none"))
         # The header and progress bar are one view; each step row is another (see _StepRows).
         self._status_view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         self._stop_button = widgets.Button(
@@ -441,9 +542,22 @@ class WorkflowRunWidget(widgets.VBox):
             description="Resume", icon="play", tooltip="Watch this run again",
             layout=widgets.Layout(width="auto", display="none"),
         )
+        self._cancel_button = widgets.Button(
+            description="Cancel run", icon="ban", tooltip="Ask ModelsLab to cancel this run",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
+        self._confirm_job: Job | None = None
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
-        self._controls = widgets.HBox([self._stop_button, self._resume_button])
+        self._cancel_button.on_click(lambda _: self._cancel_clicked())
+        # Buttons keep their labels: they never shrink, the header beside them wraps instead.
+        for button in (self._stop_button, self._cancel_button, self._resume_button):
+            button.layout.flex = "0 0 auto"
+        self._controls = widgets.HBox(  # never squeezed: "Confirm cancel" stays readable
+            [self._stop_button, self._cancel_button, self._resume_button],
+            layout=widgets.Layout(flex="0 0 auto"),
+        )
+        self._bar_view = widgets.HTML(layout=widgets.Layout(margin="0"))
         self._top = widgets.HBox(
             [self._status_view, self._controls], layout=widgets.Layout(align_items="flex-start")
         )
@@ -452,13 +566,15 @@ class WorkflowRunWidget(widgets.VBox):
         self._gallery = _Gallery(slots)
 
     def _children(self) -> list[widgets.Widget]:
-        return [self._style, self._top, self._steps_view.box, self._message, self._gallery.box]
+        return [self._style, self._top, self._bar_view, self._steps_view.box, self._message,
+                self._gallery.box]
 
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
-            self._controls, self._top, *self._steps_view.widgets(), self._message,
-            *self._gallery.widgets(),
+            self._cancel_button,
+            self._controls, self._top, self._bar_view, *self._steps_view.widgets(), self._message,
+            *self._gallery.widgets(), *self._travel_widgets(),
         ]
 
     def _on_status_change(self, change: dict[str, Any]) -> None:
@@ -467,6 +583,7 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _render(self) -> None:
         with self._lock:
+            state = self.watch_state
             estimate = self._watch.estimate()
             markup = render.summary(
                 status=self.status,
@@ -477,9 +594,17 @@ class WorkflowRunWidget(widgets.VBox):
                 steps=self.steps,
                 remaining=estimate.remaining if estimate else None,
                 fraction=estimate.fraction if estimate else None,
+                state=state,
+                overdue=estimate.overdue if estimate else False,
+                with_bar=False,
             )
             self._status_view.value = markup
-            self._steps_view.show(self.steps, self._step_timers())
+            self._bar_view.value = render.card_bar(
+                self.status, self.steps, estimate.fraction if estimate else None, state
+            )
+            # "Waiting for the first steps…" only while someone is waiting for them
+            self._steps_view.show(self.steps, self._step_timers(),
+                                  waiting=state != render.UNWATCHED)
 
     def _step_timers(self) -> dict[int, float]:
         """Live timers of the running steps, by index."""
@@ -494,6 +619,8 @@ class WorkflowRunWidget(widgets.VBox):
         self._tick_job = self._watch.scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
 
     def _tick(self) -> None:
+        if self._deferred(self._tick):
+            return
         with self._lock:
             if not self.watching:
                 return
@@ -516,6 +643,189 @@ class WorkflowRunWidget(widgets.VBox):
         error = self._watch.error
         retry = error is not None and not isinstance(error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
+        self._update_cancel_button()
+
+    # -- cancelling ---------------------------------------------------------------------
+
+    def _cancel_clicked(self) -> None:
+        """First click: ask to confirm for a few seconds. Second: cancel, on a pool thread (a
+        click handler runs on the kernel's main thread, which must not wait for the network)."""
+        with self._lock:
+            button = self._cancel_button
+            if button.disabled or self._watch.cancelling:
+                return
+            if self._confirm_job is None:
+                button.description, button.button_style = "Confirm cancel", "danger"
+                button.tooltip = "Click again to cancel the run: it cannot be undone"
+                self._confirm_job = self._watch.scheduler.call_later(
+                    CONFIRM_SECONDS, _weak(self._confirm_expired), in_pool=False
+                )
+                return
+            self._confirm_job.cancel()
+            self._confirm_job = None
+            button.description, button.disabled = "Cancelling…", True
+        self._watch.scheduler.submit(_weak(self._cancel_quietly))
+
+    def _confirm_expired(self) -> None:
+        with self._lock:
+            self._confirm_job = None
+            self._update_cancel_button()
+
+    def _cancel_quietly(self) -> None:
+        """The button's cancel: a refusal is shown on the card (CANCEL), not raised."""
+        with contextlib.suppress(ModelsLabError):
+            self._watch.cancel()
+
+    def _update_cancel_button(self) -> None:
+        """Shown while the run is pending or running and this card watches it; "Cancelling…"
+        (disabled) from an accepted click until the API reports the run's final status."""
+        with self._lock:
+            button = self._cancel_button
+            live = self.watching and not self._watch.ended and self.status in ("pending", "running")
+            button.layout.display = "" if live else "none"
+            if self._watch.cancelling:
+                button.description, button.disabled, button.button_style = "Cancelling…", True, ""
+            elif self._confirm_job is None:
+                button.description, button.disabled, button.button_style = "Cancel run", False, ""
+                button.tooltip = "Ask ModelsLab to cancel this run"
+
+    def _show_cancel_answer(self, refusal: ModelsLabError | None) -> None:
+        """A cancel was sent (None) or refused: the button follows; a run that had already
+        ended gets a calm note, any other refusal an error panel (lock held)."""
+        self._update_cancel_button()
+        if refusal is None:
+            return
+        if isinstance(refusal, RunAlreadyEndedError):
+            self._show_message("note", "The run had already ended",
+                               "It finished before the cancel request reached the server.")
+        else:
+            self._show_message("error", "Could not cancel the run", str(refusal),
+                               "The run may still be going: try again.")
+
+    def _show_cancel_note(self, snapshot: RunSnapshot) -> None:
+        """Keep the note when a cancel came too late for a run that completed."""
+        if isinstance(self._watch.cancel_error, RunAlreadyEndedError) and \
+                snapshot.status == "completed":
+            self._show_message("note", "The run had already ended",
+                               "It completed before the cancel request reached the server.")
+
+
+    # -- notebooks that travel: the saved card, await, Colab ----------------------------
+
+    def _setup_travel(self) -> None:
+        self._display_ids: list[str] = []  # the outputs this card was displayed in
+        self._has_final = False  # settled once: the final state can be shown as HTML
+        # In Colab, background threads queue the card's updates and a waiting thread applies
+        # them (see aio.DeferredUpdates); elsewhere they are applied at once.
+        self._updates: DeferredUpdates | None = DeferredUpdates() if in_colab() else None
+        self._hint: widgets.HTML | None = None
+        if self._updates is not None:
+            self._hint = widgets.HTML(render.hint_line(COLAB_HINT))
+            children: list[widgets.Widget] = list(self.children)  # type: ignore[has-type]
+            children.insert(children.index(self._top) + 1, self._hint)
+            self.children = tuple(children)
+
+    def _travel_widgets(self) -> list[widgets.Widget]:
+        return [self._hint] if self._hint is not None else []
+
+    @property
+    def updates_wait_for_waiter(self) -> bool:
+        """True when the card's changes are drawn only while ``wait()``/``wait_async()``
+        runs (Colab, which ignores widget changes made on background threads)."""
+        return self._updates is not None
+
+    @property
+    def display_ids(self) -> list[str]:
+        """The display IDs of the notebook outputs showing this card (``display(card)`` and
+        a cell's last expression each make one); they get the final state once settled."""
+        with self._lock:
+            return list(self._display_ids)
+
+    async def wait_async(self, timeout: float | None = None) -> RunSnapshot:
+        """``await`` the run: returns the final snapshot like ``wait()`` and raises what it
+        raises, while the event loop (other coroutines in the kernel) keeps running."""
+        if not self._watch.done_for(self) and not self.watching:
+            self.start()  # autostart=False, as wait()
+        await until_done(self._watch, self, timeout, self._updates)
+        return self._watch.outcome(self)
+
+    def _ipython_display_(self) -> None:
+        """Show the card under a display ID, so that the output can be updated with the
+        final state once the run settles (see ``_publish_final``)."""
+        if self.comm is None:  # closed: only the words are left
+            display({"text/plain": repr(self)}, raw=True)
+            return
+        handle = display(self.mimebundle(), raw=True, display_id=True)
+        if handle is not None:  # None outside IPython
+            with self._lock:
+                self._display_ids.append(handle.display_id)
+
+    def mimebundle(self) -> dict[str, Any]:
+        """What a notebook output of this card holds: the live widget view and its text
+        form, and once settled a self-contained HTML card (the final state, for viewers
+        that do not run widgets). Never the API key."""
+        data: dict[str, Any] = {
+            WIDGET_VIEW_MIMETYPE: {"version_major": 2, "version_minor": 0,
+                                   "model_id": self.model_id},
+            "text/plain": repr(self),
+        }
+        if self._has_final and not self.watching:
+            data["text/html"] = self.static_html()
+        return data
+
+    def static_html(self) -> str:
+        """The card as it looks now, as HTML with no script: header, steps, message, the
+        thumbnails inline (data URIs) with links to the full-size outputs."""
+        with self._lock:
+            rows = [row.value for row in self._steps_view.box.children]
+            fragments = [self._status_view.value, *rows, self._message.value]
+            thumbs = {t.index: t for t in self._watch.thumbnails_in_order()}
+            items: list[render.StaticImage | str] = []
+            for index in range(self._gallery.shown):  # output order, as the live gallery
+                thumb = thumbs.get(index)
+                small = self._sized(thumb) if thumb is not None else None
+                if small is not None and small.ok:
+                    caption = render.caption(small.index, small.url, small.original_size)
+                    items.append(render.StaticImage(small.data, small.format, caption))
+                else:  # a player, a tile, or why the image could not be shown
+                    items.append(self._gallery.captions[index].value)
+            more = self._gallery.more.value
+        return render.static_card(fragments, items, more)
+
+    def _publish_final(self) -> None:
+        """Settled: every output that shows this card gets the final state beside the live
+        view (an ``update_display``; ipykernel sends it from any thread)."""
+        if self.comm is None:
+            return
+        self._has_final = True  # (the watch counts as settled once its views were told)
+        if self._hint is not None:
+            self._hint.layout.display = "none"  # nothing more to wait for
+        ids = self.display_ids
+        if ids:
+            bundle = self.mimebundle()
+            for display_id in ids:
+                update_display(bundle, display_id=display_id, raw=True)
+
+    def _deferred(self, method: Callable[..., Any], *args: Any) -> bool:
+        """In Colab, queue a background thread's update for the waiting thread (True)."""
+        updates = getattr(self, "_updates", None)  # None until __init__ set it up
+        return updates is not None and updates.defer(lambda: method(*args))
+
+    def _wait_applying(self, timeout: float | None) -> RunSnapshot:
+        """``wait()`` in Colab: apply the card's queued updates on this thread until done."""
+        updates = self._updates
+        assert updates is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._watch.when_done(self, updates.wake)
+        while True:
+            updates.apply()
+            if self._watch.done_for(self):
+                updates.apply()  # what the views were told while settling
+                return self._watch.outcome(self)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"the run did not finish within {timeout:g} s")
+            updates.wait(left)
 
     @property
     def message(self) -> str:

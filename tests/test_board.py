@@ -11,6 +11,7 @@ from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import WorkflowRunWidget
 from modelslab_widget.board import RunBoard, counts_text, current_step, row_html
+from modelslab_widget.errors import NotFoundError
 from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID
 
@@ -174,3 +175,23 @@ def test_a_run_that_ends_while_its_card_is_open_settles_its_row(sim, board):
     assert row.view.value.count("<img ") == 2 and row.widget.thumbnails
     row.collapse()
     assert not row.run_watch.polling
+
+
+def test_board_settles_an_added_widget_whose_watching_already_failed(sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, 999_999, client=client, poll_interval=0.05)
+    with pytest.raises(NotFoundError):
+        widget.wait(5)
+    board = RunBoard(client=client)
+    board.add(widget)
+    board.wait(2)
+    assert board.counts() == {"error": 1}
+    board.close()
+    widget.close()
+
+
+def test_board_without_thumbnails_settles(sim, client):
+    board = RunBoard(client=client, max_thumbnails=0, poll_interval=0.05)
+    board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST, images=2))
+    board.wait(10)
+    assert board.counts() == {"completed": 1}
+    board.close()

@@ -310,6 +310,10 @@ def test_quickstart_live_in_jupyterlab(lab: Lab, page: Any) -> None:
     )
     assert len(sizes) >= 2, sizes
     assert all(src == "blob:" and w > 0 and h > 0 for src, w, h in sizes), sizes
+    # one card: the final-state update of its output (display ID) neither duplicates it nor
+    # swaps the live view for the saved HTML
+    expect(page.locator(".mlw-badge")).to_have_count(1)
+    expect(page.locator(".mlw-static")).to_have_count(0)
     # the last cell printed the run's summary once run.wait() returned
     printed = page.locator(".jp-OutputArea-output pre", has_text="2/2 steps").first
     expect(printed).to_contain_text("Run 12345 · completed · 2/2 steps", timeout=30_000)
@@ -543,3 +547,306 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
     )
     errors = [line for line in console if line.startswith("pageerror")]
     assert not errors, "\n".join(errors)
+
+
+MEDIA = ROOT / "notebooks" / "media.ipynb"
+
+
+def test_media_card_plays_video_and_audio_and_cancels_in_jupyterlab(lab: Lab, page: Any) -> None:
+    """The media notebook: a card with an image thumbnail, a playable ``<video>``, an
+    ``<audio>`` player and a 3D tile; then a long run's Cancel button (click, confirm)."""
+    from playwright.sync_api import expect
+
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+
+    def fail(message: str, exc: BaseException | None = None) -> NoReturn:
+        page.screenshot(path=ARTIFACTS / "media-failure.png")
+        raise AssertionError(
+            f"{message}\n" + "\n".join(console[-30:]) + f"\n--- log ---\n{lab.log_tail()}"
+        ) from exc
+
+    ready_urls: list[str] = []
+
+    def on_websocket(ws: Any) -> None:
+        def on_frame(payload: str | bytes) -> None:
+            data = payload if isinstance(payload, bytes) else payload.encode()
+            if b"kernel_info_reply" in data:
+                ready_urls.append(ws.url)
+
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", on_frame)
+
+    page.on("websocket", on_websocket)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "media-failure.png").unlink(missing_ok=True)
+    # the notebook goes in through the server's contents API (the lab fixture is shared)
+    content = json.loads(MEDIA.read_text(encoding="utf-8"))
+    _api(lab, "PUT", f"/api/contents/{MEDIA.name}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.goto(lab.notebook_url(MEDIA.name) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    deadline, kernel_id = time.monotonic() + 90, ""
+    while not kernel_id or not any(f"/api/kernels/{kernel_id}/" in u for u in ready_urls):
+        if time.monotonic() > deadline:
+            fail(f"the media notebook's kernel {kernel_id or '?'} never answered kernel_info")
+        if not kernel_id:
+            sessions = _api(lab, "GET", "/api/sessions")
+            kernel_id = next((s["kernel"]["id"] for s in sessions if s["path"] == MEDIA.name), "")
+        page.wait_for_timeout(100)
+
+    # Run every cell up to the one that shows the long run's card (not the cancel-from-code
+    # cell after it): select the cell below it, then Run > Run All Above Selected Cell.
+    cells = panel.locator(".jp-Notebook .jp-Cell")
+    sources = cells.locator(".jp-InputArea-editor").all_inner_texts()
+    mixed = [i for i, text in enumerate(sources) if text.strip().startswith("execution_id =")]
+    longs = [i for i, text in enumerate(sources) if "long_run = watch(" in text]
+    assert len(mixed) == 1 and len(longs) == 1, sources
+    below = cells.nth(longs[0] + 1)
+
+    def select_below() -> None:
+        below.locator(".jp-InputPrompt").first.click()
+        expect(below).to_have_class(re.compile(r"\bjp-mod-active\b"))
+
+    try:
+        _run_from_menu(page, "Run All Above Selected Cell",
+                       ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt",
+                       before=select_below)
+    except AssertionError as exc:
+        fail(str(exc), exc)
+
+    # 1. the mixed-output card: completed, one image, a video, an audio player, a 3D tile
+    card = cells.nth(mixed[0]).locator(".jp-OutputArea-output").first
+    try:
+        expect(card.locator(".mlw-badge")).to_contain_text("Completed", timeout=90_000)
+        expect(card.locator("video")).to_have_count(1, timeout=30_000)
+    except AssertionError as exc:
+        fail("the mixed-output card did not complete with a video", exc)
+    expect(card.locator("audio")).to_have_count(1)
+    expect(card.locator(".mlw-file")).to_contain_text("3D model")
+    expect(card.locator(".mlw-file")).to_contain_text("GLB")
+    expect(card).not_to_contain_text("unavailable")
+    page.wait_for_function(
+        """el => { const imgs = [...el.querySelectorAll('img')];
+                   return imgs.length === 1 && imgs[0].complete && imgs[0].naturalWidth > 0; }""",
+        arg=card.element_handle(), polling=100, timeout=30_000,
+    )
+    # the browser loaded the video's and the audio's metadata from the simulator: playable
+    try:
+        page.wait_for_function(
+            """el => [...el.querySelectorAll('video, audio')].every(
+                   m => m.readyState >= 1 && m.error === null && m.duration > 0)""",
+            arg=card.element_handle(), polling=100, timeout=30_000,
+        )
+    except Exception as exc:
+        state = card.locator("video, audio").evaluate_all(
+            "ms => ms.map(m => [m.tagName, m.readyState, m.error && m.error.code, m.src])")
+        fail(f"video/audio not playable: {state}", exc)
+    media = card.locator("video, audio").evaluate_all(
+        "ms => ms.map(m => [m.tagName, m.readyState, Math.round(m.duration * 10) / 10,"
+        " m.videoWidth || 0, m.controls, m.preload])")
+    assert [m[0] for m in media] == ["VIDEO", "AUDIO"], media
+    assert media[0][3] > 0 and all(m[4] and m[5] == "metadata" for m in media), media
+    links = card.locator("a[href]").evaluate_all("as => as.map(a => a.href)")
+    assert len(links) == 4 and all(href.startswith("http://127.0.0.1:") for href in links), links
+    page.mouse.move(0, 0)
+    card.scroll_into_view_if_needed()
+    card.screenshot(path=ARTIFACTS / "media-card.png")
+
+    # 2. the long run's card: Cancel run, Confirm cancel, then Cancelled
+    long_card = cells.nth(longs[0]).locator(".jp-OutputArea-output").first
+    badge = long_card.locator(".mlw-badge")
+    expect(badge).to_contain_text(re.compile("Running|Pending"), timeout=60_000)
+    cancel = long_card.locator("button.widget-button", has_text="Cancel run")
+    expect(cancel).to_be_visible(timeout=30_000)
+    cancel.click()
+    confirm = long_card.locator("button.widget-button", has_text="Confirm cancel")
+    expect(confirm).to_be_visible(timeout=10_000)
+    expect(badge).to_contain_text(re.compile("Running|Pending"))  # one click only asks
+    long_card.screenshot(path=ARTIFACTS / "media-confirm.png")
+    confirm.click()
+    try:
+        expect(badge).to_contain_text("Cancelled", timeout=30_000)
+    except AssertionError as exc:
+        fail(f"the cancelled run's card says {long_card.inner_text()!r}", exc)
+    expect(long_card.locator("button.widget-button", has_text="Cancel")).to_be_hidden()
+    expect(long_card).to_contain_text("The run was cancelled.")
+    page.mouse.move(0, 0)
+    long_card.screenshot(path=ARTIFACTS / "media-cancelled.png")
+    print(f"media elements {media}")
+    errors = [line for line in console if line.startswith("pageerror")]
+    assert not errors, "\n".join(errors)
+
+
+# -- narrow and wide notebooks (issue 14, items 5 and 6) ------------------------------------------
+
+LAYOUT = "layout.ipynb"
+LAYOUT_SOURCE = [
+    "from modelslab_widget import RunBoard, WorkflowLauncher, WorkflowsClient, watch\n"
+    "from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Simulator\n\n"
+    "simulator = Simulator().start()\n"
+    "client = WorkflowsClient(simulator.api_key, base_url=simulator.base_url)\n"
+    'LONG = [("Text to Image", 2.0), ("Image Upscaler", 14.0)]',
+    "card = watch(DEMO_WORKFLOW_ID, simulator.add_run(steps=LONG), client=client,\n"
+    "             poll_interval=0.5)",
+    "board = RunBoard(client=client, poll_interval=0.5)\n"
+    "for steps in (LONG, LONG[:1], [(\"Text to Image\", 1.0), (\"Image Upscaler\", 9.0)]):\n"
+    "    board.add(DEMO_WORKFLOW_ID, simulator.add_run(steps=steps))\n"
+    "board",
+    "launcher = WorkflowLauncher(DEMO_WORKFLOW_ID, client=client, poll_interval=0.5)\n"
+    'launcher.inputs["prompt"].value = "a lighthouse at dusk, oil painting"\n'
+    "launcher.launch()\n"
+    "launcher",
+]
+
+# Every element whose text must show whole (no ellipsis, no clipping), with what it is.
+WHOLE_TEXT_JS = """() => {
+  const checks = [];
+  const add = (what, el) => checks.push({what, text: el.textContent.trim(),
+      cut: el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().width < 2});
+  document.querySelectorAll('.mlw-header .mlw-time > span').forEach(e => add('card time', e));
+  document.querySelectorAll('.mlw-header .mlw-sub').forEach(e => add('workflow id', e));
+  document.querySelectorAll('.mlw-header .mlw-title').forEach(e => add('run title', e));
+  document.querySelectorAll('.mlw-step .mlw-name').forEach(e => add('step name', e));
+  document.querySelectorAll('.mlw-step .mlw-dur').forEach(e => add('step time', e));
+  document.querySelectorAll('.mlw-row .mlw-dur').forEach(e => add('board time', e));
+  document.querySelectorAll('.mlw-row .mlw-row-step').forEach(e => add('board step', e));
+  document.querySelectorAll('.jp-OutputArea-output button.widget-button').forEach(b => {
+      if (b.offsetParent !== null && b.textContent.trim()) add('button ' + b.textContent.trim(), b);
+  });
+  return checks;
+}"""
+
+
+def _set_theme(page: Any, theme: str) -> None:
+    if page.evaluate("document.body.dataset.jpThemeName") == theme:
+        return
+    _menu(page, "Settings")
+    _menu_item(page, "Theme").hover()
+    _menu_item(page, theme).click()
+    page.wait_for_function(
+        f"() => document.body.dataset.jpThemeName === {theme!r}", polling=100, timeout=30_000
+    )
+    from playwright.sync_api import expect
+
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+
+
+def _widths(page: Any) -> dict[str, Any]:
+    """The card's, the board rows' and the launcher's boxes (item 6: they must not jump)."""
+    return page.evaluate(
+        """() => {
+          const box = e => e ? e.getBoundingClientRect() : null;
+          const card = document.querySelector('.jp-OutputArea-output .widget-vbox:has(.mlw-badge)');
+          const bar = document.querySelector('.mlw-progress');
+          const stop = [...document.querySelectorAll('button.widget-button')]
+              .find(b => b.textContent.trim() === 'Stop' && b.offsetParent !== null);
+          const rows = [...document.querySelectorAll('.mlw-row')];
+          return {card: box(card) && box(card).width,
+                  barRight: box(bar) && box(bar).right,
+                  stopRight: stop ? box(stop).right : null,
+                  rows: rows.map(r => Math.round(box(r).height)),
+                  rowTimes: [...document.querySelectorAll('.mlw-row .mlw-dur')]
+                      .map(e => Math.round(box(e).left))};
+        }"""
+    )
+
+
+def _shoot_outputs(page: Any, name: str) -> None:
+    """One picture per widget output (card, board, launcher), for the eye."""
+    outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
+                           ":has(.mlw-card)")
+    for index in range(outputs.count()):
+        outputs.nth(index).screenshot(path=ARTIFACTS / f"{name}-{index}.png")
+
+
+def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any) -> None:
+    """At 700 px with the file browser open and at 1280 px, in both themes: the card's time,
+    workflow ID and Stop label, the board's step and time columns and the launcher's step
+    names show whole (they wrap instead); the card is as wide running as completed, and
+    board rows keep their height and time column when thumbnails arrive."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    cells = [{"cell_type": "code", "metadata": {}, "source": source, "outputs": [],
+              "execution_count": None} for source in LAYOUT_SOURCE]
+    content = {"cells": cells, "metadata": {"kernelspec": {"name": "python3",
+               "display_name": "Python 3", "language": "python"}},
+               "nbformat": 4, "nbformat_minor": 5}
+    _api(lab, "PUT", f"/api/contents/{LAYOUT}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.set_viewport_size({"width": 1280, "height": 1000})  # narrow comes once it is open
+    page.goto(lab.notebook_url(LAYOUT) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    # the file browser open beside the notebook, as a user at 700 px has it
+    browser_tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
+    page.set_viewport_size({"width": 700, "height": 1000})
+    if not page.locator("#filebrowser").is_visible():
+        browser_tab.click()
+    expect(page.locator("#filebrowser")).to_be_visible()
+    _run_from_menu(page, "Run All Cells",
+                   ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt")
+
+    # running: the card's first step is running, board rows are there, launcher's card too
+    page.wait_for_function(
+        "() => document.querySelectorAll('.mlw-row').length === 3"
+        " && document.querySelectorAll('.mlw-badge').length >= 2"
+        " && document.querySelector('.mlw-step .mlw-s-running') !== null",
+        polling=100, timeout=60_000)
+    problems: list[str] = []
+
+    def check(label: str) -> None:
+        checks = page.evaluate(WHOLE_TEXT_JS)
+        assert any(c["what"] == "button Stop" for c in checks) or "done" in label, checks
+        problems.extend(f"{label}: {c['what']} {c['text']!r} is cut" for c in checks if c["cut"])
+
+    notebook_width = page.evaluate(
+        "() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
+        ".getBoundingClientRect().width")
+    running = {}
+    for width in (700, 1280):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_timeout(300)  # JupyterLab lays its panels out on resize
+        running[width] = _widths(page)
+        check(f"{width} px running")
+        _shoot_outputs(page, f"layout-{width}-running")
+
+    # completed: every run ended (thumbnails in); the same boxes must not have moved
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.mlw-badge')].every("
+        "b => b.textContent.includes('Completed'))"
+        " && [...document.querySelectorAll('.mlw-row')].every(r => r.querySelector('img'))",
+        polling=200, timeout=90_000)
+    for theme, tag in ((DARK, "dark"), ("JupyterLab Light", "light")):
+        _set_theme(page, theme)
+        for width in (700, 1280):
+            page.set_viewport_size({"width": width, "height": 1000})
+            page.wait_for_timeout(300)
+            page.mouse.move(0, 0)
+            check(f"{width} px {tag} done")
+            _shoot_outputs(page, f"layout-{width}-{tag}")
+            if tag == "light":
+                done = _widths(page)
+                was = running[width]
+                assert abs(done["card"] - was["card"]) < 1, (width, was, done)
+                assert done["rows"] == was["rows"], (width, was, done)
+                assert done["rowTimes"] == was["rowTimes"], (width, was, done)
+    assert not problems, "\n".join(problems)
+    assert notebook_width < 500, notebook_width  # the file browser really took its room
+    # the progress bar runs under the Stop button to the card's edge (not short of it)
+    for width, boxes in running.items():
+        assert boxes["stopRight"] is not None and boxes["barRight"] is not None, boxes
+        assert boxes["barRight"] >= boxes["stopRight"], (width, boxes)

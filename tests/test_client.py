@@ -577,3 +577,23 @@ def test_probe_refuses_non_http_urls(canned):
     with canned_client(canned) as c, pytest.raises(OutputError, match="non-http"):
         c.probe("file:///etc/passwd")
     assert canned.requests == []
+
+
+def test_client_caps_retry_after():
+    from modelslab_widget.client import _seconds
+
+    assert _seconds("Infinity") is None and _seconds(1e12) == 86_400 and _seconds(-5) == 0
+
+
+@pytest.mark.parametrize("key", ["sk-SECRET-KEY-123\n", "  sk-SECRET-KEY-123  "])
+def test_whitespace_around_the_key_is_dropped(sim, key):
+    eid = sim.add_run(steps=FAST)
+    client = WorkflowsClient(key.replace("sk-SECRET-KEY-123", sim.api_key),
+                             base_url=sim.base_url)
+    assert client.get_run(DEMO_WORKFLOW_ID, eid).execution_id == eid
+
+
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it():
+    with pytest.raises(ValueError) as info:
+        WorkflowsClient("sk-SECRET\u201c-KEY", base_url="http://127.0.0.1:1/api/v1")
+    assert "SECRET" not in str(info.value)

@@ -115,3 +115,93 @@ def test_repeat_run_polls_less_at_equal_lag(sim, client):
     second_requests, second_lag = watch_once()
     assert second_requests < first_requests / 2
     assert second_lag <= max(first_lag, 0.1) + 0.1  # the change is seen as soon as before
+
+
+# -- a step that runs past its usual time ----------------------------------------------------
+
+
+def three_steps(*, second_spent: float | None = None, last_spent: float | None = None):
+    """A run of "Text to Image" (usual 1 s), "Upscale" (2.5 s) and "Save" (2 s), with either
+    the second step running for ``second_spent`` s or the last one for ``last_spent`` s."""
+    now = T0 + timedelta(seconds=100)
+    statuses = ["completed", "running", "pending"]
+    if last_spent is not None:
+        statuses = ["completed", "completed", "running"]
+    spent = second_spent if last_spent is None else last_spent
+    steps = []
+    for name, status in zip(["Text to Image", "Upscale", "Save"], statuses, strict=True):
+        started = now - timedelta(seconds=spent) if status == "running" else T0
+        ended = T0 + timedelta(seconds=1) if status == "completed" else None
+        steps.append(Step(name, status, started if status != "pending" else None, ended))
+    return RunSnapshot(status="running", workflow_id="wf", steps=tuple(steps)), now
+
+
+def history_of_three() -> DurationHistory:
+    history = DurationHistory()
+    history.record(RunSnapshot(status="completed", workflow_id="wf", steps=(
+        Step("Text to Image", "completed", T0, T0 + timedelta(seconds=1)),
+        Step("Upscale", "completed", T0, T0 + timedelta(seconds=2.5)),
+        Step("Save", "completed", T0, T0 + timedelta(seconds=2)),
+    )))
+    return history
+
+
+@pytest.mark.parametrize("spent", [1.0, 2.4])
+def test_a_step_within_its_usual_time_is_not_overdue(spent):
+    snapshot, now = three_steps(second_spent=spent)
+    estimate = history_of_three().estimate(snapshot, now=now)
+    assert not estimate.overdue
+    assert estimate.remaining == pytest.approx(2.5 - spent + 2)
+
+
+@pytest.mark.parametrize("spent", [2.6, 5.9, 12.4])
+def test_a_step_past_its_usual_time_is_overdue_and_the_bar_waits(spent):
+    snapshot, now = three_steps(second_spent=spent)
+    estimate = history_of_three().estimate(snapshot, now=now)
+    assert estimate.overdue
+    assert estimate.remaining == pytest.approx(2.0)  # only the step after it: a lower bound
+    # the overrunning step counts as 90 % done, never more, however long it takes
+    assert estimate.fraction == pytest.approx((1 + 0.9 * 2.5) / 5.5)
+
+
+def test_an_overrunning_last_step_never_fills_the_bar():
+    fractions = []
+    for spent in (1.0, 1.9, 2.0, 2.1, 10.0, 1000.0):
+        snapshot, now = three_steps(last_spent=spent)
+        estimate = history_of_three().estimate(snapshot, now=now)
+        fractions.append(estimate.fraction)
+        assert estimate.overdue == (spent > 2.0)
+        assert estimate.remaining == pytest.approx(max(0.0, 2.0 - spent))
+    assert fractions == sorted(fractions)  # never moves back
+    assert max(fractions) == pytest.approx((1 + 2.5 + 0.9 * 2) / 5.5)
+    assert max(fractions) < 0.99
+
+
+def test_step_progress_rises_and_stops_short_of_done():
+    from modelslab_widget.eta import ON_TIME_SHARE, step_progress
+
+    values = [step_progress(spent, 2.5) for spent in (0, 0.5, 1.0, 2.0, 2.5, 5.0, 50.0)]
+    assert values == sorted(values) and values[0] == 0 and max(values) == ON_TIME_SHARE < 1
+    assert step_progress(1.0, 0.0) == ON_TIME_SHARE  # a step that usually takes no time
+
+
+def test_an_overrunning_card_says_taking_longer_and_no_time_left(sim, client):
+    """Through the card: the first run teaches 0.2 s for the step; the second takes 3 s."""
+    first = WorkflowRunWidget(
+        DEMO_WORKFLOW_ID, sim.add_run(steps=[("Only step", 0.2)]), client=client,
+        poll_interval=0.05,
+    )
+    first.wait(10)
+    first.close()
+    widget = WorkflowRunWidget(
+        DEMO_WORKFLOW_ID, sim.add_run(steps=[("Only step", 3.0)]), client=client,
+        poll_interval=0.05,
+    )
+    try:
+        wait_for(lambda: (e := widget.estimate()) is not None and e.overdue, timeout=5)
+        wait_for(lambda: "taking longer than usual" in widget.header_html, timeout=3)
+        assert " left" not in widget.header_html
+        width = int(widget.header_html.split('style="width:')[1].split("%")[0])
+        assert width <= 90  # the bar waits; it does not claim the end is near
+    finally:
+        widget.close()

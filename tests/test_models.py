@@ -261,3 +261,24 @@ def test_cancel_message(payload, expected):
 def test_cancel_answer_with_status_error_is_an_api_error():
     with pytest.raises(APIError, match="nope"):
         cancel_message({"status": "error", "message": "nope"})
+
+
+def running_body(**execution):
+    return {"status": "success", "steps": [],
+            "execution": {"id": 1, "status": "running", **execution}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        running_body(execution_time=10**400),
+        {"status": "success", "execution": {"id": 1, "status": "running"},
+         "steps": [{"name": "x", "status": "completed",
+                    "started_at": "0001-01-01T00:00:00+05:00", "completed_at": None}]},
+    ],
+    ids=["huge-number", "year-one-with-offset"],
+)
+def test_extreme_values_are_tolerated(body):
+    snapshot = RunSnapshot.from_api(body)
+    [step.to_dict() for step in snapshot.steps]
+    assert snapshot.execution_time is None

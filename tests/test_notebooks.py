@@ -133,7 +133,9 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
     assert len(thumbnails) == 2, "the HTML export should carry both thumbnails"
 
 
-@pytest.mark.parametrize("name", ["launcher.ipynb", "board.ipynb", "results.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["launcher.ipynb", "board.ipynb", "results.ipynb", "media.ipynb"]
+)
 def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
@@ -154,3 +156,15 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "(512, 512)" in stdout, "full-size images"
         assert re.search(r"about \d+ s left, \d+% done", stdout), "an ETA on the repeat run"
         assert "exit code 0" in stdout and "completed" in stdout, "the terminal demo"
+    if name == "media.ipynb":
+        assert "completed · 4/4 steps" in stdout and "1 image, 1 video, 1 audio, 1 file" in stdout
+        assert re.search(r"\['[^']+\.png', '[^']+\.mp4', '[^']+\.wav', '[^']+\.glb'\]", stdout)
+        assert "Execution cancelled.\ncancelled" in stdout, "run.cancel() from code"
+        assert "refused: Run " in stdout and "already ended" in stdout
+        saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
+        assert saved == [".glb", ".mp4", ".png", ".wav"]
+    if name == "board.ipynb":  # expand() opens the card under its row, and only there
+        last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
+        assert "expand()" in last.source
+        assert not any(WIDGET_VIEW in out.get("data", {}) for out in last.outputs), last.outputs
+        assert "the card says" in _stdout(last), _stdout(last)

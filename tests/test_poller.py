@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+
+import pytest
+
+from modelslab_widget.poller import PollPolicy
+from modelslab_widget.scheduler import Scheduler
 
 from .conftest import wait_for
 
@@ -39,6 +46,17 @@ def test_a_poller_whose_listener_is_garbage_stops(sim, client):
     count = sim.request_count("status", execution_id=eid)
     time.sleep(0.3)
     assert sim.request_count("status", execution_id=eid) == count
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, 1e12])
+def test_absurd_retry_after_does_not_kill_the_timer(retry_after):
+    assert PollPolicy(interval=1).backoff(1, retry_after) <= 3600
+    scheduler = Scheduler()
+    far = scheduler.call_later(1e12, lambda: None)
+    ran = threading.Event()
+    scheduler.call_later(0.05, ran.set)
+    assert ran.wait(2), "the timer thread stopped serving jobs"
+    far.cancel()
 
 
 class _Recorder(_Listener):

@@ -103,3 +103,45 @@ def test_launcher_header_and_history_row_escape_api_text():
     row = render.history_row(2, "failed", "<7>", "x" * 80, '"boom"', 60)
     assert "#2" in row and "Run &lt;7&gt;" in row and 'title="&quot;boom&quot;"' in row
     assert "x" * 59 + "…" in row and "✕ Failed" in row
+
+
+# -- what the header says about watching (issue 14, items 2 to 4) ------------------------------
+
+
+def header(**kwargs):
+    values = dict(status="running", workflow_id="wf", execution_id="7", elapsed=5.9,
+                  finished=False, steps=steps(["completed", "running"]))
+    return render.summary(**{**values, **kwargs})
+
+
+def test_a_watched_running_run_spins_and_shows_the_time_left():
+    html = header(remaining=2.0, fraction=0.5)
+    assert 'class="mlw-spin"' in html and "~2.0 s left" in html and "Running" in html
+
+
+def test_an_overdue_step_says_so_instead_of_a_time_left():
+    html = header(remaining=2.0, fraction=0.5, overdue=True)
+    assert "taking longer than usual" in html and "left" not in html
+
+
+def test_a_paused_card_keeps_the_status_without_the_spinner_or_an_estimate():
+    html = header(remaining=2.0, state=render.PAUSED)
+    assert "Running · paused" in html and "mlw-spin" not in html and "left" not in html
+    assert "Elapsed 5.9 s" in html and "role=\"progressbar\"" in html
+
+
+def test_nothing_known_and_not_watched_says_so_and_shows_no_dashes():
+    html = header(status="unknown", elapsed=None, steps=[], state=render.UNWATCHED)
+    assert "Could not watch" in html and "Unknown" not in html
+    assert "Elapsed" not in html and "–" not in html and "progressbar" not in html
+
+
+def test_a_run_seen_before_watching_failed_keeps_its_last_status():
+    html = header(state=render.UNWATCHED)
+    assert "Running · not watched" in html and "mlw-spin" not in html
+
+
+def test_status_label_for_rows_stops_spinning_when_paused():
+    assert "mlw-spin" in render.status_label("running")
+    label = render.status_label("running", state=render.PAUSED)
+    assert "mlw-spin" not in label and "Running · paused" in label

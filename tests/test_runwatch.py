@@ -6,6 +6,8 @@ that closes leaves the others live; board rows and the command line learn step d
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 
@@ -13,11 +15,12 @@ from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.cli import watch_and_report
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.runwatch import watch_for
-from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
 from .conftest import wait_for
 
 STEPS = [("Text to Image", 0.6), ("Image Upscaler", 0.6)]
+FAST = [("Text to Image", 0.1), ("Image Upscaler", 0.1)]
 
 
 def status_requests(sim, eid: int) -> int:
@@ -141,3 +144,179 @@ def test_the_command_line_gets_the_estimate_and_polls_less_on_a_repeat_run(sim, 
     assert repeat_polls < first_polls
     if live:
         assert "left" in shown  # the live view shows the estimate ("~1.8 s left")
+
+
+def test_an_unforeseen_exception_ends_watching_instead_of_hanging(sim, client, monkeypatch):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, autostart=False)
+    monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
+    widget.start()
+    with pytest.raises(ZeroDivisionError):
+        widget.wait(5)
+    assert not widget.watching and "division" in widget.error
+    widget.close()
+
+
+def test_wait_in_the_moment_between_the_poller_ending_and_the_widget_hearing_of_it(
+    sim, client, monkeypatch
+):
+    """The poller goes inactive just before it calls on_finished. wait() arriving in that
+    gap once restarted polling (CI caught it); it must instead wait for the end it missed.
+    The end is held back until wait() is inside, so the gap is hit every time."""
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, autostart=False)
+    monkeypatch.setattr(client, "get_run", lambda *a, **k: 1 / 0)
+    watch = widget.run_watch
+    told = watch.on_finished
+    waiting = threading.Event()
+
+    class NotingCondition(threading.Condition):
+        def wait_for(self, predicate, timeout=None):  # wait() decided whether to start
+            waiting.set()
+            return super().wait_for(predicate, timeout)
+
+    def hear_late(snapshot, error):
+        assert waiting.wait(5), "wait() was not called"  # the gap stays open until then
+        told(snapshot, error)
+
+    watch._changed = NotingCondition(watch._lock)
+    watch.on_finished = hear_late  # the poller calls its listener's attribute
+    widget.start()
+    wait_for(lambda: not watch.polling)
+    with pytest.raises(ZeroDivisionError):
+        widget.wait(5)
+    assert not widget.watching and watch.polls == 1
+    widget.close()
+
+
+def test_a_stale_timeout_does_not_end_a_resumed_watch(sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]),
+                               client=client, poll_interval=0.05, timeout=0.3)
+    with pytest.raises(TimeoutError):
+        widget.wait(5)
+    resumed = time.monotonic()
+    widget.start()  # a fresh time limit: the first one's job must not end it early
+    with pytest.raises(TimeoutError):
+        widget.wait(5)
+    assert time.monotonic() - resumed >= 0.29  # a timer never fires early
+    widget.close()
+
+
+def test_close_while_thumbnails_load_wakes_wait(sim, client):
+    eid = sim.add_run(steps=[("Only", 0.05)], images=1,
+                      image_faults={0: Fault("slow", delay=3)})
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    wait_for(lambda: widget.status == "completed")
+    threading.Timer(0.2, widget.close).start()
+    with pytest.raises(RuntimeError, match="closed"):
+        widget.wait(5)
+
+
+# -- outputs by kind and cancel, in the shared model ---------------------------------------
+
+
+class Recorder:
+    """A GUI-free view: records what its watch tells it."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, object]] = []
+
+    def watch_changed(self, watch, change, detail) -> None:
+        self.changes.append((change, detail))
+
+
+def test_the_watch_describes_each_output_and_thumbnails_images_only(sim, client):
+    from modelslab_widget import runwatch
+    from modelslab_widget.media import OutputKind
+
+    eid = sim.add_run(steps=[("Render", 0.2)], outputs=("mp4?noext", "png", "wav", "glb"),
+                      video_bytes=6_000_000)
+    watch = watch_for(client, DEMO_WORKFLOW_ID, eid)
+    view = Recorder()
+    watch.attach(view, PollPolicy(interval=0.05), thumbnail_size=64, max_thumbnails=4)
+    watch.want(view)
+    assert watch.wait(view, 10).status == "completed"
+    kinds = [info.kind for info in watch.outputs_in_order()]
+    assert kinds == [OutputKind.VIDEO, OutputKind.IMAGE, OutputKind.AUDIO, OutputKind.MODEL3D]
+    assert watch.output_kinds() == kinds
+    assert sorted(watch.thumbnails) == [1] and watch.thumbnails[1].ok
+    assert sim.bytes_served(eid) - len(client.fetch_image(watch.snapshot.outputs[1])) <= 4096
+    told = [change for change, _ in view.changes]
+    assert told.count(runwatch.OUTPUT) == 4 and told.count(runwatch.THUMBNAIL) == 1
+    # each output's kind is told before settling, and the image's before its thumbnail
+    assert told.index(runwatch.SETTLED) > max(
+        i for i, change in enumerate(told) if change == runwatch.OUTPUT)
+    watch.detach(view)
+
+
+def test_a_bigger_view_reloads_thumbnails_but_never_probes_again(sim, client):
+    eid = sim.add_run(steps=[("Render", 0.1)], outputs=("png", "mp4?noext"))
+    small = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05,
+                              thumbnail_size=32)
+    small.wait(10)
+    big = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05,
+                            thumbnail_size=128)
+    big.wait(10)
+    assert [t.size[0] for t in big.thumbnails] == [128]
+    assert sim.request_count("head", eid) == 1 and sim.request_count("image", eid) == 2
+    assert "<video" in "".join(c.value for c in big._gallery.captions)
+    small.close()
+    big.close()
+
+
+def test_a_board_strip_shows_thumbnails_for_images_and_kinds_for_the_rest(sim, client):
+    eid = sim.add_run(steps=[("Render", 0.1)], outputs=("png", "mp4", "wav", "glb"))
+    board = RunBoard(client=client, poll_interval=0.05)
+    row = board.add(DEMO_WORKFLOW_ID, eid)
+    board.wait(10)
+    wait_for(lambda: "mlw-kind" in row.view.value)
+    html = row.view.value
+    assert html.count("<img ") == 1 and html.count('class="mlw-kind"') == 3
+    assert html.index("<img ") < html.index("Video") < html.index("Audio") < html.index("3D")
+    assert [item if isinstance(item, str) else "thumb" for item in row.strip] == [
+        "thumb", "video", "audio", "model3d"]
+    board.close()
+
+
+def test_a_cancel_from_one_view_is_followed_by_every_view(sim, client):
+    from modelslab_widget import runwatch
+
+    eid = sim.add_run(steps=[("Render", 60.0)])
+    card = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=20.0)
+    board = RunBoard(client=client, poll_interval=20.0)
+    row = board.add(DEMO_WORKFLOW_ID, eid)
+    view = Recorder()
+    watch = card.run_watch
+    watch.attach(view, PollPolicy(interval=20.0))
+    watch.want(view)
+    wait_for(lambda: card.status == "running")
+    before = status_requests(sim, eid)
+    assert watch.cancel() == "Execution cancelled."
+    assert card.cancel_button.description == "Cancelling…" or card.status == "cancelled"
+    assert watch.wait(view, 10).status == "cancelled"
+    assert card.status == "cancelled" and row.status == "cancelled" and not watch.cancelling
+    assert (runwatch.CANCEL, None) in view.changes
+    # the poll right after the accepted cancel is the one that saw it (polls are 20 s apart)
+    assert status_requests(sim, eid) - before <= 2
+    watch.detach(view)
+    card.close()
+    board.close()
+
+
+def test_poll_soon_during_a_poll_in_flight_polls_right_after_it_never_beside_it(sim, client):
+    from modelslab_widget.simulator import Fault
+
+    eid = sim.add_run(steps=[("Render", 60.0)],
+                      status_faults=[Fault("slow", delay=0.4, times=None)])
+    view = Recorder()
+    watch = watch_for(client, DEMO_WORKFLOW_ID, eid)
+    watch.attach(view, PollPolicy(interval=3.0))
+    watch.want(view)
+    wait_for(lambda: status_requests(sim, eid) >= 1)  # the first poll is in flight (slow)
+    for _ in range(5):
+        watch.poll_soon()
+    wait_for(lambda: status_requests(sim, eid) >= 2)
+    first, second = sim.accepted_request_times(DEMO_WORKFLOW_ID)[:2]
+    # not beside the poll in flight (a second request stream), and not 3 s later either
+    assert 0.3 <= second - first < 2.0, second - first
+    watch.detach(view)

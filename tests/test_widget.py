@@ -3,8 +3,10 @@ timeouts, permanent and transient errors, images, escaping and thread lifetime."
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
@@ -277,8 +279,11 @@ def test_bad_ids_and_interval_are_refused(client):
 
 
 def test_watch_displays_and_returns_the_widget(sim, client, capsys):
-    widget = watch(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client, poll_interval=0.1)
+    eid = sim.add_run(steps=FAST)
+    widget = watch(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.1)
     try:
+        # Outside a kernel IPython's display() prints the text form: it was displayed.
+        assert capsys.readouterr().out.startswith(f"Run {eid} · ")
         assert isinstance(widget, WorkflowRunWidget) and widget.wait(10).status == "completed"
     finally:
         widget.close()
@@ -303,7 +308,9 @@ def test_close_while_running_ends_the_threads(no_leftover_threads, sim, client):
     wait_for(lambda: widget.polls >= 1)
     widget.close()
     assert not widget.watching
-    assert threading.active_count() >= 1
+    requests = sim.request_count("status")
+    wait_for(lambda: not [t for t in our_threads() if t.startswith("modelslab-widget")])
+    assert sim.request_count("status") == requests  # nothing was polled after close()
 
 
 def test_save_images_writes_the_served_bytes_without_overwriting(sim, make, client, tmp_path):
@@ -341,3 +348,287 @@ def test_images_are_full_size_and_fetched_once(sim, make):
     fetched = sim.request_count("image")
     assert [im.size for im in images] == [(640, 480)] * 2
     assert widget.images()[0] is images[0] and sim.request_count("image") == fetched
+
+
+def test_on_complete_runs_outside_the_widget_lock(sim, client):
+    seen = []
+
+    def other_thread_can_lock(lock) -> bool:
+        got = lock.acquire(timeout=1)
+        if got:
+            lock.release()
+        return got
+
+    def callback(w):
+        probe = threading.Thread(target=lambda: seen.append(other_thread_can_lock(w._lock)))
+        probe.start()
+        probe.join()
+
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                               poll_interval=0.05, on_complete=callback)
+    widget.wait(10)
+    wait_for(lambda: seen)
+    assert seen == [True]
+    widget.close()
+
+
+def test_a_forgotten_closed_widget_is_collected(sim, client):
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 5)]),
+                               client=client, poll_interval=0.05)
+    ref = weakref.ref(widget)
+    wait_for(lambda: ref().polls >= 2)
+    widget.close()
+    del widget
+    gc.collect()
+    assert ref() is None, "the scheduler or the poller still holds the widget"
+
+
+def test_malformed_output_url_gets_a_placeholder_and_wait_returns(sim, client):
+    body = {"status": "success", "steps": [],
+            "execution": {"id": 1, "status": "completed"},
+            "output": {"output": ["http://[::1/x.png"]}}
+    eid = sim.add_run(steps=FAST, status_faults=[Fault("json", body=body)])
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    assert widget.wait(5).status == "completed"
+    assert widget.thumbnails == [] and len(widget.thumbnail_errors) == 1
+    widget.close()
+
+
+# -- outputs of every kind, and cancelling ---------------------------------------------------
+
+MIXED = ("png", "mp4", "wav", "glb")
+LONG = [("Text to Video", 60.0)]
+
+
+def slot_markup(widget: WorkflowRunWidget, index: int) -> str:
+    """What the gallery shows in output ``index``'s slot (its HTML parts)."""
+    slot = widget._gallery.slots[index]
+    return "".join(child.value for child in slot.children if hasattr(child, "value")
+                   and isinstance(child.value, str))
+
+
+def test_mixed_outputs_show_by_kind_in_output_order(sim, make):
+    eid = sim.add_run(steps=FAST, outputs=MIXED)
+    widget = make(eid, thumbnail_size=128)
+    snapshot = widget.wait(10)
+    urls = list(snapshot.outputs)
+    assert len(urls) == 4 and len(widget.thumbnails) == 1 and widget.thumbnail_errors == {}
+    image_slot = widget._gallery.slots[0]
+    assert widget._gallery.images[0] in image_slot.children
+    assert widget._gallery.images[0].value[:2] == b"\xff\xd8"  # the PNG's JPEG thumbnail
+    video, audio, model = (slot_markup(widget, i) for i in (1, 2, 3))
+    assert f'<video controls preload="metadata" playsinline src="{urls[1]}"' in video
+    assert "width:128px" in video and f'href="{urls[1]}"' in video and "MP4" in video
+    assert f'<audio controls preload="metadata" src="{urls[2]}"' in audio
+    assert "<video" not in audio and "<audio" not in video
+    assert "3D model" in model and "GLB" in model and f'href="{urls[3]}"' in model
+    assert "<video" not in model and "<audio" not in model
+    assert "unavailable" not in all_html(widget) + video + audio + model
+    assert repr(widget).endswith(" · 1 image, 1 video, 1 audio, 1 file")
+    # the kernel fetched the image only: video, audio and the 3D file are the browser's
+    assert sim.request_count("image", eid) == 1 and sim.request_count("head", eid) == 0
+
+
+def test_a_six_megabyte_video_is_never_downloaded_into_the_kernel(sim, make):
+    eid = sim.add_run(steps=FAST, outputs=("mp4", "mp4?noext"), video_bytes=6_000_000)
+    widget = make(eid)
+    snapshot = widget.wait(10)
+    assert sim.bytes_served(eid) <= 8 * 1024  # at most a probe's few KB
+    _, bare = snapshot.outputs
+    assert "." not in bare.rsplit("/", 1)[-1]
+    assert [info.kind.value for info in widget.run_watch.outputs_in_order()] == ["video"] * 2
+    assert f'src="{bare}"' in slot_markup(widget, 1) and "<video" in slot_markup(widget, 1)
+    assert "6.0 MB" in slot_markup(widget, 1)  # the probe learnt the size
+    assert sim.request_count("head", eid) == 1  # only the extension-less one was probed
+    assert repr(widget).endswith("2 videos") and widget.thumbnails == []
+
+
+def test_extension_less_outputs_are_probed_for_their_kind(sim, make):
+    eid = sim.add_run(steps=FAST, outputs=("png?noext", "wav?noext", "glb?noext"))
+    widget = make(eid)
+    widget.wait(10)
+    kinds = [info.kind.value for info in widget.run_watch.outputs_in_order()]
+    assert kinds == ["image", "audio", "model3d"]
+    assert len(widget.thumbnails) == 1 and "<audio" in slot_markup(widget, 1)
+    assert "3D model" in slot_markup(widget, 2)
+    assert repr(widget).endswith("1 image, 1 audio, 1 file")
+
+
+def test_output_markup_is_escaped_and_only_web_urls_play(sim, client, make):
+    hostile = f'{sim.origin}/x.mp4?"><script>alert(1)</script>'
+    body = {"status": "success", "steps": [], "execution": {"id": 1, "status": "completed"},
+            "output": {"output": [hostile, "javascript:alert(1)//x.mp4", "file:///etc/x.wav"]}}
+    eid = sim.add_run(steps=FAST, status_faults=[Fault("json", body=body)])
+    widget = make(eid)
+    widget.wait(10)
+    markup = "".join(slot_markup(widget, i) for i in range(3))
+    assert "<script>" not in markup and "&lt;script&gt;" in markup
+    assert markup.count("<video") == 1 and "<audio" not in markup  # the http one only
+    assert "javascript:" not in markup.replace("javascript:alert(1)//x.mp4", "")
+    assert 'href="javascript' not in markup and 'src="file' not in markup
+
+
+def test_save_outputs_saves_every_kind_streamed(sim, make, tmp_path):
+    eid = sim.add_run(steps=FAST, outputs=MIXED, video_bytes=3_000_000)
+    widget = make(eid)
+    widget.wait(10)
+    paths = widget.save_outputs(tmp_path / "all")
+    assert [path.suffix for path in paths] == [".png", ".mp4", ".wav", ".glb"]
+    assert paths[1].stat().st_size == 3_000_000
+    assert paths[2].read_bytes()[:4] == b"RIFF" and paths[3].read_bytes()[:4] == b"glTF"
+    again = widget.save_outputs(tmp_path / "all")
+    assert len({p.name for p in paths} | {p.name for p in again}) == 8  # nothing overwritten
+
+
+def test_save_images_stays_images_only(sim, make, tmp_path):
+    from modelslab_widget.errors import OutputError
+
+    widget = make(sim.add_run(steps=FAST, outputs=("png", "mp4")))
+    widget.wait(10)
+    with pytest.raises(OutputError, match="not image"):
+        widget.save_images(tmp_path)
+
+
+def running(widget: WorkflowRunWidget) -> bool:
+    return widget.status == "running"
+
+
+def test_cancel_while_running_every_view_follows(sim, client, make):
+    from modelslab_widget import RunBoard
+
+    eid = sim.add_run(steps=LONG)
+    card = make(eid, poll_interval=30.0)  # slow: only the poll right after the cancel helps
+    other = make(eid, poll_interval=30.0)
+    board = RunBoard(client=client, poll_interval=30.0)
+    row = board.add(DEMO_WORKFLOW_ID, eid)
+    wait_for(lambda: running(card))
+    assert card.cancel_button.layout.display == ""
+    assert other.cancel_button.description == "Cancel run"
+    assert card.cancel() == "Execution cancelled."
+    assert card.wait(10).status == "cancelled"  # within 10 s although polls are 30 s apart
+    assert other.wait(5).status == "cancelled" and board.wait(5) == {"cancelled": 1}
+    assert row.status == "cancelled" and "Cancelled" in row.view.value
+    assert "The run was cancelled." in card._message.value
+    assert card.cancel_button.layout.display == "none"
+    assert sim.request_count("cancel", eid) == 1
+    board.close()
+
+
+def test_cancel_of_an_ended_run_raises_and_the_card_shows_a_note(sim, make):
+    from modelslab_widget.errors import RunAlreadyEndedError
+
+    eid = sim.add_run(steps=FAST, images=1)
+    widget = make(eid)
+    widget.wait(10)
+    with pytest.raises(RunAlreadyEndedError, match="already ended"):
+        widget.cancel()
+    assert widget.status == "completed" and widget.error == ""
+    assert "mlw-note" in widget._message.value and "already ended" in widget._message.value
+    assert "mlw-error" not in widget._message.value
+    assert len(widget.thumbnails) == 1
+
+
+def test_cancel_of_an_unknown_run_raises_not_found(sim, client, make):
+    from modelslab_widget.runwatch import RunWatch
+
+    watch = RunWatch(client, DEMO_WORKFLOW_ID, 999_999)
+    with pytest.raises(NotFoundError):
+        watch.cancel()
+    assert not watch.cancelling and isinstance(watch.cancel_error, NotFoundError)
+    watch.discard()
+
+
+def test_a_rate_limited_cancel_is_sent_again_other_failures_never(sim, make):
+    eid = sim.add_run(steps=LONG)
+    widget = make(eid)
+    wait_for(lambda: running(widget))
+    sim.cancel_faults(DEMO_WORKFLOW_ID, [Fault("rate_limit", retry_after=0)])
+    assert widget.cancel() == "Execution cancelled."
+    assert sim.request_count("cancel", eid) == 2  # the 429 did not run; the second did
+    assert widget.wait(10).status == "cancelled"
+
+    second = sim.add_run(steps=LONG)
+    card = make(second)
+    wait_for(lambda: running(card))
+    sim.cancel_faults(DEMO_WORKFLOW_ID, [Fault("http", status=500)])
+    with pytest.raises(ServerError):
+        card.cancel()
+    assert sim.request_count("cancel", second) == 1  # a POST that may have run: never again
+    assert "Could not cancel the run" in card._message.value and card.status == "running"
+    assert card.cancel_button.description == "Cancel run" and not card.cancel_button.disabled
+
+
+def test_cancel_button_asks_to_confirm_then_cancels(sim, make):
+    eid = sim.add_run(steps=LONG)
+    widget = make(eid)
+    wait_for(lambda: running(widget))
+    button = widget.cancel_button
+    assert button.description == "Cancel run" and button.layout.display == ""
+    button.click()
+    assert button.description == "Confirm cancel" and button.button_style == "danger"
+    assert sim.request_count("cancel", eid) == 0  # one click only asks
+    button.click()
+    assert button.description == "Cancelling…" and button.disabled
+    assert widget.wait(10).status == "cancelled"
+    assert sim.request_count("cancel", eid) == 1
+    assert button.layout.display == "none"
+
+
+def test_an_unconfirmed_cancel_click_expires(sim, make, monkeypatch):
+    from modelslab_widget import widget as widget_module
+
+    monkeypatch.setattr(widget_module, "CONFIRM_SECONDS", 0.05)
+    eid = sim.add_run(steps=LONG)
+    widget = make(eid)
+    wait_for(lambda: running(widget))
+    widget.cancel_button.click()
+    assert widget.cancel_button.description == "Confirm cancel"
+    wait_for(lambda: widget.cancel_button.description == "Cancel run")
+    assert widget.cancel_button.button_style == "" and widget.status == "running"
+    assert sim.request_count("cancel", eid) == 0
+
+
+def test_cancel_racing_completion_the_server_decides(client):
+    """With the simulator's clock held still, a cancel sent a moment before the run's end is
+    accepted (cancelled), one sent at the end is refused (completed, with a note)."""
+    from modelslab_widget.errors import RunAlreadyEndedError
+    from modelslab_widget.simulator import Simulator
+
+    now = [0.0]
+    with Simulator(clock=lambda: now[0]) as sim, WorkflowsClient(
+        sim.api_key, base_url=sim.base_url, timeout=(2.0, 2.0), backoff_factor=0.01
+    ) as local:
+        early, late = (sim.add_run(steps=[("Render", 1.0)]) for _ in range(2))
+        cards = [WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=local, poll_interval=0.05)
+                 for eid in (early, late)]
+        wait_for(lambda: all(running(card) for card in cards))
+        now[0] = 0.999
+        assert cards[0].cancel() == "Execution cancelled."
+        now[0] = 1.0
+        with pytest.raises(RunAlreadyEndedError):
+            cards[1].cancel()
+        assert [card.wait(10).status for card in cards] == ["cancelled", "completed"]
+        assert [sim.run_state(eid)["execution"]["status"] for eid in (early, late)] == [
+            "cancelled", "completed"]
+        assert "already ended" in cards[1]._message.value and len(cards[1].thumbnails) == 1
+        for card in cards:
+            card.close()
+
+
+def test_cancel_as_the_run_completes_shows_the_servers_final_status(sim, make):
+    """Real time: cancels sent around a short run's end; whatever happened first on the
+    server, every card ends showing the server's status, consistent with cancel()."""
+    from modelslab_widget.errors import RunAlreadyEndedError
+
+    for _ in range(4):
+        eid = sim.add_run(steps=[("Render", 0.15)])
+        widget = make(eid, poll_interval=0.02)
+        wait_for(lambda w=widget: w.status in ("running", "completed"))
+        try:
+            widget.cancel()
+            accepted = True
+        except RunAlreadyEndedError:
+            accepted = False
+        final = widget.wait(10).status
+        server = sim.run_state(eid)["execution"]["status"]
+        assert final == server == ("cancelled" if accepted else "completed")

@@ -61,10 +61,10 @@ LAUNCHER_CELLS = [
         "print(launcher)"
     ),
     new_markdown_cell(
-        "`launcher.runs` lists the run widgets. When you are done, `launcher.close()` stops "
-        "every run's polling and closes the form."
+        "`launcher.runs` lists the run widgets, oldest first. When you are done, "
+        "`launcher.close()` stops every run's polling and closes the form."
     ),
-    new_code_cell("[str(r) for r in launcher.runs]"),
+    new_code_cell("for r in launcher.runs:\n    print(r)"),
 ]
 
 BOARD_CELLS = [
@@ -103,10 +103,16 @@ BOARD_CELLS = [
     ),
     new_code_cell("counts = board.wait(timeout=600)\nprint(board)\ncounts"),
     new_markdown_cell(
-        "Rows open from code too: `board.runs[0].expand()` shows the first run's full card "
-        "under its row. `board.close()` stops everything and closes the board."
+        "Rows open from code too: `expand()` shows a run's full card under its row in the "
+        "board above (and returns it; it is not shown a second time here). `row.stop()` and "
+        "`row.start()` pause and resume one row; `board.close()` stops everything and closes "
+        "the board."
     ),
-    new_code_cell("board.runs[0].expand()"),
+    new_code_cell(
+        "first = board.runs[0]\n"
+        "card = first.expand()  # the card opens under the row above\n"
+        'print(f"{first!r}; the card says {card.status}")'
+    ),
 ]
 
 
@@ -140,8 +146,8 @@ QUICKSTART_CELLS = [
     new_markdown_cell(
         "## The live widget\n\n"
         "`watch()` displays the widget and returns it. The header shows the run's status and "
-        "elapsed time; each step gets a row that updates on its own. **Stop** pauses watching, "
-        "**Resume** picks it up again."
+        "elapsed time; each step gets a row that updates on its own. **Stop** pauses watching "
+        "(the badge then says *paused*), **Resume** picks it up again."
     ),
     new_code_cell("run = watch(WORKFLOW_ID, EXECUTION_ID, client=client, poll_interval=1.0)"),
     new_markdown_cell(
@@ -193,7 +199,8 @@ RESULTS_CELLS = [
         "## How long is left\n\n"
         "This kernel has now seen the workflow complete, so a new run of it shows `~N s left` "
         "in its header, and its progress bar moves by expected time rather than by steps "
-        "done. The estimate is the median of earlier step durations; `use_history_file()` "
+        "done; a step that runs past its usual time says *taking longer than usual* instead "
+        "of guessing. The estimate is the median of earlier step durations; `use_history_file()` "
         "keeps them on disk for later kernels. The widget also polls less while no step is "
         "expected to end."
     ),
@@ -237,6 +244,94 @@ RESULTS_CELLS = [
 ]
 
 
+MEDIA_CELLS = [
+    new_markdown_cell(
+        "# Video, audio and 3D outputs, and cancelling a run\n\n"
+        "ModelsLab workflows make more than images. The run card shows each output by its "
+        "kind, in output order: images as thumbnails, video and audio as players that your "
+        "browser streams straight from the output's URL (the kernel never downloads them), "
+        "3D models and other files as a tile with their type, size and a link. The kind comes "
+        "from the URL's extension, or, when it has none, from a HEAD request or the first "
+        "4 KB.\n\n" + OFFLINE_NOTE + " With a key, the cells below start three runs on your "
+        "account (two of them to cancel)."
+    ),
+    new_code_cell(
+        "import os\n\n"
+        "from modelslab_widget import WorkflowsClient, watch\n\n"
+        'if os.environ.get("MODELSLAB_API_KEY"):\n'
+        "    client = WorkflowsClient()  # reads MODELSLAB_API_KEY (and MODELSLAB_BASE_URL)\n"
+        '    WORKFLOW_ID = "your-workflow-id"  # fill in: a workflow that makes video or audio\n'
+        "    POLL_INTERVAL = 10.0  # the API allows about 10 requests a minute per workflow\n"
+        "else:\n"
+        "    from modelslab_widget.simulator import DEMO_MEDIA_WORKFLOW_ID, Simulator\n\n"
+        "    simulator = Simulator().start()  # serves on 127.0.0.1, a random free port\n"
+        "    client = WorkflowsClient(simulator.api_key, base_url=simulator.base_url)\n"
+        "    WORKFLOW_ID = DEMO_MEDIA_WORKFLOW_ID  # makes a PNG, an MP4, a WAV and a GLB\n"
+        "    POLL_INTERVAL = 1.0\n"
+    ),
+    new_markdown_cell(
+        "## A run with mixed outputs\n\n"
+        "Play the video and the audio in the card; the links open each file in a new tab."
+    ),
+    new_code_cell(
+        'execution_id = client.run_workflow(WORKFLOW_ID, {"prompt": "a lighthouse at dusk"})\n'
+        "run = watch(WORKFLOW_ID, execution_id, client=client, poll_interval=POLL_INTERVAL)"
+    ),
+    new_markdown_cell(
+        "`run.wait()` returns once the run ended and its image thumbnails are in; it never "
+        "waits for video or audio, which the browser streams itself. The text form counts "
+        "the outputs by kind."
+    ),
+    new_code_cell("run.wait(timeout=300)\nprint(run)"),
+    new_markdown_cell(
+        "## Keep every output\n\n"
+        "`save_outputs(folder)` downloads every output, any kind, streamed to disk in chunks "
+        "(a long video never sits in memory). Each file is named from its URL with the "
+        "extension of what its bytes are, and never overwrites a file already there. "
+        "`save_images(folder)` still saves the images only."
+    ),
+    new_code_cell(
+        'paths = run.save_outputs("media-outputs")\n'
+        "print([path.name for path in paths])"
+    ),
+    new_markdown_cell(
+        "## Cancelling a run\n\n"
+        "While a run is pending or running, its card has a **Cancel run** button. Cancelling "
+        "cannot be undone, so the button first asks you to confirm, then says *Cancelling…* "
+        "until the API reports the run's final status. The server decides: a run that "
+        "completed before the request reached it stays completed. (**Stop** only stops "
+        "watching: the run goes on.) Try it on this long run:"
+    ),
+    new_code_cell(
+        'if os.environ.get("MODELSLAB_API_KEY"):\n'
+        '    long_id = client.run_workflow(WORKFLOW_ID, {"prompt": "a long one"})\n'
+        "else:  # a scripted run that takes two minutes\n"
+        '    long_id = simulator.add_run(WORKFLOW_ID, steps=[("Text to Video", 120.0)])\n'
+        "long_run = watch(WORKFLOW_ID, long_id, client=client, poll_interval=POLL_INTERVAL)"
+    ),
+    new_markdown_cell(
+        "From code, `run.cancel()` does the same without asking: it returns once the API "
+        "accepted the request, and raises `RunAlreadyEndedError` when the run had already "
+        "ended (or the client's other errors: `NotFoundError`, `AuthenticationError`, ...). "
+        "Every view of the run follows it to *cancelled*."
+    ),
+    new_code_cell(
+        "from modelslab_widget.errors import RunAlreadyEndedError\n\n"
+        'if os.environ.get("MODELSLAB_API_KEY"):\n'
+        '    doomed_id = client.run_workflow(WORKFLOW_ID, {"prompt": "never mind"})\n'
+        "else:\n"
+        '    doomed_id = simulator.add_run(WORKFLOW_ID, steps=[("Text to Video", 120.0)])\n'
+        "doomed = watch(WORKFLOW_ID, doomed_id, client=client, poll_interval=POLL_INTERVAL)\n"
+        "print(doomed.cancel())\n"
+        "print(doomed.wait(timeout=120).status)\n"
+        "try:\n"
+        "    run.cancel()  # the first run completed long ago\n"
+        "except RunAlreadyEndedError as error:\n"
+        '    print("refused:", error)'
+    ),
+]
+
+
 def write(name: str, cells: list) -> None:
     notebook = new_notebook(cells=cells)
     for index, cell in enumerate(notebook.cells):
@@ -254,6 +349,7 @@ def main() -> None:
     write("launcher.ipynb", LAUNCHER_CELLS)
     write("board.ipynb", BOARD_CELLS)
     write("results.ipynb", RESULTS_CELLS)
+    write("media.ipynb", MEDIA_CELLS)
 
 
 if __name__ == "__main__":

@@ -144,10 +144,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write(answer.body[start:start + 65536], answer.served)
 
     def _write(self, data: bytes, served: int | None) -> None:
-        """Write part of a body; file bytes count once the socket took them."""
-        self.wfile.write(data)
+        """Write part of a body. File bytes are counted just before they are handed to the
+        socket, so a client that has read them always finds them counted (counting after
+        the write raced with the reader: it could see the bytes before the count)."""
         if served is not None:
             self.server.simulator._count_bytes(served, len(data))
+        self.wfile.write(data)
 
     def _send_head(self, answer: Answer) -> None:
         self.send_response(answer.status)
