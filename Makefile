@@ -47,6 +47,7 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
+	$(PY) bench/rate.py
 
 clean:
 	rm -rf $(VENV) $(KERNEL6_VENV) test-artifacts .pytest_cache

@@ -15,6 +15,11 @@ handled right *after* the first handler returned. So the handler ignores clicks 
 button is disabled, and the button is re-enabled only ``RELAUNCH_DELAY`` after the answer
 (by the shared scheduler), which swallows the queued duplicate while a real second click
 still works a moment later. ``POST .../run`` itself is never retried once sent (client).
+
+Rate limits. Every launch and schema read takes a slot of the workflow's request budget
+(``budget.py``). When the budget has no room, or the POST is answered 429 (no run started),
+``launch()`` returns a ``QueuedRunWidget`` at once: it sends the POST from a pool thread when
+the budget allows, and the history row follows it like any card.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import ipywidgets as widgets
 from traitlets import TraitError
 
 from . import render
+from .budget import FIRST, SCHEMA, budget_for, note_limit
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .media import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
+from .queued import QueuedRunWidget
 from .scheduler import Job, Scheduler, shared_scheduler
 from .text import shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
@@ -39,6 +46,7 @@ from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 REMEMBERED: dict[str, dict[str, Any]] = {}
 
 RELAUNCH_DELAY = 0.5  # seconds the Run button stays disabled after the server answered
+SCHEMA_WAIT = 10.0  # longest wait (main thread) for a schema read's slot; then it goes anyway
 HISTORY_THUMB = 64  # pixels
 PROMPT_PREVIEW = 60  # characters of the prompt shown in a history row
 OPTION_NAME = 60  # characters of a workflow's name shown in the picker
@@ -220,14 +228,23 @@ class HistoryRow:
         run.observe(self._on_status, "status")
         self.render()  # the first answer may have come before we observed
 
+    def launch_changed(self, run: QueuedRunWidget) -> None:
+        """A queued launch was sent, started, refused or removed (any thread)."""
+        self.render()
+
     def _on_status(self, change: dict[str, Any]) -> None:
         self.render()
 
     def render(self) -> None:
         run = self.run
         status = run.status if run is not None else "unknown"
-        run_id = str(run.execution_id) if run is not None else ""
+        run_id = str(run.execution_id) if run is not None and run.execution_id is not None else ""
         error = run.error if run is not None and status == "failed" else ""
+        state = run.launch_state if isinstance(run, QueuedRunWidget) else "started"
+        if state != "started":  # no execution ID yet: say what the launch is doing
+            status = {"queued": "queued_here", "sending": "queued_here",
+                      "failed": "not_started", "removed": "removed"}[state]
+            error = str(run.launch_error or "") if run is not None else ""
         markup = render.history_row(self.number, status, run_id, self.prompt, error,
                                     PROMPT_PREVIEW)
         with self._lock:
@@ -358,14 +375,42 @@ class WorkflowLauncher(widgets.VBox):
         if params is None:
             return None  # nothing sent: the fields say what to fix
         REMEMBERED[workflow_id] = dict(params)
+        slot = budget_for(self._client.account, workflow_id).request(FIRST)
+        if not slot.granted:  # over the workflow's rate limit: the card waits its turn
+            slot.cancel()
+            return self._queue(workflow_id, params)
         self._show("note", "Starting a run…")
         try:
             execution_id = self._client.run_workflow(workflow_id, params)
+        except RateLimitError as error:  # no run was started: send it again when allowed
+            slot.rate_limited(error.retry_after)
+            return self._queue(workflow_id, params)
         except ModelsLabError as error:
+            slot.done()
             self._show_launch_error(error)
             return None
+        slot.done()
         self._message.value = ""
         return self._watch(workflow_id, execution_id, params)
+
+    def remove_run(self, run: WorkflowRunWidget) -> bool:
+        """Remove a launch that is still queued (its card and history row); False when it
+        was already sent (main thread, like the card's Remove button)."""
+        if not isinstance(run, QueuedRunWidget) or run not in self.runs:
+            return False
+        if not run.remove() and run.launch_state != "removed":  # the card's own button first
+            return False
+        index = self.runs.index(run)
+        row = self.history.pop(index)
+        self.runs.pop(index)
+        self._history.children = tuple(r.box for r in reversed(self.history))
+        if self.current_run is run:
+            self._current.children = (self.runs[-1],) if self.runs else ()
+            for other in self.history:
+                other.open_button.disabled = other.run is self.current_run
+        row.close()
+        run.close()
+        return True
 
     def close(self) -> None:
         """Close every run widget, row and input this launcher made (and its own client)."""
@@ -449,6 +494,8 @@ class WorkflowLauncher(widgets.VBox):
         area, form cleared) when there is none to choose."""
         try:
             workflows = [w for w in self._client.list_workflows() if _usable_id(w.id)]
+            for workflow in workflows:
+                note_limit(self._client.account, workflow.id, workflow.rate_limit)
         except ModelsLabError as error:
             workflows = []
             self._fail("Could not list your workflows", str(error),
@@ -484,7 +531,7 @@ class WorkflowLauncher(widgets.VBox):
         if self.workflow_id is None:
             return
         try:
-            info = self._client.get_workflow(self.workflow_id)
+            info = self._read_schema(self.workflow_id)
         except ModelsLabError as error:
             self._fail("Could not load the workflow", str(error),
                        "Check the workflow ID and the API key, then press Reload.")
@@ -492,6 +539,28 @@ class WorkflowLauncher(widgets.VBox):
         self.reload_button.layout.display = "none"
         self.run_button.layout.display = ""
         self._build_form(self.workflow_id, info)
+
+    def _read_schema(self, workflow_id: str) -> WorkflowInfo:
+        """GET the schema within the workflow's budget (waiting at most ``SCHEMA_WAIT`` for a
+        slot: the form needs it), and remember the workflow's rate limit."""
+        budget = budget_for(self._client.account, workflow_id)
+        slot = budget.acquire(SCHEMA, timeout=SCHEMA_WAIT)
+        try:
+            info = self._client.get_workflow(workflow_id)
+        except RateLimitError as error:
+            if slot is not None:
+                slot.rate_limited(error.retry_after)
+            else:
+                budget.on_rate_limited(error.retry_after)
+            raise
+        except BaseException:
+            if slot is not None:
+                slot.done()
+            raise
+        if slot is not None:
+            slot.done()
+        budget.note_limit(info.rate_limit)
+        return info
 
     def _fail(self, title: str, text: str, hint: str, kind: str = "error") -> None:
         """Nothing to fill in: say why, offer Reload, hide Run."""
@@ -566,7 +635,30 @@ class WorkflowLauncher(widgets.VBox):
     def _watch(
         self, workflow_id: str, execution_id: int | str, params: dict[str, Any]
     ) -> WorkflowRunWidget:
+        return self._add_run(params, lambda **kwargs: WorkflowRunWidget(
+            workflow_id, execution_id, client=self._client, **kwargs))
+
+    def _queue(self, workflow_id: str, params: dict[str, Any]) -> WorkflowRunWidget:
+        """A card that sends the launch when the workflow's budget allows (main thread)."""
+        self._message.value = ""
+        holder: list[HistoryRow] = []
+
+        def make(**kwargs: Any) -> QueuedRunWidget:
+            run = QueuedRunWidget(
+                workflow_id, params, client=self._client,
+                on_state=lambda run: holder[0].launch_changed(run) if holder else None,
+                **kwargs)
+            run.remove_button.on_click(lambda _: self.remove_run(run))
+            return run
+
+        run = self._add_run(params, make, holder)
+        return run
+
+    def _add_run(self, params: dict[str, Any], make: Any,
+                 holder: list[HistoryRow] | None = None) -> WorkflowRunWidget:
         row = HistoryRow(len(self.runs) + 1, _prompt_of(params))
+        if holder is not None:
+            holder.append(row)
         kwargs = {"scheduler": self._scheduler, **self._run_kwargs}
         user_callback = kwargs.pop("on_complete", None)
 
@@ -575,9 +667,7 @@ class WorkflowLauncher(widgets.VBox):
             if user_callback is not None:
                 user_callback(run)
 
-        run = WorkflowRunWidget(
-            workflow_id, execution_id, client=self._client, on_complete=completed, **kwargs,
-        )
+        run: WorkflowRunWidget = make(on_complete=completed, **kwargs)
         row.follow(run)
         row.open_button.on_click(lambda _: self.open_run(run))
         self.runs.append(run)

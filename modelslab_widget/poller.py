@@ -1,7 +1,9 @@
 """Background polling of one run's status, on the shared scheduler (``scheduler.py``).
 
-A ``RunPoller`` polls without drift, backs off on transient errors, honours a 429's wait,
-ends on permanent errors, on ``stop()`` and when its listener is garbage.
+A ``RunPoller`` polls without drift, backs off on transient errors, ends on permanent errors,
+on ``stop()`` and when its listener is garbage. A 429 is never a failure: the poll waits as the
+server asks and, given its workflow's ``WorkflowBudget`` (``budget.py``), every poll takes a
+slot of that budget, shared with every other request of the workflow.
 Nothing here knows about widgets.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .budget import POLL, Slot, WorkflowBudget, note_limit
 from .client import WorkflowsClient
 from .errors import AuthenticationError, ModelsLabError, NotFoundError, RateLimitError
 from .models import RunSnapshot
@@ -84,6 +87,7 @@ class RunPoller:
         policy: PollPolicy | None = None,
         scheduler: Scheduler | None = None,
         next_change: Callable[[RunSnapshot], float | None] | None = None,
+        budget: WorkflowBudget | None = None,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
@@ -104,6 +108,12 @@ class RunPoller:
         # should come at once: how poll_soon() moves a poll forward without a second chain.
         self._due_token: object | None = None
         self._soon = False
+        #: the workflow's request budget; None polls at the interval, pacing only by 429s
+        self.budget = budget
+        self._slot: Slot | None = None  # a poll waiting for its slot of the budget
+        self._rate_limits = 0  # 429s in a row
+        self._last: RunSnapshot | None = None
+        self._paced: float | None = None  # seconds between checks the limit allows, if slower
 
     @property
     def active(self) -> bool:
@@ -117,8 +127,11 @@ class RunPoller:
             self._active = True
             self._cancel = threading.Event()
             self._failures = 0
+            self._rate_limits = 0
             self._next_due = time.monotonic()
             self._soon = False
+            if self.budget is not None:
+                self.budget.join(self)
             self._schedule(self._cancel)
 
     def stop(self) -> None:
@@ -135,6 +148,11 @@ class RunPoller:
         if self._next_poll is not None:
             self._next_poll.cancel()
         self._next_poll = None
+        if self._slot is not None:
+            self._slot.cancel()
+            self._slot = None
+        if self.budget is not None:
+            self.budget.leave(self)
         return True
 
     def _schedule(self, cancel: threading.Event) -> None:
@@ -163,16 +181,46 @@ class RunPoller:
             if not self._active or cancel is not self._cancel or token is not self._due_token:
                 return  # stopped, scheduled by an earlier session, or moved by poll_soon()
             self._due_token = None
+            slot = None
+            if self.budget is not None:
+                slot = self.budget.request(POLL, self._rank(), on_grant=lambda granted: (
+                    self._scheduler.submit(self._send, cancel, granted)))
+                if not slot.granted:
+                    self._slot = slot  # the budget calls back when it is this poll's turn
+                    return
+        self._send(cancel, slot)
+
+    def _send(self, cancel: threading.Event, slot: Slot | None) -> None:
+        with self._lock:
+            if self._slot is slot:
+                self._slot = None
+            if not self._active or cancel is not self._cancel:
+                if slot is not None:
+                    slot.cancel()  # granted, never sent: give it back
+                return
             self.polls += 1
         try:
             snapshot = self.client.get_run(self.workflow_id, self.execution_id, cancel=cancel)
         except ModelsLabError as error:
+            _report(slot, error)
             self._guarded(self._handle_error, error, cancel)
         except Exception as error:  # an answer or a state nobody foresaw: end, never hang
+            _report(slot, error)
             log.exception("polling failed")
             self._finish(cancel, None, error)
         else:
+            _report(slot, None)
             self._guarded(self._handle_snapshot, snapshot, cancel)
+
+    def _rank(self) -> float:
+        """Where this poll stands among the workflow's waiting polls: when it was due, or,
+        once earlier runs' timings say when this run should next change, that moment less one
+        round of the budget (an imminent change goes first, a far one waits its turn)."""
+        last = self._last
+        expected = self._next_change(last) if self._next_change and last is not None else None
+        if expected is None or self.budget is None:
+            return self._next_due
+        return time.monotonic() + expected - self.budget.poll_interval(self.policy.interval)
 
     def _guarded(self, handle: Callable[[Any, threading.Event], None], value: Any,
                  cancel: threading.Event) -> None:
@@ -188,6 +236,10 @@ class RunPoller:
         if listener is None:
             return
         self._failures = 0
+        self._rate_limits = 0
+        self._last = snapshot
+        limited = self.budget is not None and self.budget.limited and not snapshot.is_terminal
+        self._tell_paced(listener, self._budget_pace() if limited else None)
         listener.on_snapshot(snapshot, self.polls)
         if snapshot.is_terminal:
             self._finish(cancel, snapshot, None)
@@ -210,12 +262,14 @@ class RunPoller:
         if isinstance(error, (AuthenticationError, NotFoundError)) or not error.transient:
             self._finish(cancel, None, error)
             return
+        if isinstance(error, RateLimitError):
+            self._handle_rate_limit(error, cancel, listener)
+            return
         self._failures += 1
         if self._failures >= self.policy.max_failures:
             self._finish(cancel, None, error)
             return
-        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-        delay = self.policy.backoff(self._failures, retry_after)
+        delay = self.policy.backoff(self._failures, None)
         listener.on_poll_error(error, self._failures, delay)
         self._schedule_next(cancel, delay, from_due=False)
 
@@ -250,3 +304,65 @@ class RunPoller:
         if listener is None:
             self.stop()
         return listener
+
+    # -- rate limits: pacing, never failure -----------------------------------------------
+
+    def _handle_rate_limit(self, error: RateLimitError, cancel: threading.Event,
+                           listener: PollListener) -> None:
+        """A 429: the run was not polled, nothing failed. With a budget the next poll just
+        asks for its slot again (the budget holds it back past ``retry_after``); without one
+        it waits at least ``retry_after``, backing off while 429s go on."""
+        self._rate_limits += 1
+        if self.budget is not None and self.budget.should_look_up_limit():
+            self._scheduler.submit(_learn_limits, self.client)
+        wait = min(error.retry_after or 0.0, MAX_RETRY_AFTER)
+        if self.budget is not None:
+            delay = self.policy.interval
+            pace = max(self.budget.poll_interval(self.policy.interval), wait)
+        else:
+            delay = pace = self.policy.backoff(self._rate_limits, error.retry_after)
+        self._tell_paced(listener, pace)
+        self._schedule_next(cancel, delay, from_due=False)
+
+    def _budget_pace(self) -> float | None:
+        """Seconds between this run's checks that the budget allows, when slower than the
+        interval (None when the interval is kept)."""
+        if self.budget is None:
+            return None
+        pace = self.budget.poll_interval(self.policy.interval)
+        return pace if pace > self.policy.interval * 1.05 else None
+
+    def _tell_paced(self, listener: PollListener, pace: float | None) -> None:
+        """Tell the listener (if it listens: ``on_paced`` is optional) how often the rate
+        limit lets this run be checked; None once it no longer slows it down."""
+        if pace is not None and self._paced is not None and abs(pace - self._paced) < 0.5:
+            return  # about the same: no news
+        if pace is None and self._paced is None:
+            return
+        self._paced = pace
+        on_paced = getattr(listener, "on_paced", None)
+        if on_paced is not None:
+            on_paced(pace)
+
+
+def _learn_limits(client: WorkflowsClient) -> None:
+    """Read every workflow's ``rate_limit`` from the workflow list (a request of no one
+    workflow), so a budget that met its first 429 plans with the real limit, not the default."""
+    try:
+        workflows = client.list_workflows()
+    except Exception as error:  # the documented default stays; polling goes on regardless
+        log.debug("could not read the workflows' rate limits: %s", error)
+        return
+    for workflow in workflows:
+        note_limit(client.account, workflow.id, workflow.rate_limit)
+
+
+def _report(slot: Slot | None, error: BaseException | None) -> None:
+    """Tell the budget how the request went: a 429 (the server counted nothing, but the
+    budget shrinks), else done."""
+    if slot is None:
+        return
+    if isinstance(error, RateLimitError):
+        slot.rate_limited(error.retry_after)
+    else:
+        slot.done()

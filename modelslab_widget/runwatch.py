@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .budget import FIRST, budget_for
 from .client import WorkflowsClient
 from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
 from .eta import DurationHistory, Estimate, shared_history
@@ -51,6 +52,7 @@ ENDED = "ended"  # polling ended: the run is terminal, or detail is the error th
 THUMBNAIL = "thumbnail"  # detail: a Thumbnail, as soon as it is made
 SETTLED = "settled"  # the run ended and its thumbnails are in (or watching ended)
 PAUSED = "paused"  # this view was paused (detail: None for stop(), or a WatchTimeout)
+RATE_LIMITED = "rate_limited"  # detail: seconds between checks the limit allows, or None
 OUTPUT = "output"  # an output's kind is known; detail: its OutputInfo (before any thumbnail)
 CANCEL = "cancel"  # a cancel request was sent or answered; detail: None, or the refusal
 CANCEL_RATE_LIMITED_TRIES = 3  # a 429 means the cancel did not run: re-send it this often
@@ -106,6 +108,8 @@ class RunWatch:
         self.first_seen: datetime | None = None  # when we first saw it running
         self.error: BaseException | None = None  # what ended watching before the run ended
         self.retrying: Retrying | None = None  # the current transient trouble, if any
+        #: seconds between checks while the workflow's rate limit sets the pace, else None
+        self.paced: float | None = None
         self.thumbnails: dict[int, Thumbnail] = {}  # by output index, as they arrive
         self.outputs: dict[int, OutputInfo] = {}  # each output's kind, by index, once known
         self.cancelling = False  # a cancel was asked for and the run has not ended yet
@@ -131,6 +135,7 @@ class RunWatch:
         self._poller = RunPoller(
             client, self.workflow_id, execution_id, listener=self,
             policy=PollPolicy(), scheduler=self.scheduler, next_change=_weak(self._next_change),
+            budget=budget_for(client.account, self.workflow_id),
         )
 
     # -- what views read ----------------------------------------------------------------
@@ -315,11 +320,19 @@ class RunWatch:
             self.retrying = Retrying(error, failures, self.max_failures, retry_in)
         self._notify(RETRYING, self.retrying)
 
+    def on_paced(self, seconds: float | None) -> None:
+        """The workflow's rate limit lets this run be checked every ``seconds`` (None: at the
+        interval again). Not an error: views say it calmly."""
+        with self._lock:
+            self.paced = seconds
+        self._notify(RATE_LIMITED, seconds)
+
     def on_finished(self, snapshot: RunSnapshot | None, error: BaseException | None) -> None:
         with self._lock:
             if self._poller.active:
                 return  # a late word from a session that a new one has already replaced
             self.retrying = None
+            self.paced = None
             if error is not None:
                 self.error = error
             elif snapshot is not None:
@@ -493,14 +506,33 @@ class RunWatch:
         self._poller.poll_soon()
 
     def _send_cancel(self) -> str:
+        """POST the cancel in a slot of the workflow's budget (cancels go before every poll,
+        and past a 429's ``retry_after``); a 429 cancelled nothing, so it is sent again."""
+        budget = self._poller.budget
         for attempt in range(1, CANCEL_RATE_LIMITED_TRIES + 1):
+            slot = None if budget is None else budget.acquire(
+                FIRST, timeout=MAX_CANCEL_WAIT, cancel=self._media_cancel)
             try:
-                return self.client.cancel_run(self.workflow_id, self.execution_id)
+                message = self.client.cancel_run(self.workflow_id, self.execution_id)
             except RateLimitError as error:
-                seconds = 1.0 if error.retry_after is None else error.retry_after
-                wait = min(max(0.0, seconds), MAX_CANCEL_WAIT)
-                if attempt == CANCEL_RATE_LIMITED_TRIES or self._media_cancel.wait(wait):
+                if slot is not None:
+                    slot.rate_limited(error.retry_after)
+                elif budget is not None:
+                    budget.on_rate_limited(error.retry_after)
+                if attempt == CANCEL_RATE_LIMITED_TRIES or self._media_cancel.is_set():
                     raise
+                if budget is None:  # no budget to wait in: wait as the server asks
+                    seconds = 1.0 if error.retry_after is None else error.retry_after
+                    if self._media_cancel.wait(min(max(0.0, seconds), MAX_CANCEL_WAIT)):
+                        raise
+                continue
+            except BaseException:
+                if slot is not None:
+                    slot.done()
+                raise
+            if slot is not None:
+                slot.done()
+            return message
         raise AssertionError("unreachable")
 
     def _on_output_loaded(self, index: int, thumb: Thumbnail | None, generation: int) -> None:

@@ -156,3 +156,15 @@ def dropped_note(steps: int, outputs: int) -> str:
         return ""
     return (f"The answer listed {' and '.join(parts)} than shown: only the first ones are "
             "kept, so an answer this big cannot slow down or fill up the kernel.")
+
+
+def pace_words(seconds: float) -> str:
+    """What a card says while a workflow's rate limit sets the pace of its checks:
+    "Rate limited: checking every 18 s"."""
+    if seconds < 10:
+        every = f"{seconds:.1f} s"
+    elif seconds < 60:
+        every = f"{round(seconds)} s"
+    else:
+        every = format_seconds(seconds)
+    return f"Rate limited: checking every {every}"

@@ -48,7 +48,7 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler
-from .text import clean, dropped_note, explain, format_seconds, kind_counts
+from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
 
 log = logging.getLogger("modelslab_widget")
 
@@ -424,13 +424,16 @@ class WorkflowRunWidget(widgets.VBox):
                 self._gallery.place(detail, self.thumbnail_size)
             elif change == runwatch.CANCEL:
                 self._show_cancel_answer(detail)
+            elif change == runwatch.RATE_LIMITED and watch.polling:
+                self.polls = watch.polls
+                self._message.value = self._pace_note()
         if change == runwatch.SETTLED:
             self._settled()
 
     def _take_snapshot(self, changed: bool) -> None:
         self.polls = self._watch.polls
         self.snapshot = self._watch.snapshot
-        self._message.value = ""  # a good answer clears any "retrying" notice
+        self._message.value = self._pace_note()  # a good answer clears any "retrying"
         if changed and self._apply_snapshot():
             self._render()  # once per answer that changed something; timers are ticks
 
@@ -505,6 +508,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._message.value = ""
             self._apply_snapshot()
             self._render()
+            self._message.value = self._pace_note()
             if self._watch.retrying is not None and self._watch.polling:
                 self._show_retrying(self._watch.retrying)
             if self._watch.ended or (self._watch.error is not None and not self._watch.polling):
@@ -838,6 +842,20 @@ class WorkflowRunWidget(widgets.VBox):
             if left is not None and left <= 0:
                 raise TimeoutError(f"the run did not finish within {timeout:g} s")
             updates.wait(left)
+
+    @property
+    def message(self) -> str:
+        """The message area's HTML (a notice or an error panel); "" when it shows nothing."""
+        return str(self._message.value)
+
+    def _pace_note(self) -> str:
+        """A calm notice while the workflow's rate limit sets how often this run is checked
+        ("" otherwise): not an error, nothing for the user to do."""
+        seconds = self._watch.paced
+        if seconds is None:
+            return ""
+        return render.message("note", pace_words(seconds), "",
+                              "Every view and launch of this workflow shares its rate limit.")
 
 
 def _weak(method: Callable[..., Any]) -> Callable[..., Any]:

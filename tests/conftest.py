@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelslab_widget import WorkflowsClient, eta
+from modelslab_widget import WorkflowsClient, budget, eta
 from modelslab_widget.simulator import Simulator
 
 # A job a non-interactive shell starts in the background runs with SIGINT ignored, and every
@@ -84,3 +84,12 @@ def no_leftover_threads() -> Iterator[None]:
     """After the test, every thread of ours (scheduler, pool, simulator) has ended."""
     yield
     wait_for(lambda: not our_threads(), timeout=5.0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_budgets() -> Iterator[None]:
+    """Each test starts with no request budgets, in a compressed minute of 1 s: a 429 that a
+    test injects then paces its workflow at the limit per second, not per minute."""
+    budget.shared_budgets().reset(window=1.0)
+    yield
+    budget.shared_budgets().reset(window=budget.WINDOW)

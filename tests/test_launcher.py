@@ -192,13 +192,18 @@ def test_a_message_for_no_field_of_the_form_does_not_claim_highlights(sim, docum
     assert "<script>" not in launcher.message
 
 
-def test_rate_limit_says_when_to_try_again(sim, documented, make):
-    sim.post_faults(documented, [Fault("rate_limit", retry_after=7)])
+def test_a_rate_limited_launch_waits_its_turn_and_is_sent_again(sim, documented, make):
+    sim.post_faults(documented, [Fault("rate_limit", retry_after=1)])
     launcher = make(documented)
     launcher.inputs["prompt"].value = "a lighthouse"
     press(launcher.run_button)
-    assert "Rate limited: try again in 7 s." in launcher.message
-    assert launcher.runs == [] and sim.runs_started(documented) == 0
+    run = launcher.current_run
+    assert run is not None and run.execution_id is None and launcher.message == ""
+    assert "Queued here: starts in 1 s" in run.message
+    assert "Queued here" in launcher.history[0].text.value
+    assert run.wait(10).status == "completed"  # a 429 started nothing: sent once more
+    assert sim.runs_started(documented) == 1 and launcher.runs == [run]
+    assert f"Run {run.execution_id}" in launcher.history[0].text.value
 
 
 def test_lost_answer_is_not_retried_and_says_the_run_may_exist(sim, documented, make):

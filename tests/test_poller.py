@@ -57,3 +57,60 @@ def test_absurd_retry_after_does_not_kill_the_timer(retry_after):
     scheduler.call_later(0.05, ran.set)
     assert ran.wait(2), "the timer thread stopped serving jobs"
     far.cancel()
+
+
+class _Recorder(_Listener):
+    """Notes errors, pacing and the end."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.errors: list = []
+        self.paced: list = []
+        self.ended: list = []
+
+    def on_poll_error(self, error, failures, retry_in):
+        self.errors.append(error)
+
+    def on_paced(self, seconds):
+        self.paced.append(seconds)
+
+    def on_finished(self, snapshot, error):
+        self.ended.append((snapshot, error))
+
+
+def test_a_429_is_paced_never_counted_as_a_failure(sim, client):
+    """Without a budget too: six 429s in a row with max_failures=2 neither end watching nor
+    show as errors; the run ends completed and the listener heard how it was paced."""
+    from modelslab_widget.poller import PollPolicy, RunPoller
+    from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
+
+    eid = sim.add_run(steps=[("Fast", 0.0)],
+                      status_faults=[Fault("rate_limit", retry_after=0, times=6)])
+    listener = _Recorder()
+    poller = RunPoller(client, DEMO_WORKFLOW_ID, eid, listener,
+                       PollPolicy(interval=0.01, max_failures=2, backoff_base=0.01))
+    poller.start()
+    wait_for(lambda: listener.ended, timeout=10)
+    snapshot, error = listener.ended[0]
+    assert error is None and snapshot.status == "completed"
+    assert listener.errors == [] and listener.paced and listener.paced[-1] is None
+    assert sim.request_count("status", execution_id=eid) == 7
+
+
+def test_a_poll_waits_for_its_slot_and_stop_gives_it_back(sim, client):
+    """With a budget that has no room, the poll waits; stop() withdraws it: no request."""
+    from modelslab_widget.budget import WorkflowBudget
+    from modelslab_widget.poller import PollPolicy, RunPoller
+    from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+
+    plan = WorkflowBudget("test", window=30.0)
+    plan.note_limit(1)
+    plan.request(0).rate_limited(None)  # limited, and the one request of the window is spent
+    eid = sim.add_run(steps=[("Long", 30)])
+    listener = _Recorder()
+    poller = RunPoller(client, DEMO_WORKFLOW_ID, eid, listener, PollPolicy(interval=0.01),
+                       budget=plan)
+    poller.start()
+    wait_for(lambda: plan.waiting == 1)
+    poller.stop()
+    assert plan.waiting == 0 and sim.request_count("status", execution_id=eid) == 0

@@ -107,6 +107,7 @@ class Simulator:
         self._list_faults = FaultQueue()
         self._rate_limited_counts: Counter[str] = Counter()
         self._accepted: dict[str, list[float]] = {}
+        self._refused: dict[str, list[float]] = {}
         self._bytes_served: Counter[int] = Counter()
         self._workflows: dict[str, Workflow] = {}
         self._runs: dict[int, Run] = {}
@@ -345,6 +346,13 @@ class Simulator:
         with self._lock:
             return list(self._accepted.get(workflow_id, ()))
 
+    def refused_request_times(self, workflow_id: str) -> list[float]:
+        """Clock times of this workflow's requests the rate limiter answered 429, oldest
+        first: with `accepted_request_times`, every request a client sent, so a test can
+        check how many it sent in any window."""
+        with self._lock:
+            return list(self._refused.get(workflow_id, ()))
+
     def bytes_served(self, execution_id: int | None = None) -> int:
         """Body bytes of output files written to sockets (of one run's files)."""
         with self._lock:
@@ -359,6 +367,7 @@ class Simulator:
             self._bytes_served.clear()
             self._rate_limited_counts.clear()
             self._accepted.clear()
+            self._refused.clear()
             server = self._server
             self._connections_offset = (server.accepted if server is not None
                                         else self._connections_base)
@@ -431,6 +440,7 @@ class Simulator:
                 window.popleft()
             if len(window) >= workflow.rate_limit:
                 self._rate_limited_counts[workflow.id] += 1
+                self._refused.setdefault(workflow.id, []).append(now)
                 return self._too_many(window[0] + self.rate_window - now)
             window.append(now)
         self._accepted.setdefault(workflow.id, []).append(now)

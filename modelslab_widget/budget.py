@@ -1,0 +1,423 @@
+"""One request budget per (account, workflow), shared by every request of that workflow.
+
+ModelsLab gives each workflow its own rate limit (by default 10 requests a minute per user)
+and answers 429 with a ``retry_after`` beyond it. The docs do not say whether status reads
+count, so this module never slows anything down before the server has said so: until the
+first 429 of a workflow every slot is granted at once (and only remembered). From the first
+429 on, every request of that workflow in this process (status polls of all its runs, schema
+reads, launches, cancels) asks its ``WorkflowBudget`` for a slot:
+
+- the budget allows ``allowed`` requests in any ``window`` (a minute), counting each request
+  from its grant until ``window`` after its answer came (so it is counted at least as long as
+  the server counts it), and none before a 429's ``retry_after`` has passed;
+- ``allowed`` starts at the workflow's ``rate_limit`` when known (``note_limit``), else the
+  documented default of 10; a 429 for a request sent under the current allowance halves it,
+  and each window without one adds one back, up to the limit (AIMD, as TCP does);
+- waiting requests are served in ``(priority, key)`` order: launches and cancels (``FIRST``)
+  before schema reads (``SCHEMA``) before polls (``POLL``); a poll's key is when it wants to
+  go (the run whose next state change is expected soonest first, the rest in turn).
+
+A ``Slot`` is one request: ``request()`` (non-blocking, a callback on grant) or
+``acquire_slot()`` (blocking, for background threads) hands one out; the caller then reports
+``slot.done()`` once the answer came, ``slot.rate_limited(retry_after)`` for a 429, or
+``slot.cancel()`` if it never sent the request. Callbacks run on the scheduler's timer thread
+(or on the caller's thread when granted at once) and must be quick: hand I/O to a pool.
+Imports nothing of the package but ``scheduler``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .scheduler import Job, Scheduler, shared_scheduler
+
+FIRST = 0  # launches and cancels: the user is waiting on them
+SCHEMA = 1  # schema reads
+POLL = 2  # status polls
+
+DEFAULT_LIMIT = 10  # requests per window, ModelsLab's documented default
+WINDOW = 60.0  # seconds: the API's limits are per minute
+MIN_ALLOWED = 1.0  # never plan fewer than one request a window
+MAX_RETRY_AFTER = 3600.0  # a server asking for longer is not believed beyond an hour
+
+
+class Slot:
+    """One request's place in its workflow's budget (see the module docstring)."""
+
+    __slots__ = ("_budget", "_on_grant", "epoch", "finished", "granted", "priority", "rank",
+                 "withdrawn")
+
+    def __init__(self, budget: WorkflowBudget, rank: tuple[int, float, int],
+                 on_grant: Callable[[Slot], Any] | None) -> None:
+        self._budget = budget
+        self.rank = rank
+        self.priority = rank[0]
+        self._on_grant = on_grant
+        self.granted = False
+        self.finished = False
+        self.withdrawn = False
+        self.epoch = 0  # the budget's allowance generation when granted
+
+    def __lt__(self, other: Slot) -> bool:
+        return self.rank < other.rank
+
+    @property
+    def budget(self) -> WorkflowBudget:
+        return self._budget
+
+    def starts_in(self) -> float:
+        """Estimated seconds until this slot is granted (0 once it is)."""
+        return self._budget._starts_in(self)
+
+    def done(self) -> None:
+        """The request was sent and answered (anything but a 429)."""
+        self._budget._finish(self, rate_limited=False, retry_after=None)
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The request was answered 429 (it still counts: it was sent)."""
+        self._budget._finish(self, rate_limited=True, retry_after=retry_after)
+
+    def cancel(self) -> None:
+        """Withdraw a waiting request, or give back a granted slot that was never used."""
+        self._budget._withdraw(self)
+
+
+class WorkflowBudget:
+    """The request budget of one workflow for one account (thread-safe)."""
+
+    def __init__(self, name: Hashable, window: float = WINDOW,
+                 scheduler: Scheduler | None = None) -> None:
+        if not window > 0:
+            raise ValueError("window must be positive")
+        self.name = name
+        self.window = window
+        self.margin = window * 0.02 + 0.05  # the server's clock sees a request a bit later
+        self.known_limit: int | None = None  # the workflow's rate_limit, once seen
+        self.limited = False  # True from the first 429 on
+        self.allowed = float(DEFAULT_LIMIT)
+        self.rate_limited_answers = 0  # 429s reported (seen by this process)
+        self._scheduler = scheduler or shared_scheduler()
+        self._lock = threading.Lock()
+        self._spent: deque[float] = deque()  # answer times of finished requests, oldest first
+        self._in_flight: set[Slot] = set()
+        self._waiting: list[Slot] = []  # heap by rank
+        self._order = itertools.count()
+        self._not_before = 0.0  # monotonic time a 429's retry_after allows again
+        self._next_poll = 0.0  # polls are spread out: one per ``window / allowed`` at most
+        self._epoch = 0
+        self._last_change = 0.0  # of ``allowed``
+        self._job: Job | None = None
+        self._pollers: set[int] = set()
+        self._limit_asked = False
+
+    # -- asking ---------------------------------------------------------------------------
+
+    def request(self, priority: int, key: float | None = None,
+                on_grant: Callable[[Slot], Any] | None = None) -> Slot:
+        """A slot: granted at once when the budget has room (``slot.granted``; ``on_grant`` is
+        then not called), else queued, and ``on_grant(slot)`` is called when it is granted.
+        ``key`` orders requests of one priority (default: now, first come first served)."""
+        now = time.monotonic()
+        slot = Slot(self, (priority, now if key is None else key, next(self._order)), on_grant)
+        with self._lock:
+            if not self._waiting_before(slot) and self._room(now, priority) > 0:
+                self._grant(slot, now)
+                return slot
+            heapq.heappush(self._waiting, slot)
+            granted = self._pump_locked(now)
+        _deliver(granted)
+        return slot
+
+    def acquire(self, priority: int = FIRST, *, timeout: float | None = None,
+                cancel: threading.Event | None = None) -> Slot | None:
+        """Block until a slot is granted (for background threads); None when ``timeout``
+        passed or ``cancel`` was set first (nothing is then held)."""
+        event = threading.Event()
+        slot = self.request(priority, on_grant=lambda _: event.set())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not slot.granted:
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or (cancel is not None and cancel.is_set()):
+                slot.cancel()
+                return slot if slot.granted else None  # granted in the very last moment
+            event.wait(0.1 if left is None else min(left, 0.1))
+        return slot
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def note_limit(self, rate_limit: int | None) -> None:
+        """The workflow's ``rate_limit`` as the API reports it (schema or list)."""
+        if rate_limit is None or rate_limit < 1:
+            return
+        with self._lock:
+            ceiling = self._ceiling()
+            self.known_limit = int(rate_limit)
+            if self.allowed >= ceiling or self.allowed > self.known_limit:
+                self.allowed = float(self.known_limit)
+            granted = self._pump_locked(time.monotonic())
+        _deliver(granted)
+
+    def should_look_up_limit(self) -> bool:
+        """True once, after the first 429, while the workflow's limit is unknown: the caller
+        then reads it (the workflow list names every workflow's ``rate_limit``)."""
+        with self._lock:
+            ask = self.limited and self.known_limit is None and not self._limit_asked
+            self._limit_asked = self._limit_asked or ask
+            return ask
+
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429 for a request sent without a slot (its sender did not ask the budget)."""
+        with self._lock:
+            self._rate_limited_locked(time.monotonic(), retry_after, current=True)
+
+    # -- what it plans ----------------------------------------------------------------------
+
+    def seconds_per_request(self) -> float:
+        """Once limited: the planned spacing of this workflow's requests; 0 before."""
+        return self.window / self.allowed if self.limited else 0.0
+
+    def poll_interval(self, interval: float) -> float:
+        """How often each watched run of this workflow can be checked: the user's
+        ``interval``, or what the budget allows spread over every run polled."""
+        with self._lock:
+            runs = max(1, len(self._pollers))
+        return max(interval, self.seconds_per_request() * runs)
+
+    def join(self, poller: object) -> None:
+        """A run of this workflow is being polled (counts toward ``poll_interval``)."""
+        with self._lock:
+            self._pollers.add(id(poller))
+
+    def leave(self, poller: object) -> None:
+        with self._lock:
+            self._pollers.discard(id(poller))
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def __repr__(self) -> str:
+        state = f"{self.allowed:g} per {self.window:g} s" if self.limited else "not limited"
+        return f"WorkflowBudget({state}, {self.waiting} waiting)"
+
+    # -- internals (lock held unless said) --------------------------------------------------
+
+    def _ceiling(self) -> float:
+        return float(self.known_limit or DEFAULT_LIMIT)
+
+    def _waiting_before(self, slot: Slot) -> bool:
+        return bool(self._waiting) and self._waiting[0].rank < slot.rank
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.window - self.margin
+        while self._spent and self._spent[0] <= horizon:
+            self._spent.popleft()
+
+    def _room(self, now: float, priority: int = FIRST) -> float:
+        """How many requests of ``priority`` may go now. Polls are also spread evenly over
+        the window (a burst of them would check every run at once, then none for a while);
+        launches and cancels only need room in the window."""
+        self._expire(now)
+        if not self.limited:
+            return math.inf
+        if now < self._not_before or (priority > FIRST and now < self._next_poll):
+            return 0
+        self._recover(now)
+        return math.floor(self.allowed) - len(self._spent) - len(self._in_flight)
+
+    def _recover(self, now: float) -> None:
+        """Additive increase: one more request a window for each window without a 429."""
+        while self.allowed < self._ceiling() and now - self._last_change >= self.window:
+            self.allowed = min(self._ceiling(), self.allowed + 1)
+            self._last_change += self.window
+
+    def _grant(self, slot: Slot, now: float) -> None:
+        slot.granted = True
+        slot.epoch = self._epoch
+        self._in_flight.add(slot)
+        if self.limited and slot.priority > FIRST:
+            self._next_poll = now + self.window / self.allowed
+
+    def _pump_locked(self, now: float) -> list[Slot]:
+        """Grant waiting slots while there is room; schedule the next look. Returns the slots
+        whose callbacks the caller must run (outside the lock)."""
+        granted = []
+        while self._waiting and self._room(now, self._waiting[0].priority) > 0:
+            slot = heapq.heappop(self._waiting)
+            self._grant(slot, now)
+            granted.append(slot)
+        self._schedule(now)
+        return granted
+
+    def _schedule(self, now: float) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+        if not self._waiting:
+            return
+        when = self._next_room(now)
+        if when is not None:
+            self._job = self._scheduler.call_at(when, self._pump, in_pool=False)
+
+    def _next_room(self, now: float) -> float | None:
+        """When a slot may free (None: only when a request in flight is answered)."""
+        if now < self._not_before:
+            return self._not_before
+        if self._waiting[0].priority > FIRST and now < self._next_poll:
+            return self._next_poll
+        if self._spent:
+            return self._spent[0] + self.window + self.margin
+        if self.allowed < self._ceiling():
+            return self._last_change + self.window
+        return None
+
+    def _pump(self) -> None:
+        with self._lock:
+            self._job = None
+            granted = self._pump_locked(time.monotonic())
+        _deliver(granted)
+
+    def _finish(self, slot: Slot, *, rate_limited: bool, retry_after: float | None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if slot.finished or slot.withdrawn or not slot.granted:
+                return
+            slot.finished = True
+            self._in_flight.discard(slot)
+            self._spent.append(now)
+            if rate_limited:
+                self._rate_limited_locked(now, retry_after, current=slot.epoch == self._epoch)
+            granted = self._pump_locked(now)
+        _deliver(granted)
+
+    def _rate_limited_locked(self, now: float, retry_after: float | None,
+                             current: bool) -> None:
+        self.rate_limited_answers += 1
+        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+            self._not_before = max(self._not_before, now + min(retry_after, MAX_RETRY_AFTER))
+        if not self.limited:
+            self.limited = True
+            self.allowed = self._ceiling()
+            # The server's window held at most its limit: older requests of ours were not
+            # counted (or do not count), so they must not hold back what comes next.
+            while len(self._spent) > self._ceiling():
+                self._spent.popleft()
+        elif current:  # sent under the present allowance: it is too high
+            self.allowed = max(MIN_ALLOWED, self.allowed / 2)
+        else:
+            return  # an answer to a request sent before the last change: already acted on
+        self._epoch += 1
+        self._last_change = now
+
+    def _withdraw(self, slot: Slot) -> None:
+        with self._lock:
+            if slot.finished or slot.withdrawn:
+                return
+            slot.withdrawn = True
+            if slot.granted:
+                self._in_flight.discard(slot)  # never sent: the server did not count it
+            elif slot in self._waiting:
+                self._waiting.remove(slot)
+                heapq.heapify(self._waiting)
+            granted = self._pump_locked(time.monotonic())
+        _deliver(granted)
+
+    def _starts_in(self, slot: Slot) -> float:
+        with self._lock:
+            if slot.granted or slot.withdrawn:
+                return 0.0
+            now = time.monotonic()
+            ahead = sum(1 for other in self._waiting if other.rank < slot.rank)
+            return max(0.0, self._time_for(ahead + 1, now) - now)
+
+    def _time_for(self, needed: int, now: float) -> float:
+        """When ``needed`` slots will have freed, by the requests already counted."""
+        start = max(now, self._not_before)
+        if not self.limited:
+            return start
+        self._expire(now)
+        room = math.floor(self.allowed) - len(self._spent) - len(self._in_flight)
+        if needed <= room:
+            return start
+        # Slots free as counted requests expire: the finished ones in order, then the ones
+        # in flight (a window after now at the earliest), then one per planned spacing.
+        frees = [t + self.window + self.margin for t in self._spent]
+        frees += [now + self.window + self.margin] * len(self._in_flight)
+        index = needed - max(0, room) - 1
+        if index < len(frees):
+            return max(start, frees[index])
+        spacing = self.window / max(self.allowed, MIN_ALLOWED)
+        last = frees[-1] if frees else start
+        return max(start, last + spacing * (index - len(frees) + 1))
+
+
+def _deliver(slots: list[Slot]) -> None:
+    for slot in slots:
+        callback = slot._on_grant
+        if callback is not None:
+            callback(slot)
+
+
+class Budgets:
+    """The budgets of a process, one per (account, workflow)."""
+
+    def __init__(self, window: float = WINDOW) -> None:
+        self.window = window
+        self._lock = threading.Lock()
+        self._budgets: dict[tuple[Hashable, str], WorkflowBudget] = {}
+
+    def for_workflow(self, account: Hashable, workflow_id: str) -> WorkflowBudget:
+        key = (account, str(workflow_id))
+        with self._lock:
+            budget = self._budgets.get(key)
+            if budget is None:
+                budget = self._budgets[key] = WorkflowBudget(key, self.window)
+            return budget
+
+    def reset(self, window: float | None = None) -> None:
+        """Forget every budget (and set the window of the budgets made from now on): for
+        tests and benchmarks that play a compressed minute."""
+        with self._lock:
+            self._budgets.clear()
+            if window is not None:
+                self.window = window
+
+
+_shared = Budgets()
+
+
+def shared_budgets() -> Budgets:
+    """The process's budgets (every view, poller and launcher uses these)."""
+    return _shared
+
+
+def budget_for(account: Hashable, workflow_id: str) -> WorkflowBudget:
+    """The process's budget of a workflow (``account``: ``WorkflowsClient.account``)."""
+    return _shared.for_workflow(account, workflow_id)
+
+
+def acquire_slot(account: Hashable, workflow_id: str, priority: int = FIRST, *,
+                 timeout: float | None = None,
+                 cancel: threading.Event | None = None) -> Slot | None:
+    """Block (on a background thread) until the workflow's budget grants a request, e.g.
+    a cancel: ``slot = acquire_slot(client.account, wf, FIRST)``, send, then ``slot.done()``
+    or, for a 429, ``slot.rate_limited(error.retry_after)`` and ask again."""
+    return budget_for(account, workflow_id).acquire(priority, timeout=timeout, cancel=cancel)
+
+
+def on_rate_limited(account: Hashable, workflow_id: str, retry_after: float | None) -> None:
+    """Report a 429 of a request that was sent without a slot."""
+    budget_for(account, workflow_id).on_rate_limited(retry_after)
+
+
+def note_limit(account: Hashable, workflow_id: str, rate_limit: int | None) -> None:
+    """Remember a workflow's ``rate_limit`` (from its schema or the workflow list)."""
+    budget_for(account, workflow_id).note_limit(rate_limit)
