@@ -192,7 +192,8 @@ def test_host_lanes_run_at_most_per_host_at_once_and_everything_eventually():
         return n
 
     futures = [scheduler.submit_download(host, job, host, n) for n in range(5) for host in "ab"]
-    wait_for(lambda: scheduler.downloads_running("a") == 2)
+    # two of host a are inside job() (admitted is not enough: they may not have started)
+    wait_for(lambda: running["a"] == 2 and scheduler.downloads_running("a") == 2)
     assert scheduler.submit(lambda: "poll").result(5) == "poll"  # the poll lane is free
     gate.set()
     assert sorted(f.result(5) for f in futures) == sorted(list(range(5)) * 2)
