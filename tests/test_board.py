@@ -218,3 +218,30 @@ def test_close_wakes_a_thread_blocked_in_wait(sim, board):
     thread.join(5)
     assert not thread.is_alive(), "close() did not wake wait()"
     assert isinstance(outcome[0], RuntimeError) and "closed" in str(outcome[0])
+
+
+def test_a_stopped_board_row_is_paused_and_resumes(sim, client):
+    board = RunBoard(client=client, poll_interval=0.05)
+    try:
+        row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 30)]))
+        wait_for(lambda: "mlw-spin" in row.view.value)
+        row.stop()
+        assert row.paused and not row.run_watch.polling
+        assert "Running · paused" in row.view.value and "mlw-spin" not in row.view.value
+        row.start()
+        assert not row.paused and "mlw-spin" in row.view.value
+    finally:
+        board.close()
+
+
+def test_a_row_whose_card_is_stopped_still_watches_and_says_so(sim, client):
+    board = RunBoard(client=client, poll_interval=0.05)
+    try:
+        row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 30)]))
+        card = row.expand()
+        wait_for(lambda: "mlw-spin" in card.header_html)
+        card.stop()
+        assert "Running · paused" in card.header_html
+        assert not row.paused and "mlw-spin" in row.view.value  # the row still polls
+    finally:
+        board.close()

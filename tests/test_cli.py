@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,9 @@ import requests
 
 from modelslab_widget import WorkflowsClient
 from modelslab_widget.cli import watch_and_report
-from modelslab_widget.errors import ImageError
-from modelslab_widget.media import file_name_for, save_images
-from modelslab_widget.models import RunSnapshot, Step, parse_timestamp
+from modelslab_widget.models import parse_timestamp
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
-from modelslab_widget.terminal import (
-    SHOW_CURSOR,
-    LiveView,
-    clean,
-    fit,
-    frame_lines,
-    snapshot_dict,
-    transition_lines,
-)
 
 from .conftest import wait_for
 
@@ -104,18 +92,6 @@ def watch(sim: Simulator, execution_id: object, *extra: str, key: str | None = N
         [*CLI, "watch", workflow_id, str(execution_id), "--interval", "0.1", *extra],
         env=cli_env(sim, key), capture_output=True, text=True, timeout=timeout,
     )
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def snap(status: str, *steps: Step, **fields) -> RunSnapshot:
-    return RunSnapshot(status=status, execution_id=12345, workflow_id="wf", started_at=T0,
-                       steps=steps, **fields)
 
 
 # ---------------------------------------------------------------- exit codes (subprocesses)
@@ -302,159 +278,6 @@ def test_demo_exits_0():
     assert document["status"] == "completed"
     assert len(document["outputs"]) == 2
     assert [s["name"] for s in document["steps"]] == ["Text to Image", "Image Upscaler"]
-
-
-# ---------------------------------------------------------------- save_images (in process)
-
-@pytest.mark.parametrize(
-    ("url", "name"),
-    [
-        ("http://h/files/1/0.png", "0.png"),
-        ("http://h/files/..%2F..%2Fetc%2Fpasswd", "passwd"),
-        ("http://h/a/..%5C..%5Cevil.png", "evil.png"),
-        ("http://h/files/.bashrc", "bashrc"),
-        ("http://h/files/a%20b%3Bc%00.png?x=../y", "a_b_c_.png"),
-        ("http://h/", "output-3"),
-        ("http://h/..", "output-3"),
-        ("http://h/" + "x" * 300 + ".webp", "x" * 95 + ".webp"),
-    ],
-)
-def test_file_names_from_urls_are_safe(url, name):
-    assert file_name_for(url, 2) == name
-
-
-def test_save_images_never_follows_or_replaces_an_existing_symlink(client, sim, tmp_path):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
-    url = sim.run_state(eid)["output"]["output"][0]
-    outside = tmp_path / "outside.txt"
-    outside.write_text("keep me")
-    folder = tmp_path / "new" / "dir"
-    folder.mkdir(parents=True)
-    (folder / "0.png").symlink_to(outside)
-    paths = save_images(client, [url], folder)
-    assert paths == [folder / "0-1.png"]
-    assert outside.read_text() == "keep me"
-    assert paths[0].read_bytes() == requests.get(url, timeout=10).content
-
-
-def test_save_images_falls_back_to_the_proxy_link_and_adds_a_suffix(client, sim, tmp_path):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
-    state = sim.run_state(eid)["output"]
-    broken = state["output"][0].rsplit("/", 1)[0] + "/no-extension"
-    saved: list[Path] = []
-    paths = save_images(client, [broken], tmp_path, fallbacks=state["proxy_links"],
-                        on_saved=saved.append)
-    assert paths == saved == [tmp_path / "0.png"]  # named after the URL that worked
-
-
-def test_save_images_raises_without_on_error(client, tmp_path):
-    with pytest.raises(ImageError):
-        save_images(client, ["file:///etc/passwd"], tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
-# ---------------------------------------------------------------- rendering (pure)
-
-def test_header_and_step_lines_of_a_running_run():
-    run = snap(
-        "running",
-        Step("Text to Image", "completed", at(0), at(2.5)),
-        Step("Image Upscaler", "running", at(2.5)),
-    )
-    lines = frame_lines(run, 12345, now=at(3.2))
-    assert lines == [
-        "Run 12345 · running · 1/2 steps · 3.2 s",
-        "  ✓ Text to Image   completed  2.5 s",
-        "  ◌ Image Upscaler  running    0.7 s",
-    ]
-
-
-def test_frame_of_a_completed_run_a_pending_step_and_no_answer_yet():
-    done = snap("completed", Step("A", "completed", at(0), at(1)), Step("B", "pending"),
-                execution_time=4.5, outputs=("http://x/0.png", "http://x/1.png"))
-    assert frame_lines(done, 7, now=at(99)) == [
-        "Run 7 · completed · 1/2 steps · 4.5 s · 2 outputs",
-        "  ✓ A  completed  1.0 s",
-        "  ○ B  pending",
-    ]
-    assert frame_lines(None, 7, now=at(0)) == ["Run 7 · waiting for the first answer…"]
-    queued = RunSnapshot(status="pending", execution_id=7)
-    assert frame_lines(queued, 7, now=at(0), note="retrying") == [
-        "Run 7 · pending · 0/0 steps", "  waiting for the first steps…", "  ! retrying"]
-
-
-def test_running_timer_falls_back_to_first_seen_when_the_server_clock_is_ahead():
-    ahead = RunSnapshot(status="running", execution_id=1, started_at=at(60))
-    assert frame_lines(ahead, 1, now=at(0))[0] == "Run 1 · running · 0/0 steps"
-    assert frame_lines(ahead, 1, now=at(5), first_seen=at(2))[0] == (
-        "Run 1 · running · 0/0 steps · 3.0 s")
-
-
-def test_long_step_lists_show_a_window_around_the_active_step():
-    steps = [Step(f"S{i}", "completed", at(i), at(i + 1)) for i in range(30)]
-    steps[20] = Step("S20", "running", at(20))
-    lines = frame_lines(snap("running", *steps), 1, now=at(21), max_steps=6)
-    assert lines[1] == "  … 18 earlier steps"
-    assert [line.split()[1] for line in lines[2:8]] == [f"S{i}" for i in range(18, 24)]
-    assert lines[8] == "  … 6 more steps"
-
-
-def test_server_text_cannot_inject_escape_sequences():
-    evil = "\x1b]0;pwned\x07\x1b[2J Name\nnext\u202e"
-    lines = frame_lines(snap("running\x1b[31m", Step(evil, "running", at(0))), "1\x1b[A",
-                        now=at(1))
-    assert not any(char in "".join(lines) for char in "\x1b\x07\n\u202e")
-    assert "Name next" in lines[1]
-    assert clean("x" * 50, 10) == "x" * 9 + "…"
-
-
-def test_fit_counts_terminal_columns():
-    assert fit("abcdef", 4) == "abc…"
-    assert fit("abc", 3) == "abc"
-    assert fit("画像生成", 5) == "画像…"
-
-
-def test_transition_lines_name_each_change_once():
-    pending = snap("pending", Step("A", "pending"), Step("B", "pending"))
-    a_running = snap("running", Step("A", "running", at(0)), Step("B", "pending"))
-    a_done = snap("running", Step("A", "completed", at(0), at(2.5)), Step("B", "running", at(2.5)))
-    failed = snap("failed", Step("A", "completed", at(0), at(2.5)),
-                  Step("B", "failed", at(2.5), at(3)), execution_time=3.0, error="boom")
-    assert transition_lines(None, pending) == ["run is pending", "A: pending", "B: pending"]
-    assert transition_lines(pending, a_running) == ["run is now running", "A: running"]
-    assert transition_lines(a_running, a_running) == []
-    assert transition_lines(a_running, a_done) == ["A: completed in 2.5 s", "B: running"]
-    assert transition_lines(a_done, failed) == ["B: failed after 0.5 s", "run failed after 3.0 s"]
-    done = snap("completed", Step("A", "completed", at(0), at(1)), execution_time=1.0,
-                outputs=("http://x/0.png",))
-    assert transition_lines(None, done) == [
-        "A: completed in 1.0 s", "run completed in 1.0 s, 1 output"]
-
-
-def test_snapshot_dict_is_json_ready():
-    run = snap("completed", Step("A", "completed", at(0), at(1)), completed_at=at(1),
-               execution_time=1.0, outputs=("http://x/0.png",))
-    document = json.loads(json.dumps(snapshot_dict(run)))
-    assert document == {
-        "status": "completed", "execution_id": 12345, "workflow_id": "wf",
-        "started_at": "2025-01-01T12:00:00Z", "completed_at": "2025-01-01T12:00:01Z",
-        "execution_time": 1.0, "steps": [run.steps[0].to_dict()],
-        "outputs": ["http://x/0.png"], "error": None,
-    }
-
-
-def test_live_view_redraws_in_place():
-    stream = io.StringIO()
-    view = LiveView(stream)
-    view.draw(["Run 1 · running", "  ◌ A  running"])
-    view.draw(["Run 1 · running", "  ◌ A  running"])  # unchanged: nothing written
-    first = stream.getvalue()
-    view.draw(["Run 1 · completed"])
-    view.close()
-    redraw = stream.getvalue()[len(first):]
-    assert first.count("\x1b[2K") == 2
-    assert redraw.startswith("\r\x1b[2A\x1b[2KRun 1 · completed\n\x1b[J")
-    assert redraw.endswith(SHOW_CURSOR)
 
 
 # ---------------------------------------------------------------- terminal and imports

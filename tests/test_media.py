@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import re
 import time
+from pathlib import Path
 
 import pytest
+import requests
 from PIL import Image
 
 from modelslab_widget.errors import ImageError, OutputError
 from modelslab_widget.media import (
     OutputKind,
     describe_outputs,
+    file_name_for,
     is_web_url,
     kind_from_url,
     load_thumbnail,
@@ -302,3 +305,52 @@ def test_a_16_bit_image_is_shrunk_before_it_is_converted():
     thumb = make_thumbnail(buffer.getvalue(), 64)
     assert thumb.original_size == (2000, 1500) and max(thumb.image.size) == 64
     assert thumb.image.convert("L").getextrema()[1] > 0
+
+
+# -- save_images, as the command line uses it --
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("http://h/files/1/0.png", "0.png"),
+        ("http://h/files/..%2F..%2Fetc%2Fpasswd", "passwd"),
+        ("http://h/a/..%5C..%5Cevil.png", "evil.png"),
+        ("http://h/files/.bashrc", "bashrc"),
+        ("http://h/files/a%20b%3Bc%00.png?x=../y", "a_b_c_.png"),
+        ("http://h/", "output-3"),
+        ("http://h/..", "output-3"),
+        ("http://h/" + "x" * 300 + ".webp", "x" * 95 + ".webp"),
+    ],
+)
+def test_file_names_from_urls_are_safe(url, name):
+    assert file_name_for(url, 2) == name
+
+
+def test_save_images_never_follows_or_replaces_an_existing_symlink(client, sim, tmp_path):
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
+    url = sim.run_state(eid)["output"]["output"][0]
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    folder = tmp_path / "new" / "dir"
+    folder.mkdir(parents=True)
+    (folder / "0.png").symlink_to(outside)
+    paths = save_images(client, [url], folder)
+    assert paths == [folder / "0-1.png"]
+    assert outside.read_text() == "keep me"
+    assert paths[0].read_bytes() == requests.get(url, timeout=10).content
+
+
+def test_save_images_falls_back_to_the_proxy_link_and_adds_a_suffix(client, sim, tmp_path):
+    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
+    state = sim.run_state(eid)["output"]
+    broken = state["output"][0].rsplit("/", 1)[0] + "/no-extension"
+    saved: list[Path] = []
+    paths = save_images(client, [broken], tmp_path, fallbacks=state["proxy_links"],
+                        on_saved=saved.append)
+    assert paths == saved == [tmp_path / "0.png"]  # named after the URL that worked
+
+
+def test_save_images_raises_without_on_error(client, tmp_path):
+    with pytest.raises(ImageError):
+        save_images(client, ["file:///etc/passwd"], tmp_path)
+    assert list(tmp_path.iterdir()) == []
