@@ -16,13 +16,10 @@ and click handlers); poll and image callbacks, on pool threads, only set values.
 from __future__ import annotations
 
 import asyncio
-import base64
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from datetime import datetime
-from html import escape
 from typing import Any
 
 import ipywidgets as widgets
@@ -35,29 +32,10 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, shared_scheduler
-from .text import clean, format_seconds, shorten
+from .text import WATCH_ERROR, clean, counts_text, format_seconds
 from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 
-WATCH_ERROR = "error"  # a row whose watching ended on an error (not a run status)
-COUNT_ORDER = ("pending", "running", "completed", "failed", "cancelled", "unknown", WATCH_ERROR)
 COUNTS_INTERVAL = 0.25  # the counts line is re-rendered at most this often (seconds)
-STRIP_SIZE = 48  # pixels: board thumbnails are a few kB each
-STRIP_COUNT = 4
-ERROR_PREVIEW = 80
-
-BOARD_STYLE = """<style>
-.mlw-counts{font-weight:600;margin:2px 0 6px}
-.mlw-row{display:flex;flex-wrap:wrap;align-items:center;gap:2px 10px;min-height:28px}
-.mlw-row>span{min-width:0}
-.mlw-row>.mlw-row-status{flex:0 0 8.5em}
-.mlw-row>.mlw-row-run{flex:0 0 7em;white-space:nowrap}
-.mlw-row>.mlw-row-step{flex:1 1 8em;overflow-wrap:anywhere}
-.mlw-row>.mlw-dur{flex:0 0 4.5em;white-space:nowrap}
-.mlw-strip{display:flex;gap:3px;align-items:center;flex:0 0 auto}
-.mlw-strip img{max-width:48px;max-height:48px;border-radius:2px;display:block}
-.mlw-strip .mlw-kind{min-width:40px;height:40px}
-.mlw-row .mlw-err{color:var(--jp-error-color1,#d32f2f)}
-</style>"""
 
 
 # -- helpers shared with the launcher ---------------------------------------------------
@@ -75,70 +53,6 @@ def current_step(snapshot: RunSnapshot | None) -> str:
 def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | None) -> float | None:
     """The run's elapsed time (see ``RunSnapshot.elapsed``)."""
     return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
-
-
-def strip_html(thumbnails: Iterable[tuple[bytes, str] | str],
-               reserve: tuple[int, int] = (0, 0)) -> str:
-    """The row's tiny thumbnails, inlined as data: URIs; an output kind's name (``"video"``)
-    in their place stands for an output without one (video, audio, 3D, other files).
-    ``reserve`` (count, size in px) keeps their room from the start, so a row neither grows
-    nor moves its time column when they arrive."""
-    count, size = reserve
-    room = (f' style="width:{count * size + 3 * max(0, count - 1)}px;height:{size}px"'
-            if count > 0 and size > 0 else "")
-    images = [
-        render.kind_badge(item, i) if isinstance(item, str) else
-        f'<img alt="output {i + 1}" src="data:image/{item[1]};base64,'
-        f'{base64.b64encode(item[0]).decode("ascii")}">'
-        for i, item in enumerate(thumbnails)
-    ]
-    return f'<span class="mlw-strip"{room}>{"".join(images)}</span>'
-
-
-def row_html(
-    *,
-    status: str,
-    execution_id: str,
-    workflow_id: str,
-    step: str,
-    elapsed: float | None,
-    error: str = "",
-    thumbnails: Iterable[tuple[bytes, str] | str] = (),
-    paused: bool = False,
-    strip: tuple[int, int] = (STRIP_COUNT, STRIP_SIZE),
-) -> str:
-    """One board row: status, run id, current step (or the error), elapsed, thumbnails.
-    A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
-    if status == WATCH_ERROR:
-        badge = render.status_label("failed", "Not watched")
-    else:
-        badge = render.status_label(status, state=render.PAUSED if paused else render.LIVE)
-    detail = escape(step) or '<span class="mlw-sub">–</span>'
-    if error:
-        short = shorten(error, ERROR_PREVIEW)
-        detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
-    return (
-        f'<div class="mlw-card mlw-row"><span class="mlw-row-status">{badge}</span>'
-        f'<span class="mlw-row-run" title="workflow {escape(workflow_id)}">'
-        f"Run {escape(execution_id)}</span>"
-        f'<span class="mlw-row-step">{detail}</span>'
-        f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
-        f"{strip_html(thumbnails, strip)}</div>"
-    )
-
-
-def counts_html(counts: dict[str, int]) -> str:
-    total = sum(counts.values())
-    if not total:
-        return '<div class="mlw-card mlw-counts mlw-sub">No runs yet: add some with add().</div>'
-    return f'<div class="mlw-card mlw-counts">{escape(counts_text(counts))}</div>'
-
-
-def counts_text(counts: dict[str, int]) -> str:
-    """``3 running · 5 completed · 1 failed`` in a stable order, unknown statuses last."""
-    order = [s for s in COUNT_ORDER if counts.get(s)]
-    order += sorted(s for s in counts if s not in COUNT_ORDER and counts[s])
-    return " · ".join(f"{counts[s]} {'not watched' if s == WATCH_ERROR else s}" for s in order)
 
 
 # -- one row ------------------------------------------------------------------------------
@@ -319,7 +233,7 @@ class BoardRow:
             error = self.watch_error or (
                 snapshot.error or "" if snapshot and snapshot.status == "failed" else ""
             )
-            markup = row_html(
+            markup = render.row_html(
                 status=self.status,
                 execution_id=str(self.execution_id),
                 workflow_id=self.workflow_id,
@@ -362,8 +276,8 @@ class RunBoard(widgets.VBox):
         api_key: str | None = None,
         base_url: str | None = None,
         client: WorkflowsClient | None = None,
-        thumbnail_size: int = STRIP_SIZE,
-        max_thumbnails: int = STRIP_COUNT,
+        thumbnail_size: int = render.STRIP_SIZE,
+        max_thumbnails: int = render.STRIP_COUNT,
         scheduler: Scheduler | None = None,
         **widget_kwargs: Any,
     ) -> None:
@@ -378,9 +292,10 @@ class RunBoard(widgets.VBox):
         self._counts_job: Job | None = None
         self._closed = False
         self._style = widgets.HTML(
-            render.STYLE + render.MEDIA_STYLE + BOARD_STYLE, layout=widgets.Layout(display="none")
+            render.STYLE + render.MEDIA_STYLE + render.BOARD_STYLE,
+            layout=widgets.Layout(display="none"),
         )
-        self._counts = widgets.HTML(counts_html({}))
+        self._counts = widgets.HTML(render.counts_html({}))
         self._table = widgets.VBox()
         super().__init__(
             children=[self._style, self._counts, self._table],
@@ -512,7 +427,7 @@ class RunBoard(widgets.VBox):
         with self._lock:
             if self._closed:
                 return
-            self._counts.value = counts_html(self.counts())
+            self._counts.value = render.counts_html(self.counts())
 
 
     async def wait_async(self, timeout: float | None = None) -> dict[str, int]:

@@ -7,10 +7,9 @@ run is never launched twice. A caller may pass a ``threading.Event`` as ``cancel
 cuts short any back-off sleep and stops further retries of that call, which is how the poller
 keeps its promise of no request after ``stop()``.
 
-Every call also has a wall-clock deadline covering connect, headers and body together (the
-socket timeouts bound each read, so a server dripping one byte every half second would never
-trip them): the connections register their sockets with the call, and a watchdog on the shared
-scheduler's timer thread shuts them down when the deadline passes, which ends any blocked read.
+Every call also has a wall-clock deadline covering connect, headers and body together; the
+watchdog that enforces it, the output address policy and the cancellable ``Retry`` live in
+``transport.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +17,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import ipaddress
 import logging
 import math
 import os
-import re
 import secrets
-import socket
 import threading
 import time
 import warnings
@@ -56,11 +52,32 @@ from .models import (
     cancel_message,
     decode_json,
 )
-from .scheduler import shared_scheduler
+from .transport import (
+    ADDRESS_KINDS,
+    Cancelled,
+    RefusedAddress,
+    address_scope,
+    byte_count,
+    cancel_event,
+    cancel_scope,
+    capped_chunks,
+    current_deadline,
+    deadline_passed,
+    deadline_scope,
+    environment_proxy,
+    failure_reason,
+    host_kinds,
+    is_loopback,
+    key_pattern,
+    key_safe_session_class,
+    media_type,
+    read_prefix,
+    retry_policy,
+    watched_adapter_class,
+)
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
     import requests
-    from urllib3.util.retry import Retry
 
 log = logging.getLogger("modelslab_widget")
 
@@ -68,230 +85,14 @@ DEFAULT_BASE_URL = "https://modelslab.com/api/v1"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_JSON_BYTES = 10 * 1024 * 1024  # a status answer is a few kB; anything this big is broken
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
-MAX_RETRY_SLEEP = 10.0  # longer Retry-After waits belong to the poller, not a blocked call
 MAX_RETRY_AFTER = 86_400.0  # a day: longer waits are not believed
 MAX_REDIRECTS = 5  # the API does not redirect; a few hops for a proxy, then it is a loop
 MAX_OUTPUT_BYTES = 2 * 1024**3  # a saved output (a long video) may be big, never unbounded
 DOWNLOAD_DEADLINE = 600.0  # seconds for one whole output download, connect to last byte
 PROBE_BYTES = 4096  # enough for any container's magic bytes
-_CHUNK = 64 * 1024
 # Content types that say nothing about what a file is; a probe then looks at its first bytes.
 _VAGUE_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream",
                           "application/binary", "application/unknown"})
-
-
-class _Cancelled(Exception):
-    """The caller's cancel event was set while a call was retrying."""
-
-
-_call = threading.local()  # the cancel event of the call running on this thread, if any
-
-
-def _cancel_event() -> threading.Event | None:
-    return getattr(_call, "cancel", None)
-
-
-class _Deadline:
-    """The wall-clock deadline of one call: the sockets it uses are shut down when it passes."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.due = time.monotonic() + seconds
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._done = False
-        # in_pool=False: shutting a socket down is instant, and the pool may be busy with the
-        # very downloads whose deadline this is.
-        self._job = shared_scheduler().call_later(seconds, self._expire, in_pool=False)
-
-    def watch(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            if self._done:
-                return
-            self._sockets.append(sock)
-            expired = self.expired
-        if expired:  # a retry connected after the deadline: it must not get to read either
-            _shut(sock)
-
-    def finish(self) -> None:
-        """The call is over: its sockets go back to the pool untouched, the watchdog is off."""
-        with self._lock:
-            self._done = True
-            self._sockets.clear()
-        self._job.cancel()
-
-    def _expire(self) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.expired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    # socket.socket.shutdown on purpose: SSLSocket.shutdown would also drop its SSL object
-    # under the reading thread's feet; shutting the file descriptor ends the read cleanly.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-def _current_deadline() -> _Deadline | None:
-    return getattr(_call, "deadline", None)
-
-
-def _deadline_passed() -> bool:
-    deadline = _current_deadline()
-    return deadline is not None and deadline.expired
-
-
-# -- which addresses output downloads may reach ------------------------------------------------
-
-ADDRESS_KINDS = ("public", "private", "loopback", "link-local", "reserved")
-
-
-class _RefusedAddress(Exception):
-    """An output download would reach an address its client does not fetch from."""
-
-
-def address_kind(address: str) -> str:
-    """What kind of address an IP is: "public", "private" (RFC 1918, unique local, shared
-    CGNAT space), "loopback" (also 0.0.0.0 and ::, which reach this machine), "link-local"
-    (169.254.0.0/16 holds the cloud metadata services) or "reserved" (multicast and the like)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback or ip.is_unspecified:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast or ip.is_reserved:
-        return "reserved"
-    if ip.is_private or ip in ipaddress.ip_network("100.64.0.0/10"):
-        return "private"
-    return "public"
-
-
-def _host_kinds(host: str) -> dict[str, str]:
-    """{address: kind} for every address ``host`` resolves to ({} when it does not)."""
-    try:
-        infos = socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return {}
-    return {str(info[4][0]): address_kind(str(info[4][0])) for info in infos}
-
-
-def _allowed_kinds() -> frozenset[str] | None:
-    return getattr(_call, "allowed_kinds", None)
-
-
-def _refuse(address: str, kind: str) -> None:
-    raise _RefusedAddress(
-        f"refused to fetch an output from {address}, a {kind} address: outputs inside the "
-        "network are linked, not fetched; WorkflowsClient(allow_private_outputs=True) "
-        "allows them"
-    )
-
-
-def _check_host(host: str) -> None:
-    allowed = _allowed_kinds()
-    if allowed is None:
-        return
-    for address, kind in _host_kinds(host).items():
-        if kind not in allowed:
-            _refuse(address, kind)
-
-
-def _check_peer(sock: socket.socket) -> None:
-    allowed = _allowed_kinds()
-    if allowed is None:
-        return
-    try:
-        address = str(sock.getpeername()[0])
-    except (OSError, IndexError):
-        return  # not connected: nothing was reached
-    kind = address_kind(address)
-    if kind not in allowed:
-        _shut(sock)
-        _refuse(address, kind)
-
-
-@functools.cache
-def watched_pool_classes() -> dict[str, type]:
-    """urllib3 pools whose connections report their socket to the running call's deadline,
-    both when they connect and when a kept-alive connection is reused for a request."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def watch(sock: Any) -> None:
-        deadline = _current_deadline()
-        if deadline is not None:
-            deadline.watch(sock)
-
-    def new_conn(conn: Any, connect: Callable[[], socket.socket]) -> socket.socket:
-        direct = not conn.proxy  # through a proxy, the proxy is who fetches the output
-        if direct:
-            _check_host(conn.host)  # refuse before any packet goes to an inner address
-        sock = connect()
-        watch(sock)  # before the TLS handshake, which a slow server can drip too
-        if direct:
-            try:
-                _check_peer(sock)  # what was really reached (DNS may answer differently)
-            except _RefusedAddress:
-                sock.close()
-                raise
-        return sock
-
-    def reuse(conn: Any) -> None:
-        watch(conn.sock)
-        if conn.sock is not None and not conn.proxy:
-            _check_peer(conn.sock)  # a kept-alive connection opened by an API call
-
-    class WatchedHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return new_conn(self, super()._new_conn)
-
-        def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            reuse(self)
-            super().request(*args, **kwargs)
-
-    class WatchedHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return new_conn(self, super()._new_conn)
-
-        def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            reuse(self)
-            super().request(*args, **kwargs)
-
-    class WatchedHTTPConnectionPool(HTTPConnectionPool):
-        ConnectionCls = WatchedHTTPConnection
-
-    class WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-        ConnectionCls = WatchedHTTPSConnection
-
-    return {"http": WatchedHTTPConnectionPool, "https": WatchedHTTPSConnectionPool}
-
-
-@functools.cache
-def watched_adapter_class() -> type:
-    """``HTTPAdapter`` whose pools (direct or through a proxy) use the watched connections."""
-    from requests.adapters import HTTPAdapter
-
-    class WatchedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = watched_pool_classes()
-
-        def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
-            manager = super().proxy_manager_for(*args, **kwargs)
-            manager.pool_classes_by_scheme = watched_pool_classes()
-            return manager
-
-    return WatchedAdapter
 
 
 @dataclass(frozen=True)
@@ -303,88 +104,6 @@ class OutputProbe:
     content_type: str | None = None
     content_length: int | None = None
     head: bytes = b""
-
-
-@functools.cache
-def cancellable_retry_class() -> type[Retry]:
-    """urllib3's ``Retry``, subclassed so that back-off sleeps end, and retries stop, when the
-    call is cancelled (built on first use, so importing this module does not load urllib3)."""
-    from urllib3.util.retry import Retry
-
-    class CancellableRetry(Retry):
-
-        # urllib3 would also retry any 429 that carries Retry-After, blocking the call for the
-        # whole wait; a 429 goes back to the caller instead, as a RateLimitError to schedule.
-        RETRY_AFTER_STATUS_CODES = frozenset({503})
-
-        def increment(self, *args: Any, **kwargs: Any) -> Retry:  # type: ignore[override]
-            event = _cancel_event()
-            if (event is not None and event.is_set()) or _deadline_passed():
-                raise _Cancelled()
-            return super().increment(*args, **kwargs)
-
-        def get_retry_after(self, response: Any) -> float | None:
-            seconds = super().get_retry_after(response)
-            return None if seconds is None else min(seconds, MAX_RETRY_SLEEP)
-
-        def _sleep_backoff(self) -> None:
-            self._interruptible_sleep(self.get_backoff_time())
-
-        def sleep_for_retry(self, response: Any) -> bool:
-            seconds = self.get_retry_after(response) if response is not None else None
-            if seconds is None:
-                return False
-            self._interruptible_sleep(seconds)
-            return True
-
-        @staticmethod
-        def _interruptible_sleep(seconds: float) -> None:
-            if seconds <= 0:
-                return
-            deadline = _current_deadline()
-            if deadline is not None:  # a back-off sleep never outlasts the call's deadline
-                seconds = min(seconds, max(0.0, deadline.due - time.monotonic()))
-            event = _cancel_event()
-            if event is None:
-                time.sleep(seconds)
-            elif event.wait(seconds):
-                raise _Cancelled()
-            if _deadline_passed():
-                raise _Cancelled()
-
-    return CancellableRetry
-
-
-@functools.cache
-def key_safe_session_class() -> type[requests.Session]:
-    """``requests.Session`` that drops the ``key`` header when a redirect leaves the API's
-    host, as requests itself does for ``Authorization`` (built on first use)."""
-    import requests
-
-    class KeySafeSession(requests.Session):
-        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
-            if self.should_strip_auth(response.request.url, prepared_request.url):
-                prepared_request.headers.pop("key", None)
-            super().rebuild_auth(prepared_request, response)
-
-    return KeySafeSession
-
-
-def _retry_policy(retries: int, backoff_factor: float) -> Retry:
-    return cancellable_retry_class()(
-        total=retries,
-        connect=retries,  # the request never left: safe for POST too
-        read=retries,  # only for allowed_methods (GET): a POST read error is never retried
-        status=retries,
-        other=0,
-        allowed_methods=frozenset({"GET"}),
-        status_forcelist=(502, 503, 504),
-        backoff_factor=backoff_factor,
-        backoff_max=8.0,
-        respect_retry_after_header=True,
-        raise_on_status=False,  # hand back the last answer so it maps to a clear error
-        raise_on_redirect=True,
-    )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -420,14 +139,6 @@ def path_segment(value: Any, what: str) -> str:
         raise ValueError(f"{what} must not be empty, '.' or '..' (got {text!r})")
     return quote(text, safe="")
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _retry_after_seconds(response: requests.Response, body: Any) -> float | None:
@@ -565,13 +276,13 @@ class WorkflowsClient:
         #: Refused outputs are still linked. Redirects are checked the same way.
         self.allow_private_outputs = allow_private_outputs
         self._base_kinds: frozenset[str] | None = None
-        self._key_pattern = _key_pattern(self._api_key)
+        self._key_pattern = key_pattern(self._api_key)
         self._warn_if_cleartext()
         self._session = key_safe_session_class()()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
         self._session.max_redirects = MAX_REDIRECTS
         adapter = watched_adapter_class()(
-            max_retries=_retry_policy(retries, backoff_factor),
+            max_retries=retry_policy(retries, backoff_factor),
             pool_connections=4,
             pool_maxsize=pool_maxsize,
         )
@@ -603,7 +314,7 @@ class WorkflowsClient:
             return False
         # The pattern first: no answer to a request with the new key is ever redacted with
         # the old pattern. (Retry reloads once watching ended: nothing of it is in flight.)
-        self._key_pattern = _key_pattern(key)
+        self._key_pattern = key_pattern(key)
         self._api_key = key
         return True
 
@@ -692,8 +403,8 @@ class WorkflowsClient:
         last byte; failures raise ``error`` (OutputError unless told)."""
         self._check_output_url(url, error)
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._output_scope(), \
-                self._deadline_scope(deadline or self.download_deadline):
+        with cancel_scope(cancel), address_scope(self.output_address_kinds()), \
+                deadline_scope(deadline or self.download_deadline):
             try:
                 with self._send("GET", url, api=False) as response:
                     if response.status_code != 200:
@@ -713,28 +424,28 @@ class WorkflowsClient:
         content_type: str | None = None
         length: int | None = None
         failure: ModelsLabError | None = None
-        with self._cancel_scope(cancel), self._output_scope(), \
-                self._deadline_scope(self.deadline):
+        with cancel_scope(cancel), address_scope(self.output_address_kinds()), \
+                deadline_scope(self.deadline):
             try:
                 with self._send("HEAD", url, api=False) as response:
                     if response.status_code == 200:
-                        content_type = _media_type(response.headers.get("Content-Type"))
-                        length = _length(response.headers.get("Content-Length"))
+                        content_type = media_type(response.headers.get("Content-Type"))
+                        length = byte_count(response.headers.get("Content-Length"))
                 if content_type not in _VAGUE_TYPES and content_type is not None:
                     return OutputProbe(url, content_type, length)
                 extra = {"Range": f"bytes=0-{PROBE_BYTES - 1}"}
                 with self._send("GET", url, api=False, extra_headers=extra) as response:
                     if response.status_code not in (200, 206):
                         raise OutputError(f"HTTP {response.status_code} probing the output")
-                    head = self._read_prefix(response, PROBE_BYTES)
-                    content_type = content_type or _media_type(
+                    head = read_prefix(response, PROBE_BYTES)
+                    content_type = content_type or media_type(
                         response.headers.get("Content-Type")
                     )
                     if response.status_code == 206:
                         total = response.headers.get("Content-Range", "").rpartition("/")[2]
-                        length = _length(total) or length  # the whole file's size
+                        length = byte_count(total) or length  # the whole file's size
                     elif length is None:
-                        length = _length(response.headers.get("Content-Length"))
+                        length = byte_count(response.headers.get("Content-Length"))
                     return OutputProbe(url, content_type, length, head)
             except (NetworkError, ServerError) as exc:
                 failure = OutputError(str(exc))
@@ -765,7 +476,7 @@ class WorkflowsClient:
                 stacklevel=3,
             )
             return
-        proxy = _environment_proxy(self.base_url)
+        proxy = environment_proxy(self.base_url)
         if proxy is not None:
             # A loopback base URL is safe only while the traffic stays on this machine; an
             # HTTP(S)_PROXY variable sends it, key and all, to the proxy in clear.
@@ -775,16 +486,6 @@ class WorkflowsClient:
                 stacklevel=3,
             )
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _cancel_scope(cancel: threading.Event | None) -> Iterator[None]:
-        previous = _cancel_event()
-        _call.cancel = cancel
-        try:
-            yield
-        finally:
-            _call.cancel = previous
-
     def output_address_kinds(self) -> frozenset[str]:
         """The kinds of address (see ``address_kind``) output downloads may reach."""
         if self.allow_private_outputs:
@@ -793,31 +494,9 @@ class WorkflowsClient:
             return frozenset({"public"})
         if self._base_kinds is None:  # resolved once, on the first download
             host = urlsplit(self.base_url).hostname or ""
-            kinds = set(_host_kinds(host).values()) - {"reserved"}
+            kinds = set(host_kinds(host).values()) - {"reserved"}
             self._base_kinds = frozenset({"public", *kinds})
         return self._base_kinds
-
-    @contextlib.contextmanager
-    def _output_scope(self) -> Iterator[None]:
-        """Connections made in this scope (redirects included) may reach only the addresses
-        ``output_address_kinds`` allows."""
-        previous = _allowed_kinds()
-        _call.allowed_kinds = self.output_address_kinds()
-        try:
-            yield
-        finally:
-            _call.allowed_kinds = previous
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _deadline_scope(seconds: float) -> Iterator[_Deadline]:
-        previous = _current_deadline()
-        deadline = _call.deadline = _Deadline(seconds)
-        try:
-            yield deadline
-        finally:
-            deadline.finish()
-            _call.deadline = previous
 
     def _request_json(
         self,
@@ -836,8 +515,8 @@ class WorkflowsClient:
             )
         url = f"{self.base_url}/{path}"
         with (
-            self._cancel_scope(cancel),
-            self._deadline_scope(self.deadline),
+            cancel_scope(cancel),
+            deadline_scope(self.deadline),
             self._send(method, url, json_body=json_body) as response,
         ):
             raw = self._redacted(self._read_capped(response, MAX_JSON_BYTES, what="answer"))
@@ -868,7 +547,7 @@ class WorkflowsClient:
         api: bool = True,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Iterator[requests.Response]:
-        cancel = _cancel_event()
+        cancel = cancel_event()
         if cancel is not None and cancel.is_set():  # stopped between scheduling and sending
             raise NetworkError(f"{method} {url} was cancelled")
         response = None
@@ -891,19 +570,19 @@ class WorkflowsClient:
     def _send_failure(self, method: str, url: str, exc: Exception) -> ModelsLabError:
         import requests
 
-        if _deadline_passed():
-            seconds = _current_deadline().seconds  # type: ignore[union-attr]
+        if deadline_passed():
+            seconds = current_deadline().seconds  # type: ignore[union-attr]
             return NetworkError(f"{method} {url}: no complete answer within {seconds:g} s")
-        if isinstance(exc, _Cancelled):
+        if isinstance(exc, Cancelled):
             return NetworkError(f"{method} {url} was cancelled")
-        if isinstance(exc, _RefusedAddress):
+        if isinstance(exc, RefusedAddress):
             return OutputError(str(exc))
         if isinstance(exc, requests.TooManyRedirects):
             return ServerError(f"{method} {url}: too many redirects (a redirect loop?)")
         if isinstance(exc, requests.Timeout):
             return NetworkError(f"{method} {url}: the server did not answer in time")
         if isinstance(exc, requests.RequestException):
-            return NetworkError(f"{method} {url}: {self._redact_text(_reason(exc))}")
+            return NetworkError(f"{method} {url}: {self._redact_text(failure_reason(exc))}")
         raise exc
 
     def _read_capped(
@@ -926,53 +605,10 @@ class WorkflowsClient:
     ) -> Iterator[bytes]:
         """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
         deadline (the watchdog ends a read that would outlast it)."""
-        declared = _length(response.headers.get("Content-Length"))
+        declared = byte_count(response.headers.get("Content-Length"))
         if declared is not None and declared > limit:
             raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
-        return self._chunks(response, limit, what, error)
-
-    @staticmethod
-    def _chunks(
-        response: requests.Response, limit: int, what: str, error: type[ModelsLabError]
-    ) -> Iterator[bytes]:
-        from urllib3.exceptions import HTTPError
-
-        size = 0
-        failure: ModelsLabError | None = None
-        # read1 returns as soon as some bytes arrived, so a body that trickles in a few bytes
-        # at a time is cut off by the deadline, not by the next full chunk.
-        while True:
-            try:
-                chunk = response.raw.read1(_CHUNK, decode_content=True)
-            except (HTTPError, OSError) as exc:
-                failure = NetworkError(f"reading the {what} failed: {_reason(exc)}")
-                break
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                failure = error(f"the {what} is larger than the {limit:,} bytes allowed")
-                break
-            yield chunk
-        deadline = _current_deadline()
-        if deadline is not None and deadline.expired:
-            failure = NetworkError(f"the {what} did not arrive within {deadline.seconds:g} s")
-        if failure is not None:
-            raise failure
-
-    @staticmethod
-    def _read_prefix(response: requests.Response, limit: int) -> bytes:
-        """At most ``limit`` bytes of the body, whatever the server sends after them."""
-        from urllib3.exceptions import HTTPError
-
-        data = b""
-        with contextlib.suppress(HTTPError, OSError):
-            while len(data) < limit:
-                chunk = response.raw.read1(limit - len(data), decode_content=False)
-                if not chunk:
-                    break
-                data += chunk
-        return data
+        return capped_chunks(response, limit, what, error)
 
     @staticmethod
     def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
@@ -1017,63 +653,3 @@ def _default_deadline(timeout: float | tuple[float, float]) -> float:
     return connect + 2 * _read_timeout(timeout)
 
 
-def _key_pattern(key: str | None) -> re.Pattern[bytes] | None:
-    """A pattern matching the key however a server may have encoded it: each character as
-    itself, ``%hh`` or ``\\u00hh`` (hex digits in either case), mixed freely."""
-    if key is None or len(key) < 4:
-        return None
-    parts = []
-    for char in key.encode("latin-1"):
-        hex_digits = "".join(
-            f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{char:02x}"
-        )
-        literal = re.escape(bytes([char])).decode("latin-1")
-        escaped = r"\\/" if char == ord("/") else literal  # JSON may also write "\/"
-        parts.append(f"(?:{literal}|{escaped}|%{hex_digits}|\\\\[uU]00{hex_digits})")
-    return re.compile("".join(parts).encode("latin-1"))
-
-
-def _environment_proxy(url: str) -> str | None:
-    """The proxy the environment (HTTP_PROXY, ALL_PROXY, NO_PROXY) would route ``url`` to."""
-    from requests.utils import get_environ_proxies, select_proxy
-
-    proxy = select_proxy(url, get_environ_proxies(url))
-    return proxy or None
-
-
-def _media_type(header: str | None) -> str | None:
-    if not header:
-        return None
-    return header.split(";")[0].strip().lower()[:100] or None
-
-
-def _length(value: str | None) -> int | None:
-    """A header's byte count, or None: ASCII digits only ("²".isdigit() is true too)."""
-    value = (value or "").strip()
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 20 else None
-
-
-def _reason(exc: BaseException) -> str:
-    """A short, key-free description of a requests/urllib3 failure: for a server that cannot
-    be reached, "could not connect (connection refused)" rather than urllib3's pool text."""
-    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError
-
-    root: BaseException = exc
-    for _ in range(5):  # requests' ConnectionError -> MaxRetryError -> its reason
-        if root.args and isinstance(root.args[0], MaxRetryError):
-            root = root.args[0]
-        elif isinstance(root, MaxRetryError) and root.reason is not None:
-            root = root.reason
-        else:
-            break
-    if isinstance(root, NameResolutionError):
-        return "could not resolve the host name"
-    if isinstance(root, NewConnectionError):
-        cause = root.__cause__
-        why = getattr(cause, "strerror", None) or type(cause).__name__
-        return f"could not connect ({str(why).lower()})"
-    inner: BaseException | None = exc
-    while inner is not None and inner.__context__ is not None and inner.args == ():
-        inner = inner.__context__
-    text = str(inner) if inner is not None else type(exc).__name__
-    return text[:300] or type(exc).__name__

@@ -8,13 +8,22 @@ word, never colour alone. Nothing here imports ipywidgets, which keeps it easy t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import base64
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .text import ICONS, MAX_ROWS, format_seconds, shorten, step_window
+from .text import (
+    ICONS,
+    MAX_ROWS,
+    WATCH_ERROR,
+    counts_text,
+    format_seconds,
+    shorten,
+    step_window,
+)
 
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
@@ -558,3 +567,81 @@ def kind_badge(kind: str, index: int) -> str:
 def note_line(text: str) -> str:
     """A small note under the header (e.g. that an answer was cut); "" for no text."""
     return f'<div class="mlw-card mlw-caption">{escape(text)}</div>' if text else ""
+
+
+# -- board ------------------------------------------------------------------------------------
+
+STRIP_SIZE = 48  # pixels: board thumbnails are a few kB each
+STRIP_COUNT = 4
+ERROR_PREVIEW = 80
+
+BOARD_STYLE = """<style>
+.mlw-counts{font-weight:600;margin:2px 0 6px}
+.mlw-row{display:flex;flex-wrap:wrap;align-items:center;gap:2px 10px;min-height:28px}
+.mlw-row>span{min-width:0}
+.mlw-row>.mlw-row-status{flex:0 0 8.5em}
+.mlw-row>.mlw-row-run{flex:0 0 7em;white-space:nowrap}
+.mlw-row>.mlw-row-step{flex:1 1 8em;overflow-wrap:anywhere}
+.mlw-row>.mlw-dur{flex:0 0 4.5em;white-space:nowrap}
+.mlw-strip{display:flex;gap:3px;align-items:center;flex:0 0 auto}
+.mlw-strip img{max-width:48px;max-height:48px;border-radius:2px;display:block}
+.mlw-strip .mlw-kind{min-width:40px;height:40px}
+.mlw-row .mlw-err{color:var(--jp-error-color1,#d32f2f)}
+</style>"""
+
+
+def strip_html(thumbnails: Iterable[tuple[bytes, str] | str],
+               reserve: tuple[int, int] = (0, 0)) -> str:
+    """The row's tiny thumbnails, inlined as data: URIs; an output kind's name (``"video"``)
+    in their place stands for an output without one (video, audio, 3D, other files).
+    ``reserve`` (count, size in px) keeps their room from the start, so a row neither grows
+    nor moves its time column when they arrive."""
+    count, size = reserve
+    room = (f' style="width:{count * size + 3 * max(0, count - 1)}px;height:{size}px"'
+            if count > 0 and size > 0 else "")
+    images = [
+        kind_badge(item, i) if isinstance(item, str) else
+        f'<img alt="output {i + 1}" src="data:image/{item[1]};base64,'
+        f'{base64.b64encode(item[0]).decode("ascii")}">'
+        for i, item in enumerate(thumbnails)
+    ]
+    return f'<span class="mlw-strip"{room}>{"".join(images)}</span>'
+
+
+def row_html(
+    *,
+    status: str,
+    execution_id: str,
+    workflow_id: str,
+    step: str,
+    elapsed: float | None,
+    error: str = "",
+    thumbnails: Iterable[tuple[bytes, str] | str] = (),
+    paused: bool = False,
+    strip: tuple[int, int] = (STRIP_COUNT, STRIP_SIZE),
+) -> str:
+    """One board row: status, run id, current step (or the error), elapsed, thumbnails.
+    A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
+    if status == WATCH_ERROR:
+        badge = status_label("failed", "Not watched")
+    else:
+        badge = status_label(status, state=PAUSED if paused else LIVE)
+    detail = escape(step) or '<span class="mlw-sub">–</span>'
+    if error:
+        short = shorten(error, ERROR_PREVIEW)
+        detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
+    return (
+        f'<div class="mlw-card mlw-row"><span class="mlw-row-status">{badge}</span>'
+        f'<span class="mlw-row-run" title="workflow {escape(workflow_id)}">'
+        f"Run {escape(execution_id)}</span>"
+        f'<span class="mlw-row-step">{detail}</span>'
+        f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
+        f"{strip_html(thumbnails, strip)}</div>"
+    )
+
+
+def counts_html(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return '<div class="mlw-card mlw-counts mlw-sub">No runs yet: add some with add().</div>'
+    return f'<div class="mlw-card mlw-counts">{escape(counts_text(counts))}</div>'

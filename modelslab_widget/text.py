@@ -168,3 +168,16 @@ def pace_words(seconds: float) -> str:
     else:
         every = format_seconds(seconds)
     return f"Rate limited: checking every {every}"
+
+
+# -- the board's counts line ------------------------------------------------------------------
+
+WATCH_ERROR = "error"  # a board row whose watching ended on an error (not a run status)
+COUNT_ORDER = ("pending", "running", "completed", "failed", "cancelled", "unknown", WATCH_ERROR)
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """``3 running · 5 completed · 1 failed`` in a stable order, unknown statuses last."""
+    order = [s for s in COUNT_ORDER if counts.get(s)]
+    order += sorted(s for s in counts if s not in COUNT_ORDER and counts[s])
+    return " · ".join(f"{counts[s]} {'not watched' if s == WATCH_ERROR else s}" for s in order)

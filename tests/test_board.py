@@ -10,10 +10,12 @@ import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import WorkflowRunWidget
-from modelslab_widget.board import RunBoard, counts_text, current_step, row_html
+from modelslab_widget.board import RunBoard, current_step
 from modelslab_widget.errors import NotFoundError
 from modelslab_widget.models import RunSnapshot, Step
+from modelslab_widget.render import row_html
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+from modelslab_widget.text import counts_text
 
 from .conftest import wait_for
 

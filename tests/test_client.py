@@ -640,7 +640,7 @@ def test_a_content_length_that_is_no_number_is_ignored(canned):
     ("100.64.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("224.0.0.1", "reserved"),
 ])
 def test_address_kinds(address, kind):
-    from modelslab_widget.client import address_kind
+    from modelslab_widget.transport import address_kind
 
     assert address_kind(address) == kind
 
