@@ -843,11 +843,6 @@ class WorkflowRunWidget(widgets.VBox):
                 raise TimeoutError(f"the run did not finish within {timeout:g} s")
             updates.wait(left)
 
-    @property
-    def message(self) -> str:
-        """The message area's HTML (a notice or an error panel); "" when it shows nothing."""
-        return str(self._message.value)
-
     def _pace_note(self) -> str:
         """A calm notice while the workflow's rate limit sets how often this run is checked
         ("" otherwise): not an error, nothing for the user to do."""

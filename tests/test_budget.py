@@ -118,7 +118,7 @@ def test_before_any_429_polling_keeps_the_users_interval(window, rsim, cards):
     times, refused = attempts(rsim, workflow)
     assert not refused and not budget_for(cards.client.account, workflow).limited
     assert len(times) >= 15  # 1.5 s at 0.05 s: about 30 polls, nothing held back
-    assert widget.message == ""
+    assert widget.message_html == ""
 
 
 def test_after_the_first_429_no_window_holds_more_than_the_limit(window, rsim, cards):
@@ -182,18 +182,18 @@ def test_the_card_says_calmly_how_often_the_limit_lets_it_check(window, rsim, ca
     workflow = rsim.add_workflow(rate_limit=4, steps=steps_of(3 * WINDOW))
     runs = [rsim.add_run(workflow, steps=steps_of(3 * WINDOW)) for _ in range(3)]
     widgets = [cards(workflow, eid, poll_interval=0.05) for eid in runs]
-    wait_for(lambda: "Rate limited: checking every" in widgets[0].message, timeout=10)
-    notice = widgets[0].message
+    wait_for(lambda: "Rate limited: checking every" in widgets[0].message_html, timeout=10)
+    notice = widgets[0].message_html
     assert "mlw-note" in notice and "mlw-error" not in notice
     assert widgets[0].error == ""
     # The card learned the limit (4 per 3 s) from the workflow list: shared by 3 runs, each
     # run every 2.25 s.
     wait_for(lambda: (widgets[0].run_watch.paced or 0) >= 2.0, timeout=10)
     assert widgets[0].run_watch.paced <= 4.0
-    assert "checking every 2." in widgets[0].message
+    assert "checking every 2." in widgets[0].message_html
     for widget in widgets:
         assert widget.wait(30).status == "completed"
-    assert all(widget.message == "" for widget in widgets)  # gone once the runs ended
+    assert all(widget.message_html == "" for widget in widgets)  # gone once the runs ended
 
 
 def test_a_run_watched_through_20_consecutive_429s_still_ends_completed(window, sim, client):
@@ -222,7 +222,7 @@ def test_six_quick_launches_all_start_none_lost_none_doubled(window, rsim, cards
         assert all(run is not None for run in runs)
         queued = [run for run in runs if isinstance(run, QueuedRunWidget)]
         assert queued, "over the limit some launches must have waited their turn"
-        assert "Queued here: starts in" in queued[-1].message or not queued[-1].queued
+        assert "Queued here: starts in" in queued[-1].message_html or not queued[-1].queued
         for run in runs:
             assert run.wait(30).status == "completed"
         ids = [run.execution_id for run in runs]
@@ -246,7 +246,7 @@ def test_a_queued_launch_can_be_removed_and_nothing_is_sent(window, rsim, cards)
         kept = launcher.launch()
         assert isinstance(removed, QueuedRunWidget) and isinstance(kept, QueuedRunWidget)
         assert removed.queued and removed.execution_id is None
-        assert "Queued here: starts in" in removed.message
+        assert "Queued here: starts in" in removed.message_html
         assert "Queued here" in launcher.history[0].text.value
         assert repr(removed).startswith("Run queued here · starts in")
         removed.remove_button.click()

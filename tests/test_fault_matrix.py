@@ -281,10 +281,10 @@ def watch_row(sim: Simulator, client: WorkflowsClient, row: Row) -> None:
         assert widget.status == row.status
         if row.error:
             assert re.search(row.error, widget.error), widget.error
-            assert widget._message.value, "an ended watch must say why"
+            assert widget.message_html, "an ended watch must say why"
         else:
             assert widget.error == "", widget.error
-            assert widget._message.value == "", widget._message.value
+            assert widget.message_html == "", widget.message_html
             assert len(widget.thumbnails) == 1 and not widget.thumbnail_errors
         low, high = row.requests
         assert low <= sim.request_count("status", execution_id=eid) <= high
@@ -345,12 +345,12 @@ def test_connection_refused_then_server_back(no_leftover_threads, counted_widget
     try:
         wait_for(lambda: widget.polls >= 2, timeout=10)
         assert widget.status == "unknown" and widget.watching
-        assert "Could not get the run&#x27;s status" in widget._message.value
+        assert "Could not get the run&#x27;s status" in widget.message_html
         second = Simulator(api_key=key, port=port).start()
         second.add_run(steps=INSTANT, execution_id=777, image_size=(64, 64))
         snapshot = widget.wait(20)
         assert snapshot.status == widget.status == "completed"
-        assert widget.error == "" and widget._message.value == ""
+        assert widget.error == "" and widget.message_html == ""
         assert second.request_count("status", execution_id=777) == 1
         assert widget.polls >= 3 and len(widget.thumbnails) == 1
     finally:
@@ -372,7 +372,7 @@ def test_connection_refused_for_good_ends_with_a_network_error(no_leftover_threa
             widget.wait(20)
         assert widget.polls == 3 and widget.status == "unknown"
         assert re.search(r"(?i)refused|connect", widget.error), widget.error
-        assert "Could not get the run&#x27;s status" in widget._message.value
+        assert "Could not get the run&#x27;s status" in widget.message_html
     finally:
         widget.close()
         client.close()

@@ -199,7 +199,7 @@ def test_a_rate_limited_launch_waits_its_turn_and_is_sent_again(sim, documented,
     press(launcher.run_button)
     run = launcher.current_run
     assert run is not None and run.execution_id is None and launcher.message == ""
-    assert "Queued here: starts in 1 s" in run.message
+    assert "Queued here: starts in 1 s" in run.message_html
     assert "Queued here" in launcher.history[0].text.value
     assert run.wait(10).status == "completed"  # a 429 started nothing: sent once more
     assert sim.runs_started(documented) == 1 and launcher.runs == [run]

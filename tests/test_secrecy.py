@@ -198,7 +198,7 @@ def test_the_key_is_never_shown(no_leftover_threads, caplog, capsys, monkeypatch
     texts += all_widget_states()
     for widget in made:
         texts += widget_texts(widget)
-        texts.append(widget._message.value)
+        texts.append(widget.message_html)
     for error in errors:
         texts += exception_texts(error)
     for widget in made:
@@ -234,7 +234,7 @@ def test_a_key_echoed_back_by_the_server_is_not_shown(sim, client, caplog, make_
     try:
         with pytest.raises(kind) as info:
             widget.wait(10)
-        shown = "\n".join([*exception_texts(info.value), widget.error, widget._message.value,
+        shown = "\n".join([*exception_texts(info.value), widget.error, widget.message_html,
                            *all_widget_states(), caplog.text])
         assert key not in shown, "the key echoed by the server is shown"
     finally:
@@ -541,7 +541,7 @@ def test_hostile_text_is_escaped_and_keeps_the_layout(names, step_status, run_st
             assert card.grid_cells == 4 * len(snapshot.steps)  # one grid row per step
             assert workflow_id in "".join(card.text)
 
-            panel = CardParser().check(widget._message.value)
+            panel = CardParser().check(widget.message_html)
             expected = snapshot.error if failure is None else str(failure)
             assert (expected or "The API gave no reason.") in "".join(panel.text)
             if snapshot.status == "failed":

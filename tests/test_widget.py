@@ -39,7 +39,7 @@ def make(sim, client):
 
 
 def all_html(widget: WorkflowRunWidget) -> str:
-    parts = [card_markup(widget), widget._message.value]
+    parts = [card_markup(widget), widget.message_html]
     parts += [caption.value for caption in widget._gallery.captions]
     return "\n".join(parts)
 
@@ -66,8 +66,8 @@ def test_failed_run_returns_normally_with_the_error(sim, make):
     snapshot = widget.wait(10)
     assert snapshot.status == widget.status == "failed"
     assert widget.error == "Invalid prompt <b>bold</b>"
-    assert "Invalid prompt &lt;b&gt;bold&lt;/b&gt;" in widget._message.value
-    assert "<b>bold</b>" not in widget._message.value
+    assert "Invalid prompt &lt;b&gt;bold&lt;/b&gt;" in widget.message_html
+    assert "<b>bold</b>" not in widget.message_html
     assert widget.thumbnails == []
 
 
@@ -75,7 +75,7 @@ def test_cancelled_run(sim, make):
     eid = sim.add_run(steps=FAST, outcome="cancelled")
     widget = make(eid)
     assert widget.wait(10).status == "cancelled"
-    assert widget.error == "" and "cancelled" in widget._message.value
+    assert widget.error == "" and "cancelled" in widget.message_html
     assert widget.steps[-1]["status"] == "cancelled"
 
 
@@ -107,7 +107,7 @@ def test_stop_means_no_further_requests_and_resume_finishes(sim, make):
     count = sim.request_count("status", execution_id=eid)
     time.sleep(0.5)
     assert sim.request_count("status", execution_id=eid) == count
-    assert not widget.watching and "Stopped watching" in widget._message.value
+    assert not widget.watching and "Stopped watching" in widget.message_html
     assert widget._resume_button.layout.display != "none"
     with pytest.raises(RuntimeError, match="stopped"):
         widget.wait(1)
@@ -120,7 +120,7 @@ def test_timeout_ends_watching_with_a_clear_error(sim, make):
     widget = make(eid, timeout=0.4)
     with pytest.raises(TimeoutError, match=r"Stopped watching after 0\.4 s"):
         widget.wait(5)
-    assert "time limit" in widget._message.value and not widget.watching
+    assert "time limit" in widget.message_html and not widget.watching
     assert widget._resume_button.layout.display != "none"
 
 
@@ -144,14 +144,14 @@ def test_unknown_run_ends_watching_at_once(sim, make):
     widget = make(424242)
     with pytest.raises(NotFoundError):
         widget.wait(5)
-    assert widget.polls == 1 and "Run not found" in widget._message.value
+    assert widget.polls == 1 and "Run not found" in widget.message_html
 
 
 def test_transient_errors_that_end_leave_no_error(sim, make):
     faults = [Fault("api_error"), Fault("html"), Fault("rate_limit", retry_after=0)]
     widget = make(sim.add_run(steps=FAST, status_faults=faults))
     assert widget.wait(10).status == "completed"
-    assert widget.error == "" and widget._message.value == ""
+    assert widget.error == "" and widget.message_html == ""
 
 
 def test_transient_errors_that_persist_end_after_five_polls(sim, make):
@@ -508,7 +508,7 @@ def test_cancel_while_running_every_view_follows(sim, client, make):
     assert card.wait(10).status == "cancelled"  # within 10 s although polls are 30 s apart
     assert other.wait(5).status == "cancelled" and board.wait(5) == {"cancelled": 1}
     assert row.status == "cancelled" and "Cancelled" in row.view.value
-    assert "The run was cancelled." in card._message.value
+    assert "The run was cancelled." in card.message_html
     assert card.cancel_button.layout.display == "none"
     assert sim.request_count("cancel", eid) == 1
     board.close()
@@ -523,8 +523,8 @@ def test_cancel_of_an_ended_run_raises_and_the_card_shows_a_note(sim, make):
     with pytest.raises(RunAlreadyEndedError, match="already ended"):
         widget.cancel()
     assert widget.status == "completed" and widget.error == ""
-    assert "mlw-note" in widget._message.value and "already ended" in widget._message.value
-    assert "mlw-error" not in widget._message.value
+    assert "mlw-note" in widget.message_html and "already ended" in widget.message_html
+    assert "mlw-error" not in widget.message_html
     assert len(widget.thumbnails) == 1
 
 
@@ -554,7 +554,7 @@ def test_a_rate_limited_cancel_is_sent_again_other_failures_never(sim, make):
     with pytest.raises(ServerError):
         card.cancel()
     assert sim.request_count("cancel", second) == 1  # a POST that may have run: never again
-    assert "Could not cancel the run" in card._message.value and card.status == "running"
+    assert "Could not cancel the run" in card.message_html and card.status == "running"
     assert card.cancel_button.description == "Cancel run" and not card.cancel_button.disabled
 
 
@@ -610,7 +610,7 @@ def test_cancel_racing_completion_the_server_decides(client):
         assert [card.wait(10).status for card in cards] == ["cancelled", "completed"]
         assert [sim.run_state(eid)["execution"]["status"] for eid in (early, late)] == [
             "cancelled", "completed"]
-        assert "already ended" in cards[1]._message.value and len(cards[1].thumbnails) == 1
+        assert "already ended" in cards[1].message_html and len(cards[1].thumbnails) == 1
         for card in cards:
             card.close()
 
