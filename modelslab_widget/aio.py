@@ -12,15 +12,17 @@ normally the kernel's main thread, inside the cell the user is running) applies 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .runwatch import RunWatch
+
+if TYPE_CHECKING:  # asyncio costs ~20 ms to import; only an await needs it
+    import asyncio
 
 
 def in_colab() -> bool:
@@ -122,6 +124,8 @@ async def until_done(
     """Return once ``watch.done_for(view)`` (what ``wait()`` waits for) without blocking the
     event loop; raise ``TimeoutError`` when ``timeout`` passes first. With ``updates``, the
     view's queued updates are applied on the loop's thread as they come."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     stop_listening = None

@@ -15,7 +15,6 @@ and click handlers); poll and image callbacks, on pool threads, only set values.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import Counter
@@ -433,6 +432,8 @@ class RunBoard(widgets.VBox):
     async def wait_async(self, timeout: float | None = None) -> dict[str, int]:
         """``await`` every run added so far: returns ``counts()`` and raises ``TimeoutError``
         like ``wait()``, while the event loop (other coroutines in the kernel) keeps running."""
+        import asyncio  # lazily: only an await needs it
+
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         for row in self.runs:

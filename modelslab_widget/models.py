@@ -8,6 +8,7 @@ the documented shape at all raises ResponseFormatError naming what was wrong, an
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -450,11 +451,25 @@ _FLAT_CONTAINER = (rf"\{{(?:[^\"\[\]{{}}]++|{_STRING})*+\}}"
                    rf"|\[(?:[^\"\[\]{{}}]++|{_STRING})*+\]")
 # A run of anything but a nested container: plain characters, strings, and objects or arrays
 # with nothing nested in them. Skipping the rest of a long array is one match of this, in C.
-_FLAT_RUN = re.compile(rf'(?:[^"\[\]{{}}]++|{_STRING}|{_FLAT_CONTAINER})*+')
-_INNER = re.compile(rf"{_STRING}|{_FLAT_CONTAINER}")
+_FLAT_RUN_SOURCE = rf'(?:[^"\[\]{{}}]++|{_STRING}|{_FLAT_CONTAINER})*+'
+_INNER_SOURCE = rf"{_STRING}|{_FLAT_CONTAINER}"
 _COMMA_IN_CONTAINER = re.compile(r"[\[{][^\]}]*,")
 _SPACE = re.compile(r"[ \t\n\r]*")
 _MAX_DEPTH = 64
+
+
+@functools.cache
+def _flat_run() -> re.Pattern[str]:
+    """Compiled on first use: compiling these two takes ~15 ms, which every
+    ``import modelslab_widget`` paid although only answers of 1,000+ items need them."""
+    return re.compile(_FLAT_RUN_SOURCE)
+
+
+@functools.cache
+def _inner() -> re.Pattern[str]:
+    return re.compile(_INNER_SOURCE)
+
+
 _scan_scalar = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # C; scalars only
 
 
@@ -537,7 +552,7 @@ class _CappedDecoder:
         """Skip to just after ``closer``; (items skipped, the index after it)."""
         commas = 0
         while True:
-            end = _FLAT_RUN.match(self.text, index).end()  # type: ignore[union-attr]
+            end = _flat_run().match(self.text, index).end()  # type: ignore[union-attr]
             commas += _top_level_commas(self.text[index:end])
             char = self.char(end)
             if char == closer:
@@ -549,8 +564,8 @@ class _CappedDecoder:
 
 
 def _top_level_commas(span: str) -> int:
-    """Commas outside strings and (flat) containers in a run ``_FLAT_RUN`` matched: the
+    """Commas outside strings and (flat) containers in a run ``_flat_run()`` matched: the
     items it separates. Cheap in the common case, where nothing inside holds a comma."""
     if '"' not in span and not _COMMA_IN_CONTAINER.search(span):
         return span.count(",")
-    return _INNER.sub("", span).count(",")
+    return _inner().sub("", span).count(",")

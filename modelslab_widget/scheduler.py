@@ -25,10 +25,11 @@ log = logging.getLogger("modelslab_widget")
 MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs moving
 # Downloads (thumbnails, probes) run in a lane of their own, so a slow image host can never
 # hold up a status poll; and at most MAX_PER_HOST of them talk to one host at once, so one
-# dripping host cannot take the whole lane from the others (it takes three such hosts at once
-# to fill the lane, and then only until the download deadline).
-MAX_DOWNLOADS = 6
-MAX_PER_HOST = 2
+# dripping host cannot take the whole lane from the others (it takes two such hosts at once
+# to fill the lane, and then only until the download deadline). Four per host: a card's
+# gallery (four slots by default) loads all at once from one image host, as before the lanes.
+MAX_DOWNLOADS = 8
+MAX_PER_HOST = 4
 WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends
 MAX_WAIT = 3600.0  # longest single sleep of the timer thread (far-off jobs just wait again)
 
