@@ -241,7 +241,8 @@ def test_a_row_whose_card_is_stopped_still_watches_and_says_so(sim, client):
     try:
         row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=[("Long", 30)]))
         card = row.expand()
-        wait_for(lambda: "mlw-spin" in card.header_html)
+        # both views are told of each answer, one after the other: wait until both show it
+        wait_for(lambda: "mlw-spin" in card.header_html and "mlw-spin" in row.view.value)
         card.stop()
         assert "Running · paused" in card.header_html
         assert not row.paused and "mlw-spin" in row.view.value  # the row still polls
