@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hmac
 import logging
 import math
 import os
-import secrets
 import threading
 import time
 import warnings
@@ -233,7 +231,13 @@ def error_for_response(response: requests.Response, body: Any) -> ModelsLabError
     return ModelsLabError(f"Unexpected answer (HTTP {code}: {message}).", status_code=code)
 
 
-_ACCOUNT_SALT = secrets.token_bytes(32)  # see WorkflowsClient.account
+@functools.cache
+def _account_salt() -> bytes:
+    """The per-process secret of ``WorkflowsClient.account`` (made on first use: hmac and
+    secrets are not worth their import time to a kernel that never watches a run)."""
+    import secrets
+
+    return secrets.token_bytes(32)
 
 class WorkflowsClient:
     """A client of the ModelsLab Workflows API.
@@ -300,7 +304,9 @@ class WorkflowsClient:
         """(base URL, a keyed digest of the API key): which account this client speaks for,
         comparable between clients without keeping the key readable (the digest's secret is
         per process, so it means nothing outside it)."""
-        digest = hmac.new(_ACCOUNT_SALT, (self._api_key or "").encode(), "sha256").hexdigest()
+        import hmac
+
+        digest = hmac.new(_account_salt(), (self._api_key or "").encode(), "sha256").hexdigest()
         return self.base_url, digest
 
     def reload_key_from_environment(self) -> bool:
