@@ -794,7 +794,7 @@ class WorkflowRunWidget(widgets.VBox):
         thumbnails inline (data URIs) with links to the full-size outputs."""
         with self._lock:
             rows = [row.value for row in self._steps_view.box.children]
-            fragments = [self._status_view.value, *rows, self._message.value]
+            fragments = [self._status_view.value, self._bar_view.value, *rows, self._message.value]
             thumbs = {t.index: t for t in self._watch.thumbnails_in_order()}
             items: list[render.StaticImage | str] = []
             for index in range(self._gallery.shown):  # output order, as the live gallery

@@ -68,6 +68,7 @@ def test_settled_card_carries_its_final_state_as_html_and_text(sim, make):
     links = [attrs["href"] for tag, attrs in parser.tags if tag == "a"]
     assert links == list(widget.output_urls), links  # two captions and the third as "1 more"
     assert "mlw-badge mlw-s-completed" in html and "Image Upscaler" in html
+    assert 'class="mlw-progress mlw-s-completed"' in html  # the bar travels too
     assert sim.api_key not in html and sim.api_key not in bundle["text/plain"]
 
 
