@@ -27,15 +27,17 @@ Imports nothing of the package but ``scheduler``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
+from .errors import RateLimitError
 from .scheduler import Job, Scheduler, shared_scheduler
 
 FIRST = 0  # launches and cancels: the user is waiting on them
@@ -176,6 +178,26 @@ class WorkflowBudget:
         """A 429 for a request sent without a slot (its sender did not ask the budget)."""
         with self._lock:
             self._rate_limited_locked(time.monotonic(), retry_after, current=True)
+
+    @contextlib.contextmanager
+    def spending(self, slot: Slot | None) -> Iterator[None]:
+        """Around one request sent in ``slot`` (None: sent without one, e.g. when no slot came
+        in time): a 429 gives the slot back with its ``retry_after`` (or tells the budget);
+        any other ending, an error included, uses the slot up."""
+        try:
+            yield
+        except RateLimitError as error:
+            if slot is not None:
+                slot.rate_limited(error.retry_after)
+            else:
+                self.on_rate_limited(error.retry_after)
+            raise
+        except BaseException:
+            if slot is not None:
+                slot.done()
+            raise
+        if slot is not None:
+            slot.done()
 
     # -- what it plans ----------------------------------------------------------------------
 

@@ -544,21 +544,8 @@ class WorkflowLauncher(widgets.VBox):
         """GET the schema within the workflow's budget (waiting at most ``SCHEMA_WAIT`` for a
         slot: the form needs it), and remember the workflow's rate limit."""
         budget = budget_for(self._client.account, workflow_id)
-        slot = budget.acquire(SCHEMA, timeout=SCHEMA_WAIT)
-        try:
+        with budget.spending(budget.acquire(SCHEMA, timeout=SCHEMA_WAIT)):
             info = self._client.get_workflow(workflow_id)
-        except RateLimitError as error:
-            if slot is not None:
-                slot.rate_limited(error.retry_after)
-            else:
-                budget.on_rate_limited(error.retry_after)
-            raise
-        except BaseException:
-            if slot is not None:
-                slot.done()
-            raise
-        if slot is not None:
-            slot.done()
         budget.note_limit(info.rate_limit)
         return info
 

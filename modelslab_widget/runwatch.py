@@ -16,6 +16,7 @@ and ``pause()``s it; the watch polls while any attached view wants it, and the l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -510,29 +511,18 @@ class RunWatch:
         and past a 429's ``retry_after``); a 429 cancelled nothing, so it is sent again."""
         budget = self._poller.budget
         for attempt in range(1, CANCEL_RATE_LIMITED_TRIES + 1):
-            slot = None if budget is None else budget.acquire(
-                FIRST, timeout=MAX_CANCEL_WAIT, cancel=self._media_cancel)
+            spending = contextlib.nullcontext() if budget is None else budget.spending(
+                budget.acquire(FIRST, timeout=MAX_CANCEL_WAIT, cancel=self._media_cancel))
             try:
-                message = self.client.cancel_run(self.workflow_id, self.execution_id)
+                with spending:
+                    return self.client.cancel_run(self.workflow_id, self.execution_id)
             except RateLimitError as error:
-                if slot is not None:
-                    slot.rate_limited(error.retry_after)
-                elif budget is not None:
-                    budget.on_rate_limited(error.retry_after)
                 if attempt == CANCEL_RATE_LIMITED_TRIES or self._media_cancel.is_set():
                     raise
                 if budget is None:  # no budget to wait in: wait as the server asks
                     seconds = 1.0 if error.retry_after is None else error.retry_after
                     if self._media_cancel.wait(min(max(0.0, seconds), MAX_CANCEL_WAIT)):
                         raise
-                continue
-            except BaseException:
-                if slot is not None:
-                    slot.done()
-                raise
-            if slot is not None:
-                slot.done()
-            return message
         raise AssertionError("unreachable")
 
     def _on_output_loaded(self, index: int, thumb: Thumbnail | None, generation: int) -> None:
