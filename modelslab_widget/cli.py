@@ -89,6 +89,11 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_run_ids(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    parser.add_argument("execution_id", metavar="EXECUTION_ID")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelslab-widget", description="Watch ModelsLab workflow runs.",
@@ -101,17 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show a run's steps live until it ends; optionally save its images.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("workflow_id", metavar="WORKFLOW_ID")
-    watch.add_argument("execution_id", metavar="EXECUTION_ID")
-    _add_output_options(watch, interval=2.0)
+    _add_run_ids(watch)
+    _add_output_options(watch, interval=PollPolicy.interval)
     _add_connection_options(watch)
     cancel = commands.add_parser(
         "cancel", help="ask ModelsLab to cancel a run",
         description="Cancel a pending or running run (it cannot be undone).",
         epilog=CANCEL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cancel.add_argument("workflow_id", metavar="WORKFLOW_ID")
-    cancel.add_argument("execution_id", metavar="EXECUTION_ID")
+    _add_run_ids(cancel)
     cancel.add_argument("--json", action="store_true", help="print the outcome as JSON")
     _add_connection_options(cancel)
     listing = commands.add_parser(
