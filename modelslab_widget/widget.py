@@ -91,7 +91,7 @@ class _Gallery:
         self.shown = min(count, len(self.slots))
         for index in range(self.shown):
             self.slots[index].children = (self.captions[index],)
-            self.captions[index].value = render.message("note", f"Loading image #{index + 1}…")
+            self.captions[index].value = render.message("note", f"Loading output #{index + 1}…")
         self.more.value = render.more_outputs(overflow, self.shown)
         self.box.children = (*self.slots[: self.shown], self.more)
         self.box.layout.display = "flex" if count else "none"
