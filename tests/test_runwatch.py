@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient
+from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient, runwatch
 from modelslab_widget.cli import watch_and_report
+from modelslab_widget.errors import NotFoundError
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.runwatch import watch_for
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
@@ -319,4 +320,23 @@ def test_poll_soon_during_a_poll_in_flight_polls_right_after_it_never_beside_it(
     first, second = sim.accepted_request_times(DEMO_WORKFLOW_ID)[:2]
     # not beside the poll in flight (a second request stream), and not 3 s later either
     assert 0.3 <= second - first < 2.0, second - first
+    watch.detach(view)
+
+
+def test_a_start_while_the_views_hear_the_end_does_not_begin_a_second_session(client):
+    """Views are told of the end before the watch settles; a start() or wait() arriving
+    then (it did from wait_async in a kernel) must not poll again and wipe the error."""
+    watch = watch_for(client, DEMO_WORKFLOW_ID, 999_999)
+
+    class RestartsOnEnd:
+        def watch_changed(self, watch, change, detail):
+            if change == runwatch.ENDED:
+                watch.want(self)  # what a card's start() does
+
+    view = RestartsOnEnd()
+    watch.attach(view, PollPolicy(interval=0.05))
+    watch.want(view)
+    with pytest.raises(NotFoundError):
+        watch.wait(view, 5)
+    assert watch.polls == 1 and not watch.polling
     watch.detach(view)

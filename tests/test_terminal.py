@@ -47,6 +47,14 @@ def test_header_and_step_lines_of_a_running_run():
     ]
 
 
+def test_the_header_gives_the_time_left_but_never_for_an_overrunning_step():
+    run = snap("running", Step("Text to Image", "running", at(0)))
+    on_time = frame_lines(run, 1, now=at(1.0), remaining=2.0)[0]
+    late = frame_lines(run, 1, now=at(9.0), remaining=0.0, overdue=True)[0]
+    assert on_time.endswith("· ~2.0 s left")
+    assert late.endswith("· taking longer than usual") and "left" not in late
+
+
 def test_frame_of_a_completed_run_a_pending_step_and_no_answer_yet():
     done = snap("completed", Step("A", "completed", at(0), at(1)), Step("B", "pending"),
                 execution_time=4.5, outputs=("http://x/0.png", "http://x/1.png"))
