@@ -42,7 +42,7 @@ from .media import (
 )
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, WatchTimeout
-from .scheduler import Job, Scheduler, shared_scheduler
+from .scheduler import Job, Scheduler, shared_scheduler, weak_callback
 
 log = logging.getLogger("modelslab_widget")
 
@@ -135,7 +135,8 @@ class RunWatch:
         self._media_cancel = threading.Event()
         self._poller = RunPoller(
             client, self.workflow_id, execution_id, listener=self,
-            policy=PollPolicy(), scheduler=self.scheduler, next_change=_weak(self._next_change),
+            policy=PollPolicy(), scheduler=self.scheduler,
+            next_change=weak_callback(self._next_change),
             budget=budget_for(client.account, self.workflow_id),
         )
 
@@ -625,17 +626,6 @@ def _call_safely(callback: Callable[[], None]) -> None:
         callback()
     except Exception:
         log.exception("a settle callback failed")
-
-
-def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A bound method that does not keep its object alive; returns None once it is gone."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any) -> Any:
-        target = ref()
-        return target(*args) if target is not None else None
-
-    return call
 
 
 # -- one watch per run per process --------------------------------------------------------

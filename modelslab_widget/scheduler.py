@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -337,3 +338,15 @@ atexit.register(_scheduler.shutdown)
 def shared_scheduler() -> Scheduler:
     """The process-wide scheduler every poller and widget uses."""
     return _scheduler
+
+
+def weak_callback(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A bound method for a job that does not keep its object alive: a job in the heap must
+    not stop a forgotten widget or watch from being collected. Returns None once it is gone."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        target = ref()
+        return target(*args) if target is not None else None
+
+    return call

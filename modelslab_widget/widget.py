@@ -16,7 +16,6 @@ import os
 import threading
 import time
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import astuple, replace
 from pathlib import Path
@@ -47,7 +46,7 @@ from .media import (
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
-from .scheduler import Job, Scheduler
+from .scheduler import Job, Scheduler, weak_callback
 from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
 
 log = logging.getLogger("modelslab_widget")
@@ -632,7 +631,9 @@ class WorkflowRunWidget(widgets.VBox):
     def _schedule_tick(self) -> None:
         """Re-render once a second while watching, so timers move without extra requests."""
         self._cancel_tick()
-        self._tick_job = self._watch.scheduler.call_later(1.0, _weak(self._tick), in_pool=False)
+        self._tick_job = self._watch.scheduler.call_later(
+            1.0, weak_callback(self._tick), in_pool=False
+        )
 
     def _tick(self) -> None:
         if self._deferred(self._tick):
@@ -674,13 +675,13 @@ class WorkflowRunWidget(widgets.VBox):
                 button.description, button.button_style = "Confirm cancel", "danger"
                 button.tooltip = "Click again to cancel the run: it cannot be undone"
                 self._confirm_job = self._watch.scheduler.call_later(
-                    CONFIRM_SECONDS, _weak(self._confirm_expired), in_pool=False
+                    CONFIRM_SECONDS, weak_callback(self._confirm_expired), in_pool=False
                 )
                 return
             self._confirm_job.cancel()
             self._confirm_job = None
             button.description, button.disabled = "Cancelling…", True
-        self._watch.scheduler.submit(_weak(self._cancel_quietly))
+        self._watch.scheduler.submit(weak_callback(self._cancel_quietly))
 
     def _confirm_expired(self) -> None:
         with self._lock:
@@ -851,18 +852,6 @@ class WorkflowRunWidget(widgets.VBox):
             return ""
         return render.message("note", pace_words(seconds), "",
                               "Every view and launch of this workflow shares its rate limit.")
-
-
-def _weak(method: Callable[..., Any]) -> Callable[..., Any]:
-    """A bound method that does not keep its object alive (for the scheduler and poller,
-    which must not stop a forgotten widget from being collected); None once it is gone."""
-    ref = weakref.WeakMethod(method)
-
-    def call(*args: Any) -> Any:
-        target = ref()
-        return target(*args) if target is not None else None
-
-    return call
 
 
 def close_with_parts(*items: widgets.Widget) -> None:
