@@ -9,6 +9,7 @@ Nothing here knows about widgets.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -199,17 +200,19 @@ class RunPoller:
                     slot.cancel()  # granted, never sent: give it back
                 return
             self.polls += 1
+        # The slot learns how the request went: a 429 gives it back with its wait, else done.
+        spending = (contextlib.nullcontext() if slot is None or self.budget is None
+                    else self.budget.spending(slot))
         try:
-            snapshot = self.client.get_run(self.workflow_id, self.execution_id, cancel=cancel)
+            with spending:
+                snapshot = self.client.get_run(self.workflow_id, self.execution_id,
+                                               cancel=cancel)
         except ModelsLabError as error:
-            _report(slot, error)
             self._guarded(self._handle_error, error, cancel)
         except Exception as error:  # an answer or a state nobody foresaw: end, never hang
-            _report(slot, error)
             log.exception("polling failed")
             self._finish(cancel, None, error)
         else:
-            _report(slot, None)
             self._guarded(self._handle_snapshot, snapshot, cancel)
 
     def _rank(self) -> float:
@@ -355,14 +358,3 @@ def _learn_limits(client: WorkflowsClient) -> None:
         return
     for workflow in workflows:
         note_limit(client.account, workflow.id, workflow.rate_limit)
-
-
-def _report(slot: Slot | None, error: BaseException | None) -> None:
-    """Tell the budget how the request went: a 429 (the server counted nothing, but the
-    budget shrinks), else done."""
-    if slot is None:
-        return
-    if isinstance(error, RateLimitError):
-        slot.rate_limited(error.retry_after)
-    else:
-        slot.done()
