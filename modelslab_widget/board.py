@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 import ipywidgets as widgets
@@ -37,21 +36,13 @@ from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
 COUNTS_INTERVAL = 0.25  # the counts line is re-rendered at most this often (seconds)
 
 
-# -- helpers shared with the launcher ---------------------------------------------------
-FOLLOWED_TRAITS = ["status", "steps", "error", "polls"]  # what a row mirrors of a card
-
-
+# -- words for a row -------------------------------------------------------------------
 def current_step(snapshot: RunSnapshot | None) -> str:
     """The first running step's name, else the last step's, else ''."""
     if snapshot is None or not snapshot.steps:
         return ""
     running = next((step for step in snapshot.steps if step.status == "running"), None)
     return (running or snapshot.steps[-1]).name
-
-
-def elapsed_seconds(snapshot: RunSnapshot | None, seen_running_at: datetime | None) -> float | None:
-    """The run's elapsed time (see ``RunSnapshot.elapsed``)."""
-    return snapshot.elapsed(first_seen=seen_running_at) if snapshot is not None else None
 
 
 # -- one row ------------------------------------------------------------------------------

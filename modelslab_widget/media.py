@@ -21,10 +21,9 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .client import MAX_IMAGE_BYTES, MAX_OUTPUT_BYTES, OutputProbe, WorkflowsClient
@@ -246,35 +245,6 @@ def first_that_works(candidates: Sequence[str], work: Callable[[str], T]) -> tup
         except ModelsLabError as exc:
             error = exc
     raise error
-
-
-def load_thumbnails(
-    client: WorkflowsClient,
-    outputs: Sequence[str],
-    fallbacks: Sequence[str],
-    size: int | tuple[int, int],
-    *,
-    submit: Callable[..., Future[Any]],
-    on_ready: Callable[[Thumbnail], None],
-    cancel: threading.Event | None = None,
-) -> list[Future[Any]]:
-    """Start one job per output (through ``submit``, a bounded pool) and call ``on_ready`` with
-    each thumbnail as soon as it is made, so the gallery fills progressively."""
-
-    def job(index: int, candidates: list[str]) -> None:
-        if cancel is not None and cancel.is_set():
-            return
-        try:
-            thumb = load_thumbnail(client, index, candidates, size, cancel=cancel)
-        except Exception as exc:  # whatever went wrong, the gallery must hear of this image
-            thumb = Thumbnail(index, candidates[0], error=f"could not load ({exc})")
-        if cancel is None or not cancel.is_set():
-            on_ready(thumb)
-
-    return [
-        submit(job, index, candidates)
-        for index, candidates in enumerate(candidates_for(outputs, fallbacks))
-    ]
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
