@@ -48,6 +48,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
 	$(PY) bench/rate.py
+	$(PY) bench/pollcost.py
 
 clean:
 	rm -rf $(VENV) $(KERNEL6_VENV) test-artifacts .pytest_cache
