@@ -149,6 +149,7 @@ class Scheduler:
         self._heap: list[tuple[float, int, Job]] = []
         self._order = itertools.count()
         self._timer: threading.Thread | None = None
+        self._ticker: Ticker | None = None
         self._pool = WorkerPool(max_workers, THREAD_PREFIX)
         self._downloads = HostLanes(
             WorkerPool(max_downloads, f"{THREAD_PREFIX}-download"), max_per_host
@@ -166,6 +167,14 @@ class Scheduler:
 
     def call_later(self, delay: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
         return self.call_at(time.monotonic() + max(0.0, delay), fn, in_pool=in_pool)
+
+    @property
+    def ticker(self) -> Ticker:
+        """This scheduler's once-a-second ticker (made on first use)."""
+        with self._cond:
+            if self._ticker is None:
+                self._ticker = Ticker(self)
+            return self._ticker
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         """Run ``fn(*args)`` in the worker pool now (the pool has its own lock)."""
@@ -229,10 +238,9 @@ class Scheduler:
 
     def _next_due_job(self) -> Job | None:
         """Wait (with the lock held) for the earliest job to fall due; None when none are left."""
+        # Cancelled jobs leave the heap when they reach its top: once the top is live, the
+        # heap holds work, so no scan of the whole heap is needed (a wake is O(log n)).
         while self._heap:
-            if all(entry[2].cancelled for entry in self._heap):
-                self._heap.clear()  # cancelled jobs deep in the heap would keep us alive
-                break
             due, _, job = self._heap[0]
             if job.cancelled:
                 heapq.heappop(self._heap)
@@ -318,6 +326,49 @@ class HostLanes:
                     del self._running[host]
         if item is not None:
             self._start(host, item)
+
+
+class Ticker:
+    """Calls every subscriber once a ``period`` on the timer thread, from one job: a hundred
+    cards' moving timers cost one wake a second, not a hundred. Subscribers are held weakly
+    (a forgotten card stops ticking) and must be quick (they run inline)."""
+
+    def __init__(self, scheduler: Scheduler, period: float = 1.0) -> None:
+        self._scheduler = scheduler
+        self.period = period
+        self._lock = threading.Lock()
+        self._subscribers: dict[int, weakref.WeakMethod[Callable[[], Any]]] = {}
+        self._job: Job | None = None
+
+    def add(self, method: Callable[[], Any]) -> None:
+        """Call the bound ``method`` every period from the next tick on (again: no-op)."""
+        with self._lock:
+            self._subscribers[id(method.__self__)] = weakref.WeakMethod(method)  # type: ignore[attr-defined]
+            if self._job is None:
+                self._job = self._scheduler.call_later(self.period, self._tick, in_pool=False)
+
+    def discard(self, owner: object) -> None:
+        """``owner``'s method is called no more (whatever it subscribed)."""
+        with self._lock:
+            self._subscribers.pop(id(owner), None)
+            if not self._subscribers and self._job is not None:
+                self._job.cancel()
+                self._job = None
+
+    def _tick(self) -> None:
+        with self._lock:
+            methods = [ref() for ref in self._subscribers.values()]
+            self._subscribers = {
+                key: ref for key, ref in self._subscribers.items() if ref() is not None}
+            live = bool(self._subscribers)
+            self._job = (self._scheduler.call_later(self.period, self._tick, in_pool=False)
+                         if live else None)
+        for method in methods:
+            if method is not None:
+                try:
+                    method()
+                except Exception:
+                    log.exception("a tick failed")
 
 
 def _run_unless_cancelled(job: Job) -> None:

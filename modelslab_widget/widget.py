@@ -205,7 +205,6 @@ class WorkflowRunWidget(widgets.VBox):
         self.thumbnails: list[Any] = []  # PIL images, in output order
         self.thumbnail_errors: dict[str, str] = {}  # url -> why it could not be shown
         self._lock = threading.RLock()
-        self._tick_job: Job | None = None
         self._completed_for_user = False  # on_complete called for this settling
         self._full_images: list[Any] | None = None
         self._watch: RunWatch = watch_for(
@@ -629,25 +628,26 @@ class WorkflowRunWidget(widgets.VBox):
         return {i: seconds for i, seconds in timers.items() if seconds is not None}
 
     def _schedule_tick(self) -> None:
-        """Re-render once a second while watching, so timers move without extra requests."""
-        self._cancel_tick()
-        self._tick_job = self._watch.scheduler.call_later(
-            1.0, weak_callback(self._tick), in_pool=False
-        )
+        """Re-render once a second while watching, so timers move without extra requests
+        (one shared ticker for every card: a hundred cards cost one wake a second)."""
+        self._watch.scheduler.ticker.add(self._tick)
 
     def _tick(self) -> None:
-        if self._deferred(self._tick):
+        if self._deferred(self._tick_now):
+            self._cancel_tick()  # in Colab: ticking resumes once a waiting thread applies it
             return
+        self._tick_now()
+
+    def _tick_now(self) -> None:
         with self._lock:
             if not self.watching:
+                self._cancel_tick()
                 return
             self._render()
             self._schedule_tick()
 
     def _cancel_tick(self) -> None:
-        if self._tick_job is not None:
-            self._tick_job.cancel()
-            self._tick_job = None
+        self._watch.scheduler.ticker.discard(self)
 
     def _show_message(self, kind: str, title: str, text: str = "", hint: str = "") -> None:
         self._message.value = render.message(kind, title, text, hint)

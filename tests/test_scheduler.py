@@ -56,6 +56,53 @@ def test_cancelled_jobs_do_not_run_and_let_the_timer_end():
     assert not ran.wait(0.4)
 
 
+def test_a_cancelled_job_under_a_later_one_leaves_the_heap_and_the_later_one_runs():
+    scheduler = Scheduler()
+    ran: list[str] = []
+    first = scheduler.call_later(0.05, lambda: ran.append("cancelled"), in_pool=False)
+    scheduler.call_later(0.15, lambda: ran.append("later"), in_pool=False)
+    first.cancel()
+    wait_for(lambda: ran == ["later"], timeout=3)
+    wait_for(lambda: scheduler.thread_count == 0, timeout=3)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+def test_one_ticker_ticks_every_subscriber_together_until_they_leave():
+    scheduler = Scheduler()
+    ticker = scheduler.ticker
+    ticker.period = 0.05
+    first, second = _Counter(), _Counter()
+    ticker.add(first.tick)
+    ticker.add(second.tick)
+    ticker.add(second.tick)  # a second add of the same subscriber changes nothing
+    wait_for(lambda: first.ticks >= 3, timeout=3)
+    # one job calls both, one after the other: they are never more than one tick apart
+    assert abs(first.ticks - second.ticks) <= 1
+    ticker.discard(first)
+    left_at = first.ticks
+    wait_for(lambda: second.ticks >= left_at + 3, timeout=3)
+    assert first.ticks == left_at
+    ticker.discard(second)
+    wait_for(lambda: scheduler.thread_count == 0, timeout=3)
+
+
+def test_a_forgotten_subscriber_stops_the_ticker():
+    scheduler = Scheduler()
+    scheduler.ticker.period = 0.05
+    counters = [_Counter()]
+    scheduler.ticker.add(counters[0].tick)
+    wait_for(lambda: counters[0].ticks >= 1, timeout=3)
+    counters.clear()  # held weakly by the ticker: nothing else keeps it
+    wait_for(lambda: scheduler.thread_count == 0, timeout=3)
+
+
 def test_idle_workers_do_not_serialise_a_burst_of_work():
     pool = WorkerPool(4, "test-pool", idle_seconds=5)
     pool.submit(lambda: None).result(2)  # one worker now idles, waiting for work
