@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from .client import MAX_IMAGE_BYTES, MAX_OUTPUT_BYTES, OutputProbe, WorkflowsClient
 from .errors import ImageError, ModelsLabError, OutputError
+from .urls import is_web_url
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -60,26 +61,6 @@ class Thumbnail:
 
 
 T = TypeVar("T")
-
-def is_web_url(url: object) -> bool:
-    """Only http(s) URLs are fetched or linked; ``file:``, ``javascript:``, ``data:`` never."""
-    if not isinstance(url, str):
-        return False
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:  # e.g. "http://[::1/x.png": not a URL at all
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
-
-
-def url_host(url: str) -> str:
-    """``host:port`` of a URL (lower case), the unit downloads are limited by; "" if none."""
-    try:
-        parts = urlsplit(url.strip())
-        return f"{(parts.hostname or '').lower()}:{parts.port or ''}"
-    except ValueError:
-        return ""
-
 
 def _open_checked(data: bytes) -> PILImage.Image:
     from PIL import Image, UnidentifiedImageError

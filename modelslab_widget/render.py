@@ -24,6 +24,7 @@ from .text import (
     shorten,
     step_window,
 )
+from .urls import is_web_url
 
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
@@ -279,16 +280,9 @@ def message(kind: str, title: str, text: str = "", hint: str = "") -> str:
     )
 
 
-def _scheme(url: str) -> str:
-    try:
-        return urlsplit(url).scheme.lower()
-    except ValueError:  # malformed, e.g. an unclosed IPv6 bracket
-        return ""
-
-
 def safe_link(url: str, label: str) -> str:
     """A link that opens in a new tab, or plain text when the URL is not http(s)."""
-    if _scheme(url) not in ("http", "https"):
+    if not is_web_url(url):
         return escape(label)
     return (
         f'<a href="{escape(url, quote=True)}" target="_blank" rel="noopener noreferrer">'
@@ -493,14 +487,6 @@ def type_name(url: str, content_type: str | None) -> str:
     return subtype.removeprefix("x-").upper()[:16]
 
 
-def _is_web(url: str) -> bool:
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
-
-
 def output_caption(url: str, kind: str, content_type: str | None, size: int | None,
                    error: str | None = None) -> str:
     """The line under a non-image output: its link, type and size (or why they are unknown)."""
@@ -521,12 +507,12 @@ def output_tile(index: int, url: str, kind: str, content_type: str | None = None
     label = escape(f"Output #{index + 1}: {KIND_NAMES.get(kind, 'File').lower()}", quote=True)
     line = output_caption(url, kind, content_type, size, error)
     source = escape(url.strip(), quote=True)
-    if kind == "video" and _is_web(url):
+    if kind == "video" and is_web_url(url):
         player = (
             f'<video controls preload="metadata" playsinline src="{source}" '
             f'style="width:{box}px;max-height:{box}px" aria-label="{label}"></video>'
         )
-    elif kind == "audio" and _is_web(url):
+    elif kind == "audio" and is_web_url(url):
         player = (
             f'<audio controls preload="metadata" src="{source}" '
             f'style="width:{box}px" aria-label="{label}"></audio>'

@@ -35,14 +35,13 @@ from .media import (
     Thumbnail,
     candidates_for,
     describe_output,
-    is_web_url,
     kind_from_url,
     load_thumbnail,
-    url_host,
 )
 from .models import RunSnapshot
 from .poller import PollPolicy, RunPoller, WatchTimeout
 from .scheduler import Job, Scheduler, shared_scheduler, weak_callback
+from .urls import is_web_url, url_host
 
 log = logging.getLogger("modelslab_widget")
 

@@ -38,7 +38,6 @@ from .media import (
     candidates_for,
     encode_small,
     first_that_works,
-    is_web_url,
     open_full_size,
     save_images,
     save_outputs,
@@ -48,6 +47,7 @@ from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, weak_callback
 from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
+from .urls import is_web_url
 
 log = logging.getLogger("modelslab_widget")
 

@@ -16,7 +16,6 @@ from modelslab_widget.media import (
     OutputKind,
     describe_outputs,
     file_name_for,
-    is_web_url,
     kind_from_url,
     load_thumbnail,
     make_thumbnail,
@@ -26,6 +25,7 @@ from modelslab_widget.media import (
     sniff,
 )
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
+from modelslab_widget.urls import is_web_url
 from tests.test_client import CannedServer, canned_client
 
 

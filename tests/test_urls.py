@@ -1,0 +1,36 @@
+"""The one web-URL rule: what is fetched, linked or played, and the host downloads count by."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelslab_widget import render
+from modelslab_widget.urls import is_web_url, url_host
+
+
+@pytest.mark.parametrize("url", [
+    "https://cdn.example/a.png", "http://127.0.0.1:8000/x", " HTTPS://Example.org/a b ",
+])
+def test_http_and_https_urls_with_a_host_are_web_urls(url):
+    assert is_web_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", "file:///etc/passwd", "data:image/png;base64,AAAA", "https:///x.png",
+    "http://[::1/x.png", "ftp://example.org/a.png", "", None, 42,
+])
+def test_everything_else_is_not(url):
+    assert not is_web_url(url)
+
+
+def test_a_link_follows_the_same_rule():
+    """A URL with no host is not a link (it once was, while players refused it)."""
+    assert render.safe_link("https:///x.png", "x") == "x"
+    assert "<a href" in render.safe_link("https://cdn.example/x.png", "x")
+    assert "<video" not in render.output_tile(0, "https:///x.mp4", "video")
+
+
+def test_url_host_is_the_lower_case_host_and_port():
+    assert url_host("https://CDN.example:8443/a.png") == "cdn.example:8443"
+    assert url_host("https://cdn.example/a.png") == "cdn.example:"
+    assert url_host("http://[::1/x") == ""
