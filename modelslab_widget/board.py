@@ -3,7 +3,8 @@
 A full ``WorkflowRunWidget`` is about fifteen child widgets (plus their Layout and Style
 models) and re-renders its card every second while running; a hundred of them would be
 thousands of comm models and a hundred messages a second. So a board row is three widgets
-(a toggle Button, one HTML view and the HBox holding them) fed by a bare ``RunPoller``; the
+(a toggle Button, one HTML view and the HBox holding them), a view of the run's shared
+``RunWatch`` (``runwatch.py``) like the card; the
 row's HTML is set only when that row changed, the counts line at most four times a second,
 and the thumbnails are a strip of tiny JPEGs inlined as ``data:`` URIs in the row's HTML
 (one message once the run completed, no Image widgets). The full card is created only when

@@ -20,7 +20,6 @@ from typing import Any
 from .errors import APIError, ResponseFormatError
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-KNOWN_STATUSES = frozenset({"pending", "running"}) | TERMINAL_STATUSES
 # Spellings seen in the wild for the documented statuses.
 _STATUS_ALIASES = {"canceled": "cancelled", "queued": "pending", "processing": "running"}
 _FRACTION = re.compile(r"\.(\d+)")

@@ -4,9 +4,9 @@ On a TTY the list is redrawn in place (cursor up, clear line) on every change an
 second for the live timers; anywhere else each change becomes one time-stamped line, which
 reads well in a log. Snapshots become lines through pure functions (``frame_lines``,
 ``transition_lines``) so the rendering is tested without a terminal; ``TerminalWatcher``
-drives a ``RunPoller`` from the main thread. Every string from the API is stripped of control
-characters before it reaches the terminal, so a step name cannot move the cursor or retitle
-the window. Nothing here imports ipywidgets.
+is a view of the run's ``RunWatch`` (``runwatch.py``), drawing from the main thread. Every
+string from the API is stripped of control characters before it reaches the terminal, so a
+step name cannot move the cursor or retitle the window. Nothing here imports ipywidgets.
 """
 
 from __future__ import annotations
