@@ -336,7 +336,9 @@ class Ticker:
     def __init__(self, scheduler: Scheduler, period: float = 1.0) -> None:
         self._scheduler = scheduler
         self.period = period
-        self._lock = threading.Lock()
+        # Re-entrant: garbage collection can close a forgotten card (ipywidgets' __del__
+        # closes) at any allocation, also inside add(), and closing it discards it here.
+        self._lock = threading.RLock()
         self._subscribers: dict[int, weakref.WeakMethod[Callable[[], Any]]] = {}
         self._job: Job | None = None
 

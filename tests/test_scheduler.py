@@ -248,3 +248,37 @@ def test_host_lanes_run_at_most_per_host_at_once_and_everything_eventually():
     wait_for(lambda: scheduler.downloads_running("a") == scheduler.downloads_running("b") == 0)
     scheduler.shutdown()
     wait_for(lambda: scheduler.thread_count == 0, timeout=5)
+
+
+def test_a_card_closed_by_garbage_collection_inside_the_tickers_add_does_not_deadlock():
+    """ipywidgets' __del__ closes a forgotten card at any allocation, also while this thread is
+    inside Ticker.add; closing discards it from the ticker, re-entering its lock."""
+    scheduler = Scheduler()
+    ticker = scheduler.ticker
+    forgotten = _Counter()
+    ticker.add(forgotten.tick)
+
+    class Reentrant:
+        """A bound method whose owner, when the ticker reads it, closes another card."""
+
+        def tick(self) -> None: ...
+
+        @property
+        def __self__(self):  # the ticker reads the owner of a bound method, under its lock
+            ticker.discard(forgotten)  # what __del__ -> close() does, on this same thread
+            return owner
+
+    done = threading.Event()
+
+    owner = _Counter()
+
+    def add() -> None:
+        method = Reentrant()
+        method.__func__ = _Counter.tick  # type: ignore[attr-defined]
+        ticker.add(method)  # type: ignore[arg-type]
+        done.set()
+
+    thread = threading.Thread(target=add, daemon=True)
+    thread.start()
+    assert done.wait(5), "Ticker.add deadlocked on a re-entrant discard"
+    scheduler.shutdown()
