@@ -8,6 +8,13 @@ seconds measured. The workflow allows ``LIMIT`` requests a window; every request
 
 A. Three 90 s runs of one workflow watched at once (poll_interval 2 s).
 B. Six runs launched quickly from ``WorkflowLauncher``, each then watched by its card.
+C. Taking the server at its word (issue 18), each against a naive loop that sleeps exactly
+   a 429's ``retry_after`` and otherwise polls at the interval, and beside the figures of the
+   code before (``BEFORE``, measured with these same scenarios at commit c49b60c):
+   two one-off 429s asking 1.5 s six requests apart; one one-off 429 (when is the run polled
+   at the user's interval again?); a sustained limit of 10 a minute for four minutes; a
+   queue-full 429 on a launch while a run is watched at 0.5 s; a run four times faster than
+   its workflow's history (real seconds, not scaled).
 
 For each: 429 answers, worst and median delay from a run's real end (its ``completed_at``) to
 the view showing it completed, against the ideal (runs x window / limit: every run checked in
@@ -20,19 +27,22 @@ being an error the user must retry by hand.
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from modelslab_widget import WorkflowRunWidget, WorkflowsClient, budget
+from modelslab_widget import WorkflowRunWidget, WorkflowsClient, budget, eta
 from modelslab_widget.errors import ModelsLabError, RateLimitError
 from modelslab_widget.launcher import WorkflowLauncher
-from modelslab_widget.models import RunSnapshot
+from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.poller import PollPolicy, RunPoller
 from modelslab_widget.queued import QueuedRunWidget
-from modelslab_widget.simulator import Simulator
+from modelslab_widget.simulator import Fault, Simulator
 
 WINDOW = 6.0  # seconds: the compressed minute
 SCALE = WINDOW / 60.0
@@ -234,6 +244,168 @@ def launched_with_budget(count: int) -> Outcome:
     return outcome
 
 
+# ---------------------------------------------------------------- C. the server's word
+
+# The code before issue 18 (commit c49b60c), these scenarios, this machine: for comparison.
+BEFORE = {
+    "one-off": "1.5 s · 6.5 s after the 429s (asked 1.5 s)",
+    "recover": "still slowed 180 s after the 429",
+    "sustained": "0 429s after the first in 4 min · 7.8 polls a minute",
+    "fast": "end seen 1.51 s after it (goal <= 1.5 s: 2 x 0.5 s + 0.5 s)",
+    "queue": "0 polls of the watched run in the next 10 s (as issue 18 measured it; the "
+             "simulator had no queue limit)",
+}
+LONG_RUN = [("Text to Image", 300 * SCALE), ("Image Upscaler", 300 * SCALE)]
+
+
+def naive_watch(client: WorkflowsClient, workflow: str, eid: int, interval: float,
+                stop: threading.Event, seen_end: list[float]) -> None:
+    """The loop a user writes, done right: sleep what a 429 asks, else the interval."""
+    while not stop.is_set():
+        try:
+            if client.get_run(workflow, eid).is_terminal:
+                seen_end.append(time.time())
+                return
+            stop.wait(interval)
+        except RateLimitError as error:
+            stop.wait(error.retry_after or interval)
+
+
+def watched(kind: str, client: WorkflowsClient, workflow: str, eid: int,
+            interval: float) -> tuple[Callable[[], None], list[float]]:
+    """Watch a run with a card ("project") or the naive loop: how to stop, and the wall
+    time at which the watcher saw the run end (filled then)."""
+    seen_end: list[float] = []
+    if kind == "project":
+        card = WorkflowRunWidget(workflow, eid, client=client, poll_interval=interval)
+        card.observe(lambda change: seen_end.append(time.time())
+                     if change["new"] == "completed" else None, "status")
+        return card.close, seen_end
+    stop = threading.Event()
+    thread = threading.Thread(target=naive_watch,
+                              args=(client, workflow, eid, interval, stop, seen_end))
+    thread.start()
+    return (lambda: (stop.set(), thread.join())), seen_end
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def after_one_off_429s(kind: str) -> str:
+    """Two one-off 429s asking 1.5 s, six requests apart, on a run watched at 1 s: how long
+    after each 429 the next request went."""
+    with Simulator(rate_window=WINDOW) as sim, client_of(sim) as client:
+        workflow = sim.add_workflow(steps=LONG_RUN)
+        eid = sim.add_run(workflow, steps=LONG_RUN, images=0)
+        stop, _ = watched(kind, client, workflow, eid, 1 * SCALE)
+        gaps = []
+        for at in (5, 11):
+            wait_until(lambda at=at: sim.request_count("status", eid) >= at, 30 * WINDOW)
+            sent = sim.request_count("status", eid)
+            sim.status_faults(eid, [Fault("rate_limit", retry_after=1.5 * SCALE)])
+            wait_until(lambda sent=sent: sim.request_count("status", eid) >= sent + 2,
+                       3 * WINDOW)
+            times = sim.accepted_request_times(workflow)
+            gaps.append((times[sent + 1] - times[sent]) / SCALE if len(times) > sent + 1
+                        else math.inf)
+        stop()
+    return " · ".join(f"{gap:.1f} s" for gap in gaps) + " after the 429s (asked 1.5 s)"
+
+
+def back_to_interval(kind: str) -> str:
+    """One one-off 429 on a run watched at 1 s: when is it polled at 1 s again (for good)?"""
+    watched_for = 3 * WINDOW
+    with Simulator(rate_window=WINDOW) as sim, client_of(sim) as client:
+        workflow = sim.add_workflow(steps=LONG_RUN)
+        eid = sim.add_run(workflow, steps=LONG_RUN, images=0)
+        stop, _ = watched(kind, client, workflow, eid, 1 * SCALE)
+        wait_until(lambda: sim.request_count("status", eid) >= 5, 30 * WINDOW)
+        sim.status_faults(eid, [Fault("rate_limit", retry_after=1.5 * SCALE)])
+        refused_at = time.monotonic()
+        time.sleep(watched_for)
+        stop()
+        times = [t for t in sim.accepted_request_times(workflow) if t > refused_at]
+    slow = [b for a, b in itertools.pairwise(times) if b - a > 1.5 * SCALE]
+    if not slow:
+        return "at the 1 s interval right after the 429"
+    if times[-1] - slow[-1] < WINDOW / 2:
+        return f"still slowed {watched_for / SCALE:.0f} s after the 429"
+    return f"at the 1 s interval again {(slow[-1] - refused_at) / SCALE:.0f} s after the 429"
+
+
+def under_a_sustained_limit(kind: str) -> str:
+    """A real limit of 10 a minute, a run watched at 1 s for four minutes: 429s after the
+    first, and polls a minute."""
+    with Simulator(rate_window=WINDOW) as sim, client_of(sim) as client:
+        workflow = sim.add_workflow(rate_limit=LIMIT, steps=LONG_RUN)
+        eid = sim.add_run(workflow, steps=LONG_RUN, images=0)
+        stop, _ = watched(kind, client, workflow, eid, 1 * SCALE)
+        wait_until(lambda: sim.rate_limited_count(workflow) >= 1, 30 * WINDOW)
+        first = time.monotonic()
+        time.sleep(4 * WINDOW)
+        stop()
+        span = (first, first + 4 * WINDOW)
+        later = [t for t in sim.refused_request_times(workflow) if span[0] < t <= span[1]]
+        polls = [t for t in sim.accepted_request_times(workflow) if span[0] < t <= span[1]]
+    return f"{len(later)} 429s after the first in 4 min · {len(polls) / 4:.1f} polls a minute"
+
+
+def queue_full_launch() -> str:
+    """Queue limit 1: a run watched at 0.5 s, then a second launch refused queue-full: the
+    first run's polls in the next 10 s, and when the held launch went after its end (real
+    seconds: no rate window is involved)."""
+    try:
+        simulator = Simulator(queue_limit=1)
+    except TypeError:
+        return "n/a (no queue limit in this simulator)"
+    run = [("Text to Image", 5.5), ("Image Upscaler", 5.5)]
+    with simulator as sim, client_of(sim) as client:
+        workflow = sim.add_workflow(steps=run, parameters=PARAMETERS)
+        launcher = WorkflowLauncher(workflow, client=client, poll_interval=0.5)
+        launcher.inputs["prompt"].value = "a lighthouse"
+        first = launcher.launch()
+        second = launcher.launch()
+        refused_at = time.monotonic()
+        time.sleep(10)
+        polls = sum(1 for t in sim.accepted_request_times(workflow) if t > refused_at)
+        wait_until(lambda: first is not None and first.status == "completed", 30)
+        ended = first.snapshot.completed_at.timestamp() if first and first.snapshot else None
+        wait_until(lambda: second is not None and second.execution_id is not None, 30)
+        sent_after = time.time() - ended if ended else math.inf
+        launcher.close()
+    return (f"{polls} polls of the watched run in the next 10 s (20 at 0.5 s) · held launch "
+            f"sent {sent_after:.2f} s after its end (goal <= 0.5 s + the POST)")
+
+
+def much_faster_repeat_run(kind: str) -> str:
+    """History says 14 s; the run takes 3.5 s, watched at 0.5 s: how late its end is seen."""
+    with Simulator() as sim, client_of(sim) as client:
+        workflow = sim.add_workflow()
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        middle, end = start + timedelta(seconds=7), start + timedelta(seconds=14)
+        taught = RunSnapshot(status="completed", workflow_id=workflow, steps=(
+            Step("Text to Image", "completed", start, middle),
+            Step("Image Upscaler", "completed", middle, end)))
+        for _ in range(3):
+            eta.shared_history().record(taught)
+        eid = sim.add_run(workflow, steps=[("Text to Image", 1.75), ("Image Upscaler", 1.75)],
+                          images=0)
+        stop, seen_end = watched(kind, client, workflow, eid, 0.5)
+        wait_until(lambda: bool(seen_end), 30)
+        stop()
+        ended = client.get_run(workflow, eid).completed_at
+    if not seen_end or ended is None:
+        return "end never seen"
+    lag = seen_end[0] - ended.timestamp()
+    return f"end seen {lag:.2f} s after it (goal <= 1.5 s: 2 x 0.5 s + 0.5 s)"
+
+
 def main() -> None:
     budget.shared_budgets().reset(window=WINDOW)
     print(f"Rate limits: {LIMIT} requests per compressed minute of {WINDOW:g} s "
@@ -245,6 +417,19 @@ def main() -> None:
     print("B. six runs launched quickly from WorkflowLauncher, each watched by its card")
     print(launched_today(6).line("today", 6))
     print(launched_with_budget(6).line("budget", 6))
+    print("C. the server's word: each row for the project, the naive loop, and before")
+    rows = [("two one-off 429s asking 1.5 s", "one-off", after_one_off_429s),
+            ("one one-off 429, run watched at 1 s", "recover", back_to_interval),
+            ("a sustained limit of 10 a minute", "sustained", under_a_sustained_limit),
+            ("a run 4x faster than its history", "fast", much_faster_repeat_run)]
+    for title, key, scenario in rows:
+        print(f"  {title}")
+        print(f"    project  {scenario('project')}")
+        print(f"    naive    {scenario('naive')}")
+        print(f"    before   {BEFORE[key]}")
+    print("  a queue-full 429 on a launch while another run is watched at 0.5 s")
+    print(f"    project  {queue_full_launch()}")
+    print(f"    before   {BEFORE['queue']}")
     print(f"(took {time.perf_counter() - start:.0f} s)")
     budget.shared_budgets().reset(window=budget.WINDOW)
 

@@ -7,12 +7,22 @@ first 429 of a workflow every slot is granted at once (and only remembered). Fro
 429 on, every request of that workflow in this process (status polls of all its runs, schema
 reads, launches, cancels) asks its ``WorkflowBudget`` for a slot:
 
+- a 429's ``retry_after`` is the server's word: the next request goes when it has passed
+  (then at the budget's pacing, at most one window divided by the limit); our own count of
+  the window is dropped then, as the server counts its window and has said when it has room;
 - the budget allows ``allowed`` requests in any ``window`` (a minute), counting each request
-  from its grant until ``window`` after its answer came (so it is counted at least as long as
-  the server counts it), and none before a 429's ``retry_after`` has passed;
-- ``allowed`` starts at the workflow's ``rate_limit`` when known (``note_limit``), else the
-  documented default of 10; a 429 for a request sent under the current allowance halves it,
-  and each window without one adds one back, up to the limit (AIMD, as TCP does);
+  from its grant until ``window`` after its answer came; ``allowed`` starts at the
+  workflow's ``rate_limit`` when known (``note_limit``), else the documented default of 10.
+  Only 429s in a row (or without a ``retry_after``) halve it; each window without one adds
+  one back, up to the limit (AIMD, as TCP does);
+- it recovers by itself: after a quiet spell with no 429 (half a window the first time) it
+  probes at twice the limit; when the server accepts that for a whole window the budget
+  disengages (every request goes at once again, polls at the user's interval). A refused
+  probe brings it back to the limit and the next probe waits two windows, so a real,
+  sustained limit costs about one 429 every two minutes;
+- a 429 saying the account's queue is full (``QueueFullError``) is not about this workflow's
+  rate: it uses the slot up like any answer and leaves the budget as it was (``account.py``
+  holds the launches);
 - waiting requests are served in ``(priority, key)`` order: launches and cancels (``FIRST``)
   before schema reads (``SCHEMA``) before polls (``POLL``); a poll's key is when it wants to
   go (the run whose next state change is expected soonest first, the rest in turn).
@@ -37,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from .errors import RateLimitError
+from .errors import QueueFullError, RateLimitError
 from .scheduler import Job, Scheduler, shared_scheduler
 
 FIRST = 0  # launches and cancels: the user is waiting on them
@@ -48,6 +58,10 @@ DEFAULT_LIMIT = 10  # requests per window, ModelsLab's documented default
 WINDOW = 60.0  # seconds: the API's limits are per minute
 MIN_ALLOWED = 1.0  # never plan fewer than one request a window
 MAX_RETRY_AFTER = 3600.0  # a server asking for longer is not believed beyond an hour
+PROBE = 2.0  # while probing, the budget allows this many times the limit
+FIRST_QUIET = 0.5  # windows without a 429 before the first probe
+QUIET_AFTER_REFUSED_PROBE = 2.0  # windows before probing again after a probe was refused
+PROBE_LENGTH = 1.0  # windows of accepted probing (twice the limit in one) to disengage
 
 
 class Slot:
@@ -95,7 +109,8 @@ class WorkflowBudget:
     """The request budget of one workflow for one account (thread-safe)."""
 
     def __init__(self, name: Hashable, window: float = WINDOW,
-                 scheduler: Scheduler | None = None) -> None:
+                 scheduler: Scheduler | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not window > 0:
             raise ValueError("window must be positive")
         self.name = name
@@ -106,18 +121,25 @@ class WorkflowBudget:
         self.allowed = float(DEFAULT_LIMIT)
         self.rate_limited_answers = 0  # 429s reported (seen by this process)
         self._scheduler = scheduler or shared_scheduler()
-        self._lock = threading.Lock()
+        self._clock = clock  # the scheduler's clock (a fake one in tests, with its scheduler)
+        # Re-entrant: a forgotten widget closed by garbage collection (at any allocation,
+        # also while this thread holds the lock) leaves the budget through its poller.
+        self._lock = threading.RLock()
         self._spent: deque[float] = deque()  # answer times of finished requests, oldest first
         self._in_flight: set[Slot] = set()
         self._waiting: list[Slot] = []  # heap by rank
         self._order = itertools.count()
         self._not_before = 0.0  # monotonic time a 429's retry_after allows again
-        self._next_poll = 0.0  # polls are spread out: one per ``window / allowed`` at most
+        self._next_poll = 0.0  # requests are spread out: one per ``window / allowed`` at most
         self._epoch = 0
         self._last_change = 0.0  # of ``allowed``
         self._job: Job | None = None
         self._pollers: set[int] = set()
         self._limit_asked = False
+        self._last_refusal = 0.0  # when the last 429 came
+        self._refused_in_row = 0  # 429s since the last accepted answer
+        self._quiet_needed = FIRST_QUIET * window  # without a 429 before the next probe
+        self._probing_since: float | None = None
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -126,7 +148,7 @@ class WorkflowBudget:
         """A slot: granted at once when the budget has room (``slot.granted``; ``on_grant`` is
         then not called), else queued, and ``on_grant(slot)`` is called when it is granted.
         ``key`` orders requests of one priority (default: now, first come first served)."""
-        now = time.monotonic()
+        now = self._clock()
         slot = Slot(self, (priority, now if key is None else key, next(self._order)), on_grant)
         with self._lock:
             if not self._waiting_before(slot) and self._room(now, priority) > 0:
@@ -163,7 +185,7 @@ class WorkflowBudget:
             self.known_limit = int(rate_limit)
             if self.allowed >= ceiling or self.allowed > self.known_limit:
                 self.allowed = float(self.known_limit)
-            granted = self._pump_locked(time.monotonic())
+            granted = self._pump_locked(self._clock())
         _deliver(granted)
 
     def should_look_up_limit(self) -> bool:
@@ -177,15 +199,19 @@ class WorkflowBudget:
     def on_rate_limited(self, retry_after: float | None) -> None:
         """A 429 for a request sent without a slot (its sender did not ask the budget)."""
         with self._lock:
-            self._rate_limited_locked(time.monotonic(), retry_after, current=True)
+            self._rate_limited_locked(self._clock(), retry_after, current=True)
 
     @contextlib.contextmanager
     def spending(self, slot: Slot | None) -> Iterator[None]:
         """Around one request sent in ``slot`` (None: sent without one, e.g. when no slot came
         in time): a 429 gives the slot back with its ``retry_after`` (or tells the budget);
-        any other ending, an error included, uses the slot up."""
+        any other ending (a queue-full 429 and errors included) uses the slot up."""
         try:
             yield
+        except QueueFullError:  # the account's queue, not this workflow's rate
+            if slot is not None:
+                slot.done()
+            raise
         except RateLimitError as error:
             if slot is not None:
                 slot.rate_limited(error.retry_after)
@@ -248,24 +274,62 @@ class WorkflowBudget:
         the window (a burst of them would check every run at once, then none for a while);
         launches and cancels only need room in the window."""
         self._expire(now)
+        if self.limited:
+            self._recover(now)
         if not self.limited:
             return math.inf
-        if now < self._not_before or (priority > FIRST and now < self._next_poll):
+        if now < self._not_before or (self._spaced(priority, now) and now < self._next_poll):
             return 0
-        self._recover(now)
         return math.floor(self.allowed) - len(self._spent) - len(self._in_flight)
 
+    def _spaced(self, priority: int, now: float) -> bool:
+        """Whether requests of ``priority`` keep the planned spacing now: polls always; the
+        others for a window after a 429 (the server then has room for one at a time: its
+        ``retry_after`` names when the first place frees, not when all of them do)."""
+        return priority > FIRST or now - self._last_refusal < self.window
+
     def _recover(self, now: float) -> None:
-        """Additive increase: one more request a window for each window without a 429."""
-        while self.allowed < self._ceiling() and now - self._last_change >= self.window:
-            self.allowed = min(self._ceiling(), self.allowed + 1)
+        """Additive increase below the limit (one more request a window for each window
+        without a 429); at the limit, probe beyond it after a quiet spell, and disengage
+        once the server has accepted the probe's pace for a while."""
+        ceiling = self._ceiling()
+        while self.allowed < ceiling and now - self._last_change >= self.window:
+            self.allowed = min(ceiling, self.allowed + 1)
             self._last_change += self.window
+        if self.allowed < ceiling:
+            return
+        if self._probing_since is None:
+            if now - self._quiet_since() >= self._quiet_needed:
+                self._probing_since = now
+                self._set_allowed(ceiling * PROBE, now)
+        elif now - self._probing_since >= PROBE_LENGTH * self.window:
+            self._disengage()
+
+    def _quiet_since(self) -> float:
+        """Since when requests have gone without a 429 (the wait a 429 asked for is not
+        quiet: nothing was sent)."""
+        return max(self._last_refusal, self._not_before)
+
+    def _set_allowed(self, allowed: float, now: float) -> None:
+        self.allowed = max(MIN_ALLOWED, allowed)
+        self._epoch += 1
+        self._last_change = now
+
+    def _disengage(self) -> None:
+        """The server kept accepting more than the limit: it does not count our requests
+        the way the budget assumed. Back to granting everything (until the next 429)."""
+        self.limited = False
+        self.allowed = self._ceiling()
+        self._probing_since = None
+        self._quiet_needed = FIRST_QUIET * self.window
+        self._next_poll = 0.0
+        self._epoch += 1
 
     def _grant(self, slot: Slot, now: float) -> None:
         slot.granted = True
         slot.epoch = self._epoch
         self._in_flight.add(slot)
-        if self.limited and slot.priority > FIRST:
+        if self.limited:
             self._next_poll = now + self.window / self.allowed
 
     def _pump_locked(self, now: float) -> list[Slot]:
@@ -293,29 +357,38 @@ class WorkflowBudget:
         """When a slot may free (None: only when a request in flight is answered)."""
         if now < self._not_before:
             return self._not_before
-        if self._waiting[0].priority > FIRST and now < self._next_poll:
-            return self._next_poll
+        first = self._waiting[0].priority
+        if self._spaced(first, now) and now < self._next_poll:
+            spacing_ends = self._last_refusal + self.window  # for launches and cancels
+            return self._next_poll if first > FIRST else min(self._next_poll, spacing_ends)
+        moments = []
         if self._spent:
-            return self._spent[0] + self.window + self.margin
+            moments.append(self._spent[0] + self.window + self.margin)
         if self.allowed < self._ceiling():
-            return self._last_change + self.window
-        return None
+            moments.append(self._last_change + self.window)
+        elif self._probing_since is None:
+            moments.append(self._quiet_since() + self._quiet_needed)
+        else:
+            moments.append(self._probing_since + PROBE_LENGTH * self.window)
+        return min(moments)
 
     def _pump(self) -> None:
         with self._lock:
             self._job = None
-            granted = self._pump_locked(time.monotonic())
+            granted = self._pump_locked(self._clock())
         _deliver(granted)
 
     def _finish(self, slot: Slot, *, rate_limited: bool, retry_after: float | None) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if slot.finished or slot.withdrawn or not slot.granted:
                 return
             slot.finished = True
             self._in_flight.discard(slot)
             self._spent.append(now)
-            if rate_limited:
+            if not rate_limited:
+                self._refused_in_row = 0
+            else:
                 self._rate_limited_locked(now, retry_after, current=slot.epoch == self._epoch)
             granted = self._pump_locked(now)
         _deliver(granted)
@@ -323,21 +396,26 @@ class WorkflowBudget:
     def _rate_limited_locked(self, now: float, retry_after: float | None,
                              current: bool) -> None:
         self.rate_limited_answers += 1
-        if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
+        in_row = self._refused_in_row > 0
+        self._refused_in_row += 1
+        self._last_refusal = now
+        told = retry_after is not None and math.isfinite(retry_after) and retry_after > 0
+        if told:
+            # The server's word on when it has room: the next request goes then (polls too:
+            # the planned spacing restarts there), and our count of its window, which would
+            # only add to its wait, is dropped.
             self._not_before = max(self._not_before, now + min(retry_after, MAX_RETRY_AFTER))
+            self._next_poll = self._not_before
+            self._spent.clear()
         if not self.limited:
             self.limited = True
-            self.allowed = self._ceiling()
-            # The server's window held at most its limit: older requests of ours were not
-            # counted (or do not count), so they must not hold back what comes next.
-            while len(self._spent) > self._ceiling():
-                self._spent.popleft()
-        elif current:  # sent under the present allowance: it is too high
-            self.allowed = max(MIN_ALLOWED, self.allowed / 2)
-        else:
-            return  # an answer to a request sent before the last change: already acted on
-        self._epoch += 1
-        self._last_change = now
+            self._set_allowed(self._ceiling(), now)
+        elif self._probing_since is not None:  # the probe went too far: back to the limit
+            self._probing_since = None
+            self._quiet_needed = QUIET_AFTER_REFUSED_PROBE * self.window
+            self._set_allowed(self._ceiling(), now)
+        elif current and (in_row or not told):  # refused again at the present pace: too high
+            self._set_allowed(self.allowed / 2, now)
 
     def _withdraw(self, slot: Slot) -> None:
         with self._lock:
@@ -349,14 +427,14 @@ class WorkflowBudget:
             elif slot in self._waiting:
                 self._waiting.remove(slot)
                 heapq.heapify(self._waiting)
-            granted = self._pump_locked(time.monotonic())
+            granted = self._pump_locked(self._clock())
         _deliver(granted)
 
     def _starts_in(self, slot: Slot) -> float:
         with self._lock:
             if slot.granted or slot.withdrawn:
                 return 0.0
-            now = time.monotonic()
+            now = self._clock()
             ahead = sum(1 for other in self._waiting if other.rank < slot.rank)
             return max(0.0, self._time_for(ahead + 1, now) - now)
 
@@ -391,8 +469,11 @@ def _deliver(slots: list[Slot]) -> None:
 class Budgets:
     """The budgets of a process, one per (account, workflow)."""
 
-    def __init__(self, window: float = WINDOW) -> None:
+    def __init__(self, window: float = WINDOW, *, scheduler: Scheduler | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
+        self._scheduler = scheduler
+        self._clock = clock
         self._lock = threading.Lock()
         self._budgets: dict[tuple[Hashable, str], WorkflowBudget] = {}
 
@@ -401,7 +482,8 @@ class Budgets:
         with self._lock:
             budget = self._budgets.get(key)
             if budget is None:
-                budget = self._budgets[key] = WorkflowBudget(key, self.window)
+                budget = self._budgets[key] = WorkflowBudget(
+                    key, self.window, self._scheduler, self._clock)
             return budget
 
     def reset(self, window: float | None = None) -> None:

@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -36,6 +37,7 @@ from .errors import (
     NetworkError,
     NotFoundError,
     OutputError,
+    QueueFullError,
     RateLimitError,
     ResponseFormatError,
     RunAlreadyEndedError,
@@ -205,6 +207,18 @@ def _field_errors(body: Any) -> dict[str, list[str]]:
     return result
 
 
+# The account's queue limit (rate-limits.mdx): "Maximum 5 queued requests allowed." Matched
+# loosely (any wording naming a queue), so a reworded message is still told apart from a
+# workflow's rate limit; the number, when there is one, is the plan's limit.
+_QUEUE_WORDS = re.compile(r"\bqueue", re.IGNORECASE)
+_QUEUE_LIMIT = re.compile(r"(\d{1,4})\s+(?:queued|in\s+(?:the\s+)?queue)", re.IGNORECASE)
+
+
+def _queue_limit_in(message: str) -> int | None:
+    match = _QUEUE_LIMIT.search(message)
+    return int(match.group(1)) if match else None
+
+
 def error_for_response(response: requests.Response, body: Any) -> ModelsLabError:
     """Map a non-2xx answer to the matching ModelsLabError."""
     code = response.status_code
@@ -225,6 +239,9 @@ def error_for_response(response: requests.Response, body: Any) -> ModelsLabError
     if code == 429:
         wait = _retry_after_seconds(response, body)
         hint = f" Retry after {wait:g} s." if wait is not None else ""
+        if _QUEUE_WORDS.search(message):
+            return QueueFullError(f"The account's queue is full (HTTP 429: {message}).{hint}",
+                                  retry_after=wait, limit=_queue_limit_in(message))
         return RateLimitError(f"Rate limited (HTTP 429: {message}).{hint}", retry_after=wait)
     if code >= 500:
         return ServerError(f"Server error (HTTP {code}: {message}).", status_code=code)
@@ -266,6 +283,7 @@ class WorkflowsClient:
         self._api_key = _checked_key(
             api_key if api_key is not None else os.environ.get("MODELSLAB_API_KEY")
         )
+        self._account: tuple[str, str] | None = None
         chosen = base_url or os.environ.get("MODELSLAB_BASE_URL") or DEFAULT_BASE_URL
         self.base_url = chosen.rstrip("/")
         self.timeout = timeout
@@ -304,10 +322,12 @@ class WorkflowsClient:
         """(base URL, a keyed digest of the API key): which account this client speaks for,
         comparable between clients without keeping the key readable (the digest's secret is
         per process, so it means nothing outside it)."""
-        import hmac
+        if self._account is None:  # made once per key (so no import is needed at exit)
+            import hmac
 
-        digest = hmac.new(_account_salt(), (self._api_key or "").encode(), "sha256").hexdigest()
-        return self.base_url, digest
+            key = (self._api_key or "").encode()
+            self._account = self.base_url, hmac.new(_account_salt(), key, "sha256").hexdigest()
+        return self._account
 
     def reload_key_from_environment(self) -> bool:
         """Read ``$MODELSLAB_API_KEY`` again when the key came from it (no ``api_key`` was
@@ -322,6 +342,7 @@ class WorkflowsClient:
         # the old pattern. (Retry reloads once watching ended: nothing of it is in flight.)
         self._key_pattern = key_pattern(key)
         self._api_key = key
+        self._account = None
         return True
 
     @key_free_errors

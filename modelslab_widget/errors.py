@@ -61,6 +61,17 @@ class RateLimitError(ModelsLabError):
         self.retry_after = retry_after
 
 
+class QueueFullError(RateLimitError):
+    """429 for the account's queue: it already has as many queued runs as its plan allows
+    (``limit``: 5, 10 or 15; None when the message does not say). A launch only: it clears
+    when one of the account's runs ends, and it says nothing about a workflow's rate."""
+
+    def __init__(self, message: str, *, status_code: int | None = 429,
+                 retry_after: float | None = None, limit: int | None = None) -> None:
+        super().__init__(message, status_code=status_code, retry_after=retry_after)
+        self.limit = limit
+
+
 class ServerError(ModelsLabError):
     """5xx that persisted through retries, or the server could not be reached at all."""
 

@@ -37,6 +37,10 @@ class Estimate:
     #: A running step has taken longer than it usually does: ``remaining`` only counts the
     #: steps after it, and views say "taking longer than usual" rather than a time left.
     overdue: bool = False
+    #: Seconds before which the run cannot end even if it goes ``MUCH_FASTER`` times faster
+    #: than its quickest runs so far (0 once it could): only this far is it known to be far
+    #: from its end, so only this long may polling be quieter than the interval.
+    far_from_end: float = 0.0
 
 
 class DurationHistory:
@@ -102,6 +106,7 @@ class DurationHistory:
 # A running step counts as done in proportion to its usual time, up to this share: an
 # overrunning step stops there (the bar waits for it) instead of filling up.
 ON_TIME_SHARE = 0.9
+MUCH_FASTER = 5.0  # a run may go this many times faster than its quickest so far
 MAX_FRACTION = 0.99  # a run still running is never shown as done
 
 
@@ -138,8 +143,19 @@ def _estimate(
             remaining += planned
     fraction = min(MAX_FRACTION, done / total) if total > 0 else 0.0
     return Estimate(
-        remaining, fraction, next_change if next_change is not None else 0.0, overdue
+        remaining, fraction, next_change if next_change is not None else 0.0, overdue,
+        _far_from_end(snapshot, earliest, now),
     )
+
+
+def _far_from_end(snapshot: RunSnapshot, earliest: Mapping[str, float],
+                  now: datetime) -> float:
+    """Seconds until the run could end, were it ``MUCH_FASTER`` times quicker than ever."""
+    begun = [step.started_at for step in snapshot.steps if step.started_at is not None]
+    start = snapshot.started_at or (min(begun) if begun else None)
+    spent = max(0.0, (now - start).total_seconds()) if start is not None else 0.0
+    quickest = sum(earliest[step.name] for step in snapshot.steps)
+    return max(0.0, quickest / MUCH_FASTER - spent)
 
 
 def _read(path: Path) -> dict[str, dict[str, list[float]]]:

@@ -19,7 +19,9 @@ still works a moment later. ``POST .../run`` itself is never retried once sent (
 Rate limits. Every launch and schema read takes a slot of the workflow's request budget
 (``budget.py``). When the budget has no room, or the POST is answered 429 (no run started),
 ``launch()`` returns a ``QueuedRunWidget`` at once: it sends the POST from a pool thread when
-the budget allows, and the history row follows it like any card.
+the budget allows, and the history row follows it like any card. A 429 saying the account's
+queue is full holds the launch (and every later one of the account, in order) in the
+account's line (``account.py``) until one of the account's runs ends; nothing else slows.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import ipywidgets as widgets
 from traitlets import TraitError
 
 from . import render
+from .account import account_queue
 from .budget import FIRST, SCHEMA, budget_for, note_limit
 from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
+from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError, ValidationError
 from .media import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .queued import QueuedRunWidget
@@ -375,21 +378,27 @@ class WorkflowLauncher(widgets.VBox):
         if params is None:
             return None  # nothing sent: the fields say what to fix
         REMEMBERED[workflow_id] = dict(params)
-        slot = budget_for(self._client.account, workflow_id).request(FIRST)
+        account = account_queue(self._client.account)
+        if account.holding:  # the account's queue is full: the card waits in its line
+            return self._queue(workflow_id, params)
+        budget = budget_for(self._client.account, workflow_id)
+        slot = budget.request(FIRST)
         if not slot.granted:  # over the workflow's rate limit: the card waits its turn
             slot.cancel()
             return self._queue(workflow_id, params)
         self._show("note", "Starting a run…")
         try:
-            execution_id = self._client.run_workflow(workflow_id, params)
-        except RateLimitError as error:  # no run was started: send it again when allowed
-            slot.rate_limited(error.retry_after)
+            with budget.spending(slot):
+                execution_id = self._client.run_workflow(workflow_id, params)
+        except QueueFullError as error:  # no run was started: it waits for room
+            account.note_full(error)
+            return self._queue(workflow_id, params)
+        except RateLimitError:  # no run was started: send it again when allowed
             return self._queue(workflow_id, params)
         except ModelsLabError as error:
-            slot.done()
             self._show_launch_error(error)
             return None
-        slot.done()
+        account.sent()
         self._message.value = ""
         return self._watch(workflow_id, execution_id, params)
 

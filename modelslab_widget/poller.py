@@ -31,6 +31,11 @@ log = logging.getLogger("modelslab_widget")
 MAX_BACKOFF = 30.0
 MAX_RETRY_AFTER = 3600.0  # a server asking for longer is not believed beyond an hour
 MAX_QUIET_INTERVALS = 10  # however sure the estimate, poll at least every 10 intervals
+# Once the run could be ending (even if much faster than usual), a poll at least every 2
+# intervals and 0.4 s: an early end is then seen within 2 intervals and half a second (the
+# answer's own time included), never an estimate's error later.
+NEAR_END_INTERVALS = 2
+NEAR_END_SLACK = 0.4
 
 
 class PollListener(Protocol):
@@ -87,7 +92,7 @@ class RunPoller:
         listener: PollListener,
         policy: PollPolicy | None = None,
         scheduler: Scheduler | None = None,
-        next_change: Callable[[RunSnapshot], float | None] | None = None,
+        next_change: Callable[[RunSnapshot], tuple[float, float] | None] | None = None,
         budget: WorkflowBudget | None = None,
     ) -> None:
         self.client = client
@@ -96,7 +101,8 @@ class RunPoller:
         self.policy = policy or PollPolicy()
         self.polls = 0
         self._listener = weakref.ref(listener)
-        # Seconds until the run's state could next change (from earlier runs' timings), if known.
+        # From earlier runs' timings, if known: seconds until the run's state could next
+        # change, and how long it surely will not end yet.
         self._next_change = next_change
         self._scheduler = scheduler or shared_scheduler()
         self._lock = threading.Lock()
@@ -223,7 +229,7 @@ class RunPoller:
         expected = self._next_change(last) if self._next_change and last is not None else None
         if expected is None or self.budget is None:
             return self._next_due
-        return time.monotonic() + expected - self.budget.poll_interval(self.policy.interval)
+        return time.monotonic() + expected[0] - self.budget.poll_interval(self.policy.interval)
 
     def _guarded(self, handle: Callable[[Any, threading.Event], None], value: Any,
                  cancel: threading.Event) -> None:
@@ -251,12 +257,17 @@ class RunPoller:
 
     def _quiet_delay(self, snapshot: RunSnapshot) -> float:
         """The interval, or longer while no change is expected: poll again half an interval
-        before the earliest expected change, so the lag stays what regular polling gives."""
+        before the earliest expected change, so the lag stays what regular polling gives.
+        Quieter than ``NEAR_END_INTERVALS`` (and the slack) only while the run cannot be
+        ending yet, so a run far quicker than its history is still seen ended soon."""
         interval = self.policy.interval
         expected = self._next_change(snapshot) if self._next_change else None
         if expected is None:
             return interval
-        return max(interval, min(expected - interval / 2, interval * MAX_QUIET_INTERVALS))
+        next_change, far_from_end = expected
+        quiet = min(next_change - interval / 2, interval * MAX_QUIET_INTERVALS)
+        near_end = interval * NEAR_END_INTERVALS + NEAR_END_SLACK
+        return max(interval, min(quiet, max(near_end, far_from_end)))
 
     def _handle_error(self, error: ModelsLabError, cancel: threading.Event) -> None:
         listener = self._live_listener(cancel)

@@ -1,11 +1,15 @@
-"""QueuedRunWidget: the card of a launch that waits for its workflow's rate limit.
+"""QueuedRunWidget: the card of a launch that waits for its workflow's rate limit, or for
+room in the account's queue.
 
-When the workflow's request budget (``budget.py``) has no room, ``WorkflowLauncher.launch()``
-does not fail: it returns this card at once. The card says "Queued here: starts in N s" (no
-execution ID yet), sends ``POST .../run`` when the budget grants the launch a slot, sends it
-again after a 429 (a 429 means no run was started, so this cannot start two) and never after
-any other failure (the card then shows why the run was not started). Once the server answers
-with an execution ID the card takes it and watches the run like any other card.
+When the workflow's request budget (``budget.py``) has no room, or the account's queue is
+full (``account.py``: its launches wait in line until one of its runs ends),
+``WorkflowLauncher.launch()`` does not fail: it returns this card at once. The card says
+"Queued here: starts in N s" (no execution ID yet), sends ``POST .../run`` when the budget
+grants the launch a slot, sends it again after a 429 (a 429 means no run was started, so
+this cannot start two; a queue-full 429 puts it back at the front of the account's line)
+and never after any other failure (the card then shows why the run was not started). Once
+the server answers with an execution ID the card takes it and watches the run like any
+other card.
 
 Threads: the card and every widget in it are made on the main thread, in ``__init__``; the
 POST runs on a pool thread, which then only switches the card to the run's shared watch and
@@ -24,9 +28,10 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import render
+from .account import account_queue
 from .budget import FIRST, Slot, budget_for
 from .client import WorkflowsClient
-from .errors import ModelsLabError, NetworkError, RateLimitError
+from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler
@@ -74,6 +79,7 @@ class QueuedRunWidget(WorkflowRunWidget):
         self._max_thumbnails = kwargs.get("max_thumbnails", DEFAULT_SLOTS)
         self._decided = threading.Event()  # set when the launch started, failed or was removed
         self._slot: Slot | None = None
+        self._held = False  # waiting in the account's line (its queue is full)
         self._refresh_job: Job | None = None
         self._closing = False
         # A placeholder watch of its own (unique ID, never polled) until the run exists.
@@ -87,6 +93,7 @@ class QueuedRunWidget(WorkflowRunWidget):
         self.remove_button.on_click(lambda _: self.remove())
         self._controls.children = (self.remove_button,)
         self._budget = budget_for(client.account, self.workflow_id)
+        self._account = account_queue(client.account)
         self._queue()
 
     # -- public API ---------------------------------------------------------------------
@@ -96,8 +103,11 @@ class QueuedRunWidget(WorkflowRunWidget):
         """The launch has not been sent yet (or is on its way)."""
         return self.launch_state in (QUEUED, SENDING)
 
-    def starts_in(self) -> float:
-        """Estimated seconds until the launch is sent (0 once it is)."""
+    def starts_in(self) -> float | None:
+        """Estimated seconds until the launch is sent (0 once it is; None while it waits for
+        one of the account's runs to end)."""
+        if self._held:
+            return self._account.opens_in()
         slot = self._slot
         return slot.starts_in() if slot is not None and self.launch_state == QUEUED else 0.0
 
@@ -108,6 +118,8 @@ class QueuedRunWidget(WorkflowRunWidget):
                 return False
             self.launch_state = REMOVED
             slot, self._slot = self._slot, None
+            if self._held:
+                self._account.remove(self._released)
             self._show_message("note", "Removed: this run was not started.")
             self._controls.children = ()
         if slot is not None:
@@ -149,7 +161,7 @@ class QueuedRunWidget(WorkflowRunWidget):
         if self.launch_state == STARTED:
             return super().__repr__()
         if self.launch_state == QUEUED:
-            return f"Run queued here · starts in {math.ceil(self.starts_in())} s"
+            return f"Run queued here · {_starts_text(self.starts_in())}"
         if self.launch_state == SENDING:
             return "Run queued here · starting"
         if self.launch_error is not None:
@@ -158,8 +170,34 @@ class QueuedRunWidget(WorkflowRunWidget):
 
     # -- the launch (pool and timer threads) --------------------------------------------
 
-    def _queue(self) -> None:
-        """Ask the workflow's budget for a launch slot (first in line) and say so."""
+    def _queue(self, refused: QueueFullError | None = None) -> None:
+        """Wait in the account's line while its queue is full (at the front when this launch
+        was just refused for it), then ask the workflow's budget for a launch slot."""
+        if refused is not None:
+            self._account.refused(self._released, refused)
+            held = True
+        else:
+            held = not self._account.enter(self._released)
+        if not held:
+            self._ask_budget()
+            return
+        with self._lock:
+            self._held = True
+            self._show_queued()
+        self._schedule_refresh()
+
+    def _released(self) -> None:
+        """The account's turn came (a run of it ended, or its wait passed)."""
+        with self._lock:
+            self._held = False
+            still_queued = self.launch_state == QUEUED and not self._closing
+        if still_queued:
+            self._ask_budget()
+        else:
+            self._account.pass_turn()
+
+    def _ask_budget(self) -> None:
+        """Ask the workflow's budget for a slot (first in line) and say so."""
         slot = self._budget.request(FIRST, on_grant=self._granted)
         with self._lock:
             self._slot = slot
@@ -177,23 +215,24 @@ class QueuedRunWidget(WorkflowRunWidget):
         with self._lock:
             if self.launch_state != QUEUED or self._slot is not slot:
                 slot.cancel()  # removed or closed meanwhile: nothing is sent
+                self._account.pass_turn()
                 return
             self.launch_state = SENDING
             self._show_message("note", "Starting the run…")
         self._state_changed()
         try:
-            execution_id = self.client.run_workflow(self.workflow_id, self._params)
+            with self._budget.spending(slot):
+                execution_id = self.client.run_workflow(self.workflow_id, self._params)
         except RateLimitError as error:  # nothing started: safe to send again
-            slot.rate_limited(error.retry_after)
             with self._lock:
                 self.launch_state = QUEUED
-            self._queue()
+            self._queue(error if isinstance(error, QueueFullError) else None)
             self._state_changed()
         except ModelsLabError as error:  # maybe started, maybe not: never re-sent blindly
-            slot.done()
+            self._account.pass_turn()
             self._fail(error)
         else:
-            slot.done()
+            self._account.sent()
             self._bind(execution_id)
 
     def _bind(self, execution_id: int | str) -> None:
@@ -254,9 +293,17 @@ class QueuedRunWidget(WorkflowRunWidget):
             status="queued_here", workflow_id=self.workflow_id, execution_id="not started yet",
             elapsed=None, finished=False, steps=[],
         )
-        seconds = math.ceil(self.starts_in())
+        starts = _starts_text(self.starts_in())
+        if self._held:
+            limit = self._account.limit
+            size = f"{limit} queued runs" if limit else "its queued runs"
+            self._show_message(
+                "note", f"Queued here: {starts}",
+                f"The account's queue is full (ModelsLab allows {size} at a time); the run "
+                "is sent when one of them ends.", "Remove it to not start it.")
+            return
         self._show_message(
-            "note", f"Queued here: starts in {seconds} s",
+            "note", f"Queued here: {starts}",
             "The workflow's rate limit is reached; the run is sent as soon as it allows.",
             "Remove it to not start it.",
         )
@@ -280,3 +327,9 @@ class QueuedRunWidget(WorkflowRunWidget):
         job, self._refresh_job = self._refresh_job, None
         if job is not None:
             job.cancel()
+
+
+def _starts_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "starts when one of the account's runs ends"
+    return f"starts in {math.ceil(seconds)} s"

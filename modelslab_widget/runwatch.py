@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .account import account_queue
 from .budget import FIRST, budget_for
 from .client import WorkflowsClient
 from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
@@ -106,6 +107,7 @@ class RunWatch:
         self.scheduler = scheduler or shared_scheduler()
         self.snapshot: RunSnapshot | None = None
         self.first_seen: datetime | None = None  # when we first saw it running
+        self._seen_unfinished = False  # some answer had it queued or running
         self.error: BaseException | None = None  # what ended watching before the run ended
         self.retrying: Retrying | None = None  # the current transient trouble, if any
         #: seconds between checks while the workflow's rate limit sets the pace, else None
@@ -314,6 +316,8 @@ class RunWatch:
                 self.cancelling = False
             had_notice, self.retrying = self.retrying is not None, None
             changed = had_notice or previous is None or _shown(previous) != _shown(snapshot)
+            self._seen_unfinished = self._seen_unfinished or not snapshot.is_terminal
+        self._tell_account(snapshot)
         self._notify(SNAPSHOT, changed)
 
     def on_poll_error(self, error: ModelsLabError, failures: int, retry_in: float) -> None:
@@ -336,8 +340,10 @@ class RunWatch:
             self.paced = None
             if error is not None:
                 self.error = error
-            elif snapshot is not None:
-                self.history.record(snapshot)  # learns from completed runs only
+            elif snapshot is not None and self._seen_unfinished:
+                # Learns from completed runs only, and only from a run seen running: one
+                # found already finished was learnt from when it ran (or is not news).
+                self.history.record(snapshot)
         self._notify(ENDED, error)
         with self._lock:
             loading = error is None and self._load_more_thumbnails()
@@ -556,9 +562,23 @@ class RunWatch:
         for callback in callbacks:
             _call_safely(callback)
 
+    def _tell_account(self, snapshot: RunSnapshot) -> None:
+        """The account's launch queue (``account.py``) hears which of its runs are queued or
+        running and when one ends: that end lets a held launch go."""
+        queue = account_queue(self.client.account)
+        key = (self.workflow_id, str(self.execution_id))
+        if snapshot.is_terminal:
+            queue.run_ended(key)
+        else:
+            queue.run_active(key)
+
     def _end(self) -> None:
         """No view is left: stop everything this watch started."""
         self._poller.stop()
+        last = self.snapshot
+        if last is not None and not last.is_terminal:
+            account_queue(self.client.account).run_forgotten(
+                (self.workflow_id, str(self.execution_id)))
         self._media_cancel.set()
         with self._lock:
             self._session_open = False
@@ -577,9 +597,11 @@ class RunWatch:
         """Drop a watch that was never used (lost a race to register)."""
         self._end()
 
-    def _next_change(self, snapshot: RunSnapshot) -> float | None:
+    def _next_change(self, snapshot: RunSnapshot) -> tuple[float, float] | None:
+        """For the poller: seconds to the next expected change, and how long the run is
+        sure not to end yet (``Estimate.far_from_end``)."""
         estimate = self.history.estimate(snapshot)
-        return estimate.next_change if estimate is not None else None
+        return None if estimate is None else (estimate.next_change, estimate.far_from_end)
 
     def _notify(self, change: str, detail: Any) -> None:
         for view in self.views():

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from modelslab_widget import WorkflowsClient, budget, eta
+from modelslab_widget import WorkflowsClient, account, budget, eta
 from modelslab_widget.simulator import Simulator
 
 # A job a non-interactive shell starts in the background runs with SIGINT ignored, and every
@@ -91,5 +91,7 @@ def fresh_budgets() -> Iterator[None]:
     """Each test starts with no request budgets, in a compressed minute of 1 s: a 429 that a
     test injects then paces its workflow at the limit per second, not per minute."""
     budget.shared_budgets().reset(window=1.0)
+    account.shared_account_queues().reset()
     yield
     budget.shared_budgets().reset(window=budget.WINDOW)
+    account.shared_account_queues().reset()

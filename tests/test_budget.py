@@ -5,6 +5,7 @@ after they end; launches wait their turn, none lost, none doubled; 429s are neve
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Iterator
@@ -13,11 +14,13 @@ import pytest
 
 from modelslab_widget import WorkflowRunWidget, budget
 from modelslab_widget.budget import FIRST, POLL, WorkflowBudget, acquire_slot, budget_for
+from modelslab_widget.errors import QueueFullError, RateLimitError
 from modelslab_widget.launcher import WorkflowLauncher
 from modelslab_widget.queued import QueuedRunWidget
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
 
 from .conftest import wait_for
+from .fake_clock import FakeClock
 
 WINDOW = 3.0  # seconds: the compressed minute of these tests
 SCALE = WINDOW / 60.0
@@ -70,6 +73,20 @@ def most_in_a_window(times: list[float], since: float, window: float) -> int:
                default=0)
 
 
+def in_budget(account, workflow_id: str, send):
+    """Send a request in a slot of the workflow's budget, again after each 429 (which is
+    what a 429 asks), as the launcher and the cancel do."""
+    plan = budget_for(account, workflow_id)
+    while True:
+        slot = acquire_slot(account, workflow_id, FIRST, timeout=10)
+        assert slot is not None
+        try:
+            with plan.spending(slot):
+                return send()
+        except RateLimitError:
+            continue
+
+
 def steps_of(seconds: float) -> list[tuple[str, float]]:
     return [("Text to Image", seconds / 2), ("Image Upscaler", seconds / 2)]
 
@@ -78,7 +95,8 @@ def steps_of(seconds: float) -> list[tuple[str, float]]:
 
 
 def test_a_budget_grants_everything_before_a_429_then_the_limit_in_priority_order():
-    plan = WorkflowBudget("w", window=0.5)
+    clock = FakeClock()
+    plan = WorkflowBudget("w", window=0.5, scheduler=clock, clock=clock)
     plan.note_limit(2)
     slots = [plan.request(POLL) for _ in range(5)]
     assert all(slot.granted for slot in slots) and not plan.limited  # no 429 yet: no change
@@ -89,9 +107,14 @@ def test_a_budget_grants_everything_before_a_429_then_the_limit_in_priority_orde
     granted: list[str] = []
     poll = plan.request(POLL, on_grant=lambda s: granted.append("poll"))
     launch = plan.request(FIRST, on_grant=lambda s: granted.append("launch"))
-    assert not poll.granted and not launch.granted and launch.starts_in() > 0.2
-    wait_for(lambda: len(granted) == 2, timeout=5)
-    assert granted == ["launch", "poll"]  # the launch asked later, and went first
+    assert not poll.granted and not launch.granted
+    assert launch.starts_in() == pytest.approx(0.2)  # the server's word, not our window
+    clock.advance(0.19)
+    assert granted == []
+    clock.advance(0.02)
+    assert granted == ["launch"]  # the launch asked later, and went first
+    clock.advance(0.5 / 2)  # then one request per window / limit: the server has room for one
+    assert granted == ["launch", "poll"]
 
 
 def test_a_429_for_a_request_sent_under_the_current_allowance_halves_it():
@@ -108,6 +131,117 @@ def test_a_429_for_a_request_sent_under_the_current_allowance_halves_it():
     assert plan.allowed == budget.DEFAULT_LIMIT / 2
 
 
+# -- on a fake clock: the server's word decides, and the budget recovers ----------------------
+
+
+def poll_through(plan: WorkflowBudget, clock: FakeClock, answer, interval: float,
+                 seconds: float) -> tuple[list[float], list[float]]:
+    """One run polled as the poller does (next poll ``interval`` after an answer) through
+    ``plan`` for ``seconds`` of fake time; ``answer(t)`` is the server: None to accept, else
+    the ``retry_after`` of a 429. Returns the times requests went and the times refused."""
+    sent: list[float] = []
+    refused: list[float] = []
+    end = clock.now + seconds
+
+    def send(slot) -> None:
+        sent.append(clock.now)
+        retry_after = answer(clock.now)
+        if retry_after is None:
+            slot.done()
+        else:
+            refused.append(clock.now)
+            slot.rate_limited(retry_after)
+        if clock.now + interval < end:
+            clock.call_later(interval, due)
+
+    def due() -> None:
+        slot = plan.request(POLL, on_grant=send)
+        if slot.granted:
+            send(slot)
+
+    due()
+    clock.advance(seconds)
+    return sent, refused
+
+
+def one_offs(at: set[int], retry_after: float):
+    """A server that refuses only its requests number ``at`` (counting from 0)."""
+    count = iter(range(10**9))
+    return lambda t: retry_after if next(count) in at else None
+
+
+def sliding_limit(limit: int, window: float = 60.0):
+    """A server with a real limit: ``limit`` accepted requests in any ``window``."""
+    accepted: list[float] = []
+
+    def answer(t: float) -> float | None:
+        recent = [u for u in accepted if u > t - window]
+        if len(recent) >= limit:
+            return recent[0] + window - t
+        accepted.append(t)
+        return None
+    return answer
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_the_next_request_goes_when_retry_after_says_not_a_window_later(clock):
+    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+    sent, refused = poll_through(plan, clock, one_offs({20, 26}, 1.5), interval=1.0,
+                                 seconds=90)
+    assert len(refused) == 2
+    for refusal in refused:  # the request after each 429: retry_after, then within a second
+        after = next(t for t in sent if t > refusal)
+        assert after - refusal <= 1.5 + 1.0, (refusal, after)
+
+
+def test_after_a_one_off_429_the_budget_lifts_within_two_minutes(clock):
+    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+    sent, refused = poll_through(plan, clock, one_offs({5}, 1.5), interval=1.0, seconds=300)
+    assert len(refused) == 1 and not plan.limited
+    lifted = refused[0] + 120
+    late = [t for t in sent if t >= lifted]
+    gaps = [b - a for a, b in itertools.pairwise(late)]
+    assert gaps and max(gaps) <= 1.0 + 1e-9  # polled at the user's interval again
+    assert any(b - a > 1.5 for a, b in itertools.pairwise(sent))  # it was paced
+
+
+def test_a_sustained_limit_costs_about_one_429_every_two_minutes(clock):
+    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+    plan.note_limit(10)
+    sent, refused = poll_through(plan, clock, sliding_limit(10), interval=1.0, seconds=300)
+    first = refused[0]
+    later = [t for t in refused if first < t <= first + 240]
+    assert len(later) <= 3, refused
+    assert plan.limited  # the server really limits: the budget stays engaged
+    # and the run is still checked at about the limit's pace: 10 a minute, not fewer
+    in_last_minutes = [t for t in sent if first + 60 <= t < first + 240]
+    assert len(in_last_minutes) >= 0.8 * 10 * 3
+
+
+def test_429s_in_a_row_while_honouring_retry_after_lower_the_pace(clock):
+    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+    first = plan.request(POLL)
+    first.rate_limited(1.0)  # engaged at the documented 10 a minute
+    clock.advance(1.0)
+    again = plan.request(POLL)
+    assert again.granted
+    again.rate_limited(1.0)  # refused again right after waiting as asked
+    assert plan.allowed == budget.DEFAULT_LIMIT / 2
+
+
+def test_a_queue_full_429_leaves_the_workflow_budget_alone(clock):
+    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+    slot = plan.request(FIRST)
+    with pytest.raises(QueueFullError), plan.spending(slot):
+        raise QueueFullError("Maximum 5 queued requests allowed.", retry_after=30, limit=5)
+    assert not plan.limited and plan.rate_limited_answers == 0
+    assert plan.request(POLL).granted
+
+
 # -- over real sockets ----------------------------------------------------------------------
 
 
@@ -121,7 +255,9 @@ def test_before_any_429_polling_keeps_the_users_interval(window, rsim, cards):
     assert widget.message_html == ""
 
 
-def test_after_the_first_429_no_window_holds_more_than_the_limit(window, rsim, cards):
+def test_after_the_first_429_the_budget_keeps_to_the_limit_and_its_probes(window, rsim, cards):
+    """Beyond the limit only while probing whether it still holds: at most twice the limit
+    in any window, and the few 429s a probe costs."""
     limit = 8
     workflow = rsim.add_workflow(rate_limit=limit, steps=steps_of(5 * WINDOW / 3))
     account = cards.client.account
@@ -132,21 +268,16 @@ def test_after_the_first_429_no_window_holds_more_than_the_limit(window, rsim, c
     wait_for(lambda: budget_for(account, workflow).limited, timeout=5)  # heard the 429
     # A cancel and a launch of the same workflow go through the same budget.
     extra = rsim.add_run(workflow, steps=steps_of(30))
-    slot = acquire_slot(account, workflow, FIRST, timeout=10)
-    assert slot is not None
-    cards.client.cancel_run(workflow, extra)
-    slot.done()
-    launched = budget_for(account, workflow).acquire(FIRST, timeout=10)
-    assert launched is not None
-    launched_id = cards.client.run_workflow(workflow, {"prompt": "a lighthouse"})
-    launched.done()
+    in_budget(account, workflow, lambda: cards.client.cancel_run(workflow, extra))
+    launched_id = in_budget(account, workflow,
+                            lambda: cards.client.run_workflow(workflow, {"prompt": "a"}))
     widgets.append(cards(workflow, launched_id, poll_interval=0.05))
     for widget in widgets:
         assert widget.wait(30).status == "completed"
     times, refused = attempts(rsim, workflow)
     # Requests already on their way when the first 429 was answered are not the budget's.
-    assert most_in_a_window(times, refused[0] + 0.3, WINDOW) <= limit
-    assert len(refused) <= 3
+    assert most_in_a_window(times, refused[0] + 0.3, WINDOW) <= budget.PROBE * limit
+    assert len(refused) <= 3, refused
     assert rsim.request_count("cancel", execution_id=extra) == 1
 
 
@@ -259,3 +390,39 @@ def test_a_queued_launch_can_be_removed_and_nothing_is_sent(window, rsim, cards)
         assert f"Run {kept.execution_id}" in launcher.history[0].text.value
     finally:
         launcher.close()
+
+
+def watched_with_one_off_429s(rsim, cards, at: tuple[int, ...]):
+    """A long run watched at 1 s (scaled) whose polls number ``at`` are answered by a one-off
+    429 asking 1.5 s (scaled); returns the card, the run and the indexes refused."""
+    workflow = rsim.add_workflow(steps=steps_of(10 * WINDOW))
+    eid = rsim.add_run(workflow, steps=steps_of(10 * WINDOW), images=0)
+    card = cards(workflow, eid, poll_interval=1 * SCALE)
+    refused = []
+    for count in at:
+        wait_for(lambda count=count: rsim.request_count("status", eid) >= count, timeout=10,
+                 step=0.005)
+        refused.append(rsim.request_count("status", eid))
+        rsim.status_faults(eid, [Fault("rate_limit", retry_after=1.5 * SCALE)])
+    wait_for(lambda: rsim.request_count("status", eid) > refused[-1] + 1, timeout=10)
+    return card, workflow, refused
+
+
+def test_over_sockets_the_next_request_goes_when_the_429_says(window, rsim, cards):
+    card, workflow, refused = watched_with_one_off_429s(rsim, cards, at=(5, 11))
+    times = rsim.accepted_request_times(workflow)
+    card.close()
+    for index in refused:  # times[index] was answered 429
+        assert times[index + 1] - times[index] <= (1.5 + 1) * SCALE + 0.05
+
+
+def test_over_sockets_the_budget_lifts_after_a_one_off_429(window, rsim, cards):
+    card, workflow, _ = watched_with_one_off_429s(rsim, cards, at=(5,))
+    plan = budget_for(cards.client.account, workflow)
+    assert plan.limited
+    wait_for(lambda: not plan.limited, timeout=2 * WINDOW)  # lifted by itself in 2 minutes
+    lifted = time.monotonic()
+    wait_for(lambda: time.monotonic() > lifted + 10 * SCALE, timeout=5)
+    card.close()
+    recent = [t for t in rsim.accepted_request_times(workflow) if t > lifted]
+    assert max(b - a for a, b in itertools.pairwise(recent)) <= 1.5 * SCALE  # at 1 s again

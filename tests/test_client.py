@@ -24,6 +24,7 @@ from modelslab_widget.errors import (
     NetworkError,
     NotFoundError,
     OutputError,
+    QueueFullError,
     RateLimitError,
     ResponseFormatError,
     RunAlreadyEndedError,
@@ -682,3 +683,32 @@ def test_a_redirect_to_an_inner_address_is_refused(canned, target):
             c.fetch_image(f"{canned.origin}/files/a.png")
     assert time.monotonic() - started < 1.0  # refused, never connected (which would hang)
     assert canned.count("GET", "/files/a.png") == 1
+
+
+def test_a_full_account_queue_is_told_apart_from_a_rate_limit(sim, client):
+    sim.queue_limit = 1
+    client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "first"})
+    with pytest.raises(QueueFullError) as info:
+        client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "second"})
+    assert isinstance(info.value, RateLimitError)  # code catching 429s still catches it
+    assert info.value.limit == 1 and info.value.retry_after == 30
+    assert "queue is full" in str(info.value)
+
+
+@pytest.mark.parametrize(("message", "limit"), [
+    ("Rate limit exceeded. Maximum 15 queued requests allowed.", 15),
+    ("Too many requests in the queue", None),
+    ("Queue full: 10 in queue", 10),
+])
+def test_queue_wording_is_matched_loosely(sim, client, message, limit):
+    sim.post_faults(DEMO_WORKFLOW_ID, [Fault("http", status=429, body=message)])
+    with pytest.raises(QueueFullError) as info:
+        client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "x"})
+    assert info.value.limit == limit
+
+
+def test_a_plain_rate_limit_is_not_a_full_queue(sim, client):
+    sim.post_faults(DEMO_WORKFLOW_ID, [Fault("rate_limit", retry_after=2)])
+    with pytest.raises(RateLimitError) as info:
+        client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "x"})
+    assert not isinstance(info.value, QueueFullError)

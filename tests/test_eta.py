@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from modelslab_widget import WorkflowRunWidget
-from modelslab_widget.eta import DurationHistory, use_history_file
+from modelslab_widget.eta import MUCH_FASTER, DurationHistory, use_history_file
 from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID
 
@@ -205,3 +205,14 @@ def test_an_overrunning_card_says_taking_longer_and_no_time_left(sim, client):
         assert width <= 90  # the bar waits; it does not claim the end is near
     finally:
         widget.close()
+
+
+def test_a_run_is_far_from_its_end_only_until_a_much_faster_run_could_end():
+    history = DurationHistory()
+    history.record(completed(5, 10))
+    fresh = RunSnapshot(status="running", workflow_id="wf", started_at=T0, steps=(
+        Step("Text to Image", "running", T0), Step("Image Upscaler", "pending")))
+    assert history.estimate(fresh, T0).far_from_end == pytest.approx(15 / MUCH_FASTER)
+    later = T0 + timedelta(seconds=2)
+    assert history.estimate(fresh, later).far_from_end == pytest.approx(15 / MUCH_FASTER - 2)
+    assert history.estimate(running_second_step(), T0 + timedelta(seconds=6)).far_from_end == 0

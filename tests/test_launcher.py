@@ -4,8 +4,10 @@ one run per double click, 422 messages on their fields, 429, remembered values, 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import socket
+import time
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -13,6 +15,7 @@ import pytest
 from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
+from modelslab_widget.budget import budget_for
 from modelslab_widget.launcher import REMEMBERED, WorkflowLauncher, input_kind, parse_number
 from modelslab_widget.models import Parameter
 from modelslab_widget.simulator import Fault
@@ -425,3 +428,37 @@ def test_a_schema_with_20000_parameters_builds_the_first_200_and_says_so(sim, ma
     assert list(launcher.inputs) == [f"p{n}" for n in range(MAX_PARAMETERS)]
     assert launcher.info.dropped_parameters == 20_000 - MAX_PARAMETERS
     assert f"{20_000 - MAX_PARAMETERS:,} more parameters" in launcher.header.value
+
+
+def test_a_full_account_queue_holds_only_the_launch_until_a_run_of_ours_ends(
+        sim, make, client):
+    """The account's queue limit (rate-limits.mdx) is not the workflow's rate limit: the
+    watched run's polls go on at their interval, and the held launch goes at its end."""
+    sim.queue_limit = 1
+    workflow = sim.add_workflow(parameters=[{"key": "prompt", "type": "string"}],
+                                steps=[("Text to Image", 1.0), ("Image Upscaler", 1.0)])
+    launcher = make(workflow, poll_interval=0.5)
+    launcher.inputs["prompt"].value = "a lighthouse"
+    first = launcher.launch()
+    assert first is not None and first.execution_id is not None
+    second = launcher.launch()
+    assert second is not None and second.execution_id is None
+    assert sim.queue_full_count == 1
+    assert "account&#x27;s queue is full" in second.message_html
+    assert "allows 1 queued runs" in second.message_html
+    third = launcher.launch()  # joins the line behind it: never sent while the queue is full
+    assert third is not None and sim.queue_full_count == 1
+    wait_for(lambda: first.status == "completed", timeout=10)
+    end_seen = time.monotonic()
+    wait_for(lambda: second.execution_id is not None, timeout=5, step=0.01)
+    sent_after_end = time.time() - first.snapshot.completed_at.timestamp()
+    assert sent_after_end <= 0.5 + 0.25  # one poll interval, and the POST's own time
+    times = sim.accepted_request_times(workflow)
+    held = [t for t in times if t <= end_seen]  # the first run's polls, the refused POST
+    gaps = [b - a for a, b in itertools.pairwise(held)]
+    assert max(gaps) <= 0.5 + 0.2, gaps  # polls went on at 0.5 s while the launch was held
+    assert not budget_for(client.account, workflow).limited
+    assert second.wait(10).status == "completed"
+    assert third.wait(15).status == "completed"
+    assert sim.runs_started(workflow) == 3  # none lost, none sent twice
+    assert [run.execution_id for run in launcher.runs] == sorted(sim.run_ids(workflow))

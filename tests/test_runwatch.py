@@ -8,12 +8,14 @@ from __future__ import annotations
 import io
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient, runwatch
 from modelslab_widget.cli import watch_and_report
 from modelslab_widget.errors import NotFoundError
+from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.runwatch import watch_for
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
@@ -340,3 +342,70 @@ def test_a_start_while_the_views_hear_the_end_does_not_begin_a_second_session(cl
         watch.wait(view, 5)
     assert watch.polls == 1 and not watch.polling
     watch.detach(view)
+
+
+def learnt(history, workflow: str, seconds: list[float], runs: int = 3) -> None:
+    """Teach the history ``runs`` completed runs of ``workflow`` with these step durations."""
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    steps, at = [], start
+    for name, duration in zip(("Text to Image", "Image Upscaler"), seconds, strict=True):
+        steps.append(Step(name, "completed", at, at + timedelta(seconds=duration)))
+        at += timedelta(seconds=duration)
+    for _ in range(runs):
+        history.record(RunSnapshot(status="completed", workflow_id=workflow, steps=tuple(steps)))
+
+
+def shown_by(view: str, client, workflow: str, eid: int, interval: float, closers: list):
+    """Start watching in ``view`` and return what it shows of the run's status now."""
+    if view == "card":
+        card = WorkflowRunWidget(workflow, eid, client=client, poll_interval=interval)
+        closers.append(card.close)
+        return lambda: card.status
+    if view == "board row":
+        board = RunBoard(client=client, poll_interval=interval)
+        closers.append(board.close)
+        row = board.add(workflow, eid)
+        return lambda: row.status
+    out = io.StringIO()
+    thread = threading.Thread(target=watch_and_report, args=(client, workflow, eid),
+                              kwargs={"policy": PollPolicy(interval=interval), "stdout": out,
+                                      "stderr": io.StringIO()})
+    thread.start()
+    closers.append(lambda: thread.join(10))
+    return lambda: "completed" if "completed" in out.getvalue() else "running"
+
+
+@pytest.mark.parametrize("view", ["card", "board row", "command line"])
+def test_a_run_much_faster_than_its_history_is_seen_ended_soon(sim, client, view,
+                                                               fresh_duration_history):
+    """Quieter polling on a repeat run never hides an early end: at most 2 intervals."""
+    interval = 0.5
+    workflow = sim.add_workflow(steps=STEPS)
+    learnt(fresh_duration_history, workflow, [4.0, 4.0])
+    eid = sim.add_run(workflow, steps=[("Text to Image", 1.0), ("Image Upscaler", 1.0)],
+                      images=0)  # four times faster than every run before it
+    closers: list = []
+    try:
+        shown = shown_by(view, client, workflow, eid, interval, closers)
+        wait_for(lambda: shown() == "completed", timeout=15, step=0.01)
+        seen = time.time()
+    finally:
+        for close in closers:
+            close()
+    ended = client.get_run(workflow, eid).completed_at.timestamp()
+    assert seen - ended <= 2 * interval + 0.5
+
+
+def test_a_finished_run_watched_again_teaches_the_history_nothing(sim, client,
+                                                                 fresh_duration_history):
+    workflow = sim.add_workflow(steps=FAST)
+    learnt(fresh_duration_history, workflow, [1.0, 1.0], runs=2)
+    eid = sim.add_run(workflow, steps=FAST, images=0)
+    for _ in range(3):  # watched live once, then twice more after its end
+        card = WorkflowRunWidget(workflow, eid, client=client, poll_interval=0.05)
+        card.wait(10)
+        card.close()
+    # 1 s, 1 s and one 0.1 s sample: the median is still 1 s (three 0.1 s would make it 0.1)
+    assert fresh_duration_history.expected(workflow) == {"Text to Image": 1.0,
+                                                         "Image Upscaler": 1.0}
+    assert fresh_duration_history.earliest(workflow)["Text to Image"] < 0.5  # it did learn

@@ -696,6 +696,25 @@ def test_compressed_window_and_accepted_times(clock: ManualClock) -> None:
         assert sim.rate_limited_count(wf) == 3
 
 
+def test_the_account_queue_limit_answers_the_documented_429(clock: ManualClock) -> None:
+    documented = example("rate-limited.json")
+    with Simulator(clock=clock, queue_limit=2) as sim:
+        first, second = (post(sim, DEMO_WORKFLOW_ID, {"prompt": p}) for p in "ab")
+        assert first.status_code == second.status_code == 202
+        sim.add_run(steps=QUICK)  # not launched through the API: not in the queue
+        refused = post(sim, DEMO_WORKFLOW_ID, {"prompt": "c"})
+        assert refused.status_code == 429
+        assert refused.json() == {**documented, "message": documented["message"].replace(
+            "5", "2")}  # the documented answer, naming this account's limit
+        assert sim.queue_full_count == 1 and sim.queued_runs() == 2
+        assert get(sim, sim.status_url(DEMO_WORKFLOW_ID, first.json()["execution_id"])).ok
+        assert cancel(sim, DEMO_WORKFLOW_ID, first.json()["execution_id"]).ok
+        assert sim.queued_runs() == 1  # a cancelled run leaves the queue
+        assert post(sim, DEMO_WORKFLOW_ID, {"prompt": "c"}).status_code == 202
+        clock.now += 60  # every run ended
+        assert sim.queued_runs() == 0
+
+
 def test_schema_reports_the_default_rate_limit(sim: Simulator) -> None:
     body = get(sim, f"{sim.base_url}/workflows/{DEMO_WORKFLOW_ID}").json()
     assert body["workflow"]["rate_limit"] == 10

@@ -91,13 +91,22 @@ class Simulator:
     `rate_window` is the length in seconds of the sliding window of `add_workflow(rate_limit=)`
     (a minute on modelslab.com; shorter to play a compressed minute). `clock` is the monotonic
     clock that scripts runs and times the window; a test may pass one it moves by hand.
+    `queue_limit` is the account's queue limit of `rate-limits.mdx` (5, 10 or 15 by plan;
+    None: no limit): a launch while that many launched runs are still pending or running
+    gets the documented 429 (`queue_full_answer`), whatever the workflow.
     """
 
     def __init__(self, api_key: str | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, rate_window: float = RATE_LIMIT_WINDOW,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 queue_limit: int | None = None) -> None:
         if rate_window <= 0:
             raise ValueError("rate_window must be > 0")
+        if queue_limit is not None and queue_limit < 1:
+            raise ValueError("queue_limit must be >= 1 (or None for no limit)")
+        self.queue_limit = queue_limit
+        self.queue_full_count = 0  # launches refused because the account's queue was full
+        self._launched: list[int] = []  # runs started by POST .../run, oldest first
         self.api_key = api_key if api_key is not None else "sim-" + secrets.token_hex(8)
         self.host = host
         self.rate_window = rate_window
@@ -510,10 +519,14 @@ class Simulator:
         if errors:
             return json_answer(422, {"status": "error", "message": "Validation failed",
                                       "errors": errors}), None
+        if self._queue_full():
+            self.queue_full_count += 1
+            return self._queue_full_answer(), None
         fault = workflow.post_faults.take()
         if fault is not None and fault.kind not in POST_FAULTS_THAT_CREATE:
             return self._with_fault(fault, Answer(200), raw_path)
         run_id = self._launch_run(workflow, params)
+        self._launched.append(run_id)
         answer = json_answer(202, {
             "status": "success", "message": "Workflow execution started.",
             "execution_id": run_id, "workflow_id": workflow.id,
@@ -521,6 +534,26 @@ class Simulator:
             "webhook_url": workflow.webhook_url,
         })
         return self._with_fault(fault, answer, raw_path)
+
+    def queued_runs(self) -> int:
+        """Launched runs still pending or running: what the account's queue limit counts."""
+        with self._lock:
+            now = self._clock()
+            self._launched = [run_id for run_id in self._launched
+                              if self._runs[run_id].status_at(now - self._runs[run_id].t0_mono)
+                              in ("pending", "running")]
+            return len(self._launched)
+
+    def _queue_full(self) -> bool:
+        return self.queue_limit is not None and self.queued_runs() >= self.queue_limit
+
+    def _queue_full_answer(self) -> Answer:
+        """The documented answer (``api-examples/rate-limited.json``), its wait scaled with a
+        compressed minute."""
+        wait = 30 * self.rate_window / RATE_LIMIT_WINDOW
+        return error_answer(
+            429, f"Rate limit exceeded. Maximum {self.queue_limit} queued requests allowed.",
+            retry_after=int(wait) if wait == int(wait) else round(wait, 3))
 
     def _launch_run(self, workflow: Workflow, params: dict[str, Any]) -> int:
         size = tuple(clamp_dimension(params.get(k), 512) for k in ("width", "height"))

@@ -41,7 +41,7 @@ class Fault:
 
     kind: str
     status: int | None = field(default=None, kw_only=True)
-    retry_after: int | None = field(default=None, kw_only=True)
+    retry_after: float | None = field(default=None, kw_only=True)
     retry_after_in: str = field(default="body", kw_only=True)
     delay: float = field(default=0.0, kw_only=True)
     size: int | None = field(default=None, kw_only=True)
