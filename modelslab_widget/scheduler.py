@@ -84,11 +84,14 @@ class WorkerPool:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
+        worker = None
         with self._cond:
             self._work.append((future, fn, args))
             if len(self._work) > self._waiting and len(self._threads) < self._max_workers:
-                self._start_worker()
+                worker = self._new_worker()
             self._cond.notify()
+        if worker is not None:
+            _start(worker)
         return future
 
     def shutdown(self) -> None:
@@ -102,11 +105,12 @@ class WorkerPool:
         with self._cond:
             return len(self._threads)
 
-    def _start_worker(self) -> None:
+    def _new_worker(self) -> threading.Thread:
+        """A worker counted (lock held) for the caller to start once it released the lock."""
         name = f"{self._name}_{next(self._started)}"
         thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._threads.add(thread)
-        thread.start()
+        return thread
 
     def _run(self) -> None:
         while (item := self._next()) is not None:
@@ -161,8 +165,10 @@ class Scheduler:
         job = Job(due, fn, in_pool, self._wake)
         with self._cond:
             heapq.heappush(self._heap, (due, next(self._order), job))
-            self._ensure_timer()
+            timer = self._new_timer()
             self._cond.notify()
+        if timer is not None:
+            _start(timer)
         return job
 
     def call_later(self, delay: float, fn: Callable[[], Any], *, in_pool: bool = True) -> Job:
@@ -216,12 +222,15 @@ class Scheduler:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _ensure_timer(self) -> None:
-        if self._timer is None:
-            self._timer = threading.Thread(
-                target=self._timer_loop, name=TIMER_THREAD_NAME, daemon=True
-            )
-            self._timer.start()
+    def _new_timer(self) -> threading.Thread | None:
+        """The timer thread to start (lock held) when there is none; the caller starts it
+        after releasing the lock (see ``_start``)."""
+        if self._timer is not None:
+            return None
+        self._timer = threading.Thread(
+            target=self._timer_loop, name=TIMER_THREAD_NAME, daemon=True
+        )
+        return self._timer
 
     def _timer_loop(self) -> None:
         while True:
@@ -371,6 +380,13 @@ class Ticker:
                     method()
                 except Exception:
                     log.exception("a tick failed")
+
+
+def _start(thread: threading.Thread) -> None:
+    """Start a thread with no lock of ours held. ``start()`` waits for the new thread to
+    run, and the new thread may first collect garbage: ipywidgets' ``__del__`` closes a
+    forgotten card, which takes the scheduler's locks. Held here, that is a deadlock."""
+    thread.start()
 
 
 def _run_unless_cancelled(job: Job) -> None:

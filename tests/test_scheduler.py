@@ -282,3 +282,23 @@ def test_a_card_closed_by_garbage_collection_inside_the_tickers_add_does_not_dea
     thread.start()
     assert done.wait(5), "Ticker.add deadlocked on a re-entrant discard"
     scheduler.shutdown()
+
+
+def test_threads_start_with_no_lock_of_the_scheduler_held(monkeypatch):
+    """Thread.start() waits for the new thread, which may first collect garbage, and a
+    forgotten card's __del__ takes the scheduler's locks: starting under one deadlocked."""
+    scheduler = Scheduler()
+    held: list[tuple[str, bool]] = []
+    original = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        locked = scheduler._cond._is_owned() or scheduler._pool._cond._is_owned()
+        held.append((thread.name, locked))
+        original(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    ran = threading.Event()
+    scheduler.call_later(0, ran.set)  # starts the timer thread, then a pool worker
+    assert ran.wait(5)
+    assert len(held) >= 2 and not any(locked for _, locked in held), held
+    scheduler.shutdown()
