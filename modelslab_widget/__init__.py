@@ -32,6 +32,7 @@ _LAZY = {
     "watch": "widget",
     "WorkflowLauncher": "launcher",
     "RunBoard": "board",
+    "Sweep": "sweep",  # no widgets, but the whole client: loaded when first used
 }
 
 
@@ -50,6 +51,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from .board import RunBoard
     from .launcher import WorkflowLauncher
+    from .sweep import Sweep
     from .widget import WorkflowRunWidget, watch
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "RunSnapshot",
     "ServerError",
     "Step",
+    "Sweep",
     "ValidationError",
     "WorkflowInfo",
     "WorkflowLauncher",

@@ -400,7 +400,7 @@ class WorkflowBudget:
         self._refused_in_row += 1
         self._last_refusal = now
         told = retry_after is not None and math.isfinite(retry_after) and retry_after > 0
-        if told:
+        if retry_after is not None and told:
             # The server's word on when it has room: the next request goes then (polls too:
             # the planned spacing restarts there), and our count of its window, which would
             # only add to its wait, is dropped.

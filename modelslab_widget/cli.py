@@ -1,5 +1,5 @@
 """The ``modelslab-widget`` command: watch or cancel a run in the terminal, list workflows,
-a demo, the simulator.
+sweep many runs (``sweepcli.py``), a demo, the simulator.
 
 Exit codes of ``watch`` and ``demo``: 0 the run completed, 1 it failed or was cancelled,
 2 watching failed (bad key, unknown run, time limit, errors that persisted, bad arguments),
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from . import sweepcli
 from ._version import __version__
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, RunAlreadyEndedError
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_output_options(demo, interval=0.5)
     demo.add_argument("--prompt", default=DEMO_PROMPT, help=f"default {DEMO_PROMPT!r}")
+    sweepcli.add_parser(commands, _add_connection_options)
     commands.add_parser(
         "simulate",
         help="serve a local ModelsLab Workflows API (for demos and tests)",
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {"watch": watch_command, "cancel": cancel_command,
-                "workflows": workflows_command, "demo": demo_command}
+                "workflows": workflows_command, "demo": demo_command,
+                "sweep": sweep_command}
     try:
         return commands[args.command](args)
     except ModelsLabError as error:  # launching the demo run failed
@@ -220,6 +223,15 @@ def cancel_command(args: argparse.Namespace) -> int:
     _report(args.json, {"cancelled": True, "message": clean(message)},
             f"Run {clean(execution_id, 200)}: {clean(message)}")
     return EXIT_COMPLETED
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    use_history_file()
+    client = _cli_client(args)
+    if client is None:
+        return EXIT_WATCH_FAILED
+    with client:
+        return sweepcli.run_sweep(args, client)
 
 
 def workflows_command(args: argparse.Namespace) -> int:

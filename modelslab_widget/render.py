@@ -631,3 +631,77 @@ def counts_html(counts: dict[str, int]) -> str:
     if not total:
         return '<div class="mlw-card mlw-counts mlw-sub">No runs yet: add some with add().</div>'
     return f'<div class="mlw-card mlw-counts">{escape(counts_text(counts))}</div>'
+
+
+# -- the sweep grid ------------------------------------------------------------------------
+
+SWEEP_STYLE = """<style>
+.mlw-sweep-cell{display:flex;flex-direction:column;gap:2px;min-width:0}
+.mlw-sweep-label{font-weight:600;overflow-wrap:anywhere;line-height:16px}
+.mlw-sweep-meta{display:flex;flex-wrap:wrap;gap:2px 8px;align-items:center}
+.mlw-sweep-axis{font-weight:600;color:var(--jp-ui-font-color2,#616161);overflow-wrap:anywhere}
+</style>"""
+
+
+def sweep_header(title: str, counts: Mapping[str, int], total: int, done: int) -> str:
+    """The sweep's title, its counts by status and a bar of the runs done out of all."""
+    percent = int(100 * done / max(1, total))
+    state = "completed" if total and done == total else "running"
+    words = counts_text(dict(counts)) or "nothing launched yet"
+    return (
+        f'<div class="mlw-card"><div class="mlw-header"><span class="mlw-title">'
+        f'{escape(title)}</span><span class="mlw-sub">{escape(words)}</span>'
+        f'<span class="mlw-time">{done} of {total} done</span></div>'
+        f'<div class="mlw-progress mlw-s-{state}" role="progressbar" aria-valuenow="{done}" '
+        f'aria-valuemax="{total}"><div style="width:{percent}%"></div></div></div>'
+    )
+
+
+def sweep_cell(*, number: int, label: str, status: str, duration: float | None,
+               error: str = "", execution_id: str = "") -> str:
+    """One run of the sweep: its number and label, status badge, duration or error."""
+    run = f"Run {escape(execution_id)}" if execution_id else "not launched"
+    detail = ""
+    if error:
+        detail = (f'<span class="mlw-err mlw-sub" title="{escape(error)}">'
+                  f"{escape(shorten(error, ERROR_PREVIEW))}</span>")
+    return (
+        f'<div class="mlw-card mlw-sweep-cell"><span class="mlw-sweep-label">'
+        f"#{number} {escape(label)}</span><span class=\"mlw-sweep-meta\">"
+        f"{badge(status)}<span class=\"mlw-dur\">{format_seconds(duration)}</span>"
+        f'<span class="mlw-sub">{run}</span></span>{detail}</div>'
+    )
+
+
+def axis_label(text: str) -> str:
+    return f'<div class="mlw-card mlw-sweep-axis">{escape(text)}</div>'
+
+
+def static_sweep(header: str, cells: Sequence[tuple[str, StaticImage | None]],
+                 columns: int, column_labels: Sequence[str] = (),
+                 row_labels: Sequence[str] = ()) -> str:
+    """The sweep as one HTML fragment with no script (the saved notebook's grid): a table of
+    the cells, with the axes' values as row and column headings when there are two axes."""
+    import base64
+
+    def cell(markup: str, image: StaticImage | None) -> str:
+        picture = ""
+        if image is not None:
+            data = base64.b64encode(image.data).decode()
+            picture = (f'<img alt="output" style="display:block;max-width:100%" '
+                       f'src="data:image/{escape(image.format)};base64,{data}">')
+        return f'<td style="vertical-align:top;padding:4px">{markup}{picture}</td>'
+
+    rows = []
+    if column_labels:
+        heads = "".join(f'<th style="padding:4px">{axis_label(t)}</th>' for t in column_labels)
+        rows.append(f"<tr>{'<th></th>' if row_labels else ''}{heads}</tr>")
+    for start in range(0, len(cells), max(1, columns)):
+        number = start // max(1, columns)
+        head = (f'<th style="padding:4px;text-align:left">{axis_label(row_labels[number])}</th>'
+                if number < len(row_labels) else "")
+        body = "".join(cell(m, i) for m, i in cells[start:start + columns])
+        rows.append(f"<tr>{head}{body}</tr>")
+    return (f'{STYLE}{SWEEP_STYLE}<div class="mlw-static" style="border:1px solid #e0e0e0;'
+            f'padding:6px 10px;max-width:100%;overflow-x:auto">{header}'
+            f'<table style="border-collapse:collapse">{"".join(rows)}</table></div>')

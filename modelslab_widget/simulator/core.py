@@ -82,6 +82,18 @@ _API_ROUTES = (("status", _STATUS_PATH), ("cancel", _CANCEL_PATH), ("run", _RUN_
 _METHODS = {"run": "POST", "cancel": "POST"}  # the others are GET
 
 
+# Parameters that shape the picture, not its caption.
+_UNSHOWN = frozenset({"prompt", "width", "height"})
+
+
+def picture_text(params: Mapping[str, Any]) -> str:
+    """What a launched run's pictures show (and are coloured by): the prompt, then every
+    other parameter as ``key=value``."""
+    others = [f"{key}={value}" for key, value in sorted(params.items())
+              if key not in _UNSHOWN and value not in (None, "")]
+    return " · ".join([str(params.get("prompt") or ""), *others]).strip(" ·")
+
+
 class Simulator:
     """A ModelsLab Workflows API on 127.0.0.1 with scripted runs and injectable faults.
 
@@ -107,6 +119,7 @@ class Simulator:
         self.queue_limit = queue_limit
         self.queue_full_count = 0  # launches refused because the account's queue was full
         self._launched: list[int] = []  # runs started by POST .../run, oldest first
+        self._launch_params: dict[int, dict[str, Any]] = {}
         self.api_key = api_key if api_key is not None else "sim-" + secrets.token_hex(8)
         self.host = host
         self.rate_window = rate_window
@@ -527,6 +540,7 @@ class Simulator:
             return self._with_fault(fault, Answer(200), raw_path)
         run_id = self._launch_run(workflow, params)
         self._launched.append(run_id)
+        self._launch_params[run_id] = dict(params)
         answer = json_answer(202, {
             "status": "success", "message": "Workflow execution started.",
             "execution_id": run_id, "workflow_id": workflow.id,
@@ -534,6 +548,11 @@ class Simulator:
             "webhook_url": workflow.webhook_url,
         })
         return self._with_fault(fault, answer, raw_path)
+
+    def launch_params(self, execution_id: int) -> dict[str, Any]:
+        """The parameters the POST that started this run carried."""
+        with self._lock:
+            return dict(self._launch_params[execution_id])
 
     def queued_runs(self) -> int:
         """Launched runs still pending or running: what the account's queue limit counts."""
@@ -556,10 +575,12 @@ class Simulator:
             retry_after=int(wait) if wait == int(wait) else round(wait, 3))
 
     def _launch_run(self, workflow: Workflow, params: dict[str, Any]) -> int:
+        """Start a run of ``params``: its pictures differ with every parameter (the prompt,
+        then the others as ``key=value``), so runs of a sweep compare something."""
         size = tuple(clamp_dimension(params.get(k), 512) for k in ("width", "height"))
         images = None if workflow.outputs is not None else workflow.images
         run_id = self.add_run(workflow.id, steps=workflow.steps, images=images,
-                              prompt=str(params.get("prompt") or ""),
+                              prompt=picture_text(params),
                               image_size=size)  # type: ignore[arg-type]
         workflow.runs_started += 1
         workflow.last_called_at = time.time()

@@ -1,0 +1,100 @@
+"""The sweep's grid: rows and columns labelled with two axes' values, a compact grid
+otherwise, thumbnails in the cells, the saved notebook's static grid (escaped, no key),
+Cancel all with a confirming click, and a cell opening its run's card on the same watch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from modelslab_widget import Sweep, WorkflowsClient
+from modelslab_widget.simulator import Simulator
+from modelslab_widget.sweepgrid import CONFIRM
+
+from .conftest import wait_for
+
+PARAMETERS = [{"key": "prompt", "type": "string", "required": True},
+              {"key": "seed", "type": "integer", "required": False}]
+STEPS = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
+
+
+@pytest.fixture
+def made(tmp_path) -> Iterator:
+    sweeps: list[Sweep] = []
+
+    def sweep_of(factory, *args, **kwargs):
+        kwargs.setdefault("poll_interval", 0.05)
+        kwargs.setdefault("manifest", tmp_path / f"m{len(sweeps)}.jsonl")
+        sweep = factory(*args, **kwargs)
+        sweeps.append(sweep)
+        return sweep
+
+    yield sweep_of
+    for sweep in sweeps:
+        sweep.close()
+
+
+@pytest.fixture
+def qsim() -> Iterator[Simulator]:
+    with Simulator(queue_limit=3) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def qclient(qsim) -> Iterator[WorkflowsClient]:
+    with WorkflowsClient(qsim.api_key, base_url=qsim.base_url) as client:
+        yield client
+
+
+def test_two_axes_make_labelled_rows_and_columns_with_a_thumbnail_per_cell(
+        qsim, qclient, made):
+    workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
+    axes = {"prompt": ["a cat", "<b>a fox</b>"], "seed": [1, 2, 3]}
+    sweep = made(Sweep.grid, workflow, axes, client=qclient)
+    grid = sweep.grid_view()
+    assert len(grid.grid_box.children) == (2 + 1) * (3 + 1)  # headings, then one row per prompt
+    sweep.wait(30)
+    wait_for(lambda: all(cell.image.value for cell in grid.cells), timeout=10)
+    assert "seed=2" in grid.grid_box.children[2].value
+    assert "prompt=&lt;b&gt;a fox&lt;/b&gt;" in grid.grid_box.children[8].value
+    assert all("Completed" in cell.text.value for cell in grid.cells)
+    html = grid.static_html()
+    assert html.count("data:image/") == 6 and "<b>a fox" not in html
+    assert "6 completed" in html and qsim.api_key not in html
+    assert "text/html" in grid.mimebundle()  # done: the saved notebook keeps the grid
+
+
+def test_a_list_of_runs_is_a_compact_grid_that_wraps(qsim, qclient, made):
+    workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
+    sweep = made(Sweep, workflow, [{"prompt": "a"}, {"prompt": "b"}], client=qclient)
+    grid = sweep.grid_view()
+    assert len(grid.grid_box.children) == 2
+    assert "auto-fill" in grid.grid_box.layout.grid_template_columns
+    assert "text/html" not in grid.mimebundle() or sweep.done
+
+
+def test_cancel_all_asks_once_then_cancels_every_run(qsim, qclient, made):
+    workflow = qsim.add_workflow(parameters=PARAMETERS,
+                                 steps=[("Text to Image", 20.0), ("Image Upscaler", 20.0)])
+    sweep = made(Sweep, workflow, [{"prompt": f"p{n}"} for n in range(4)], client=qclient)
+    grid = sweep.grid_view()
+    wait_for(lambda: qsim.runs_started(workflow) == 3, timeout=10)
+    grid.cancel_button.click()
+    assert grid.cancel_button.description == CONFIRM and qsim.request_count("cancel") == 0
+    grid.cancel_button.click()
+    assert sweep.wait(15) == {"cancelled": 3, "skipped": 1}
+    assert qsim.request_count("cancel") == 3
+
+
+def test_a_cell_opens_its_runs_card_on_the_same_watch(qsim, qclient, made):
+    workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
+    sweep = made(Sweep, workflow, [{"prompt": "a"}], client=qclient)
+    sweep.wait(30)
+    grid = sweep.grid_view()
+    cell = grid.cells[0]
+    assert not cell.button.disabled
+    cell.button.click()
+    card = grid.card
+    assert card is not None and card.execution_id == sweep.runs[0].execution_id
+    assert card._watch is sweep.runs[0].watch  # one request stream for the run
