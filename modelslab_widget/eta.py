@@ -224,7 +224,7 @@ def _read(path: Path) -> dict[str, dict[str, list[float]]]:
     for workflow, steps in data.items():
         if isinstance(steps, dict) and _learnable(str(workflow)):
             clean[str(workflow)] = _clean_steps(steps)
-            _keep_newest(clean, MAX_WORKFLOWS)
+    _keep_newest(clean, MAX_WORKFLOWS)  # once: per workflow it would be quadratic
     return clean
 
 
