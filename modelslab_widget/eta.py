@@ -8,9 +8,11 @@ The history lives in memory; ``DurationHistory(path)`` also keeps it in a small 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -247,12 +249,31 @@ def _is_seconds(value: Any) -> bool:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(text, encoding="utf-8")
-        temporary.replace(path)  # atomic: a crash never leaves half a file
+        _private_folder(path.parent)
+        # A fresh, exclusively created temporary file (mode 0600): a fixed name such as
+        # durations.tmp could be planted as a link, and writing through it would overwrite
+        # whatever it points to. os.replace renames over the file itself, never a link's
+        # target, and is atomic: a crash never leaves half a file.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".durations-",
+                                             suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     except OSError:
         pass  # the history is a convenience; never fail a run over it
+
+
+def _private_folder(folder: Path) -> None:
+    """Create the folder for the owner only (0700); one that exists is left as it is."""
+    if folder.is_dir():
+        return
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)  # whatever the umask: the history says which workflows ran
 
 
 _shared = DurationHistory()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -292,3 +293,27 @@ def test_a_watch_files_durations_under_the_workflow_it_asked_for(sim, client,
     assert set(fresh_duration_history.expected(DEMO_WORKFLOW_ID)) == {"Text to Image",
                                                                     "Image Upscaler"}
     assert fresh_duration_history.expected("forged") == {}
+
+
+# -- the history file cannot be redirected ---------------------------------------------------
+
+
+def test_a_planted_temporary_link_is_not_followed(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o755)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (folder / "durations.tmp").symlink_to(victim)  # where an older version wrote first
+    path = folder / "durations.json"
+    DurationHistory(path).record(completed(4, 10))
+    assert victim.read_text() == "precious"
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert DurationHistory(path).expected("wf") == {"Text to Image": 4.0, "Image Upscaler": 10.0}
+    assert sorted(p.name for p in folder.iterdir()) == ["durations.json", "durations.tmp"]
+
+
+def test_a_history_folder_we_create_is_private(tmp_path):
+    folder = tmp_path / "cache" / "modelslab-widget"
+    DurationHistory(folder / "durations.json").record(completed(4, 10))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "durations.json").stat().st_mode) == 0o600
