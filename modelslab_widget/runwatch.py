@@ -176,7 +176,9 @@ class RunWatch:
     def estimate(self) -> Estimate | None:
         """Time left and progress by expected time, once this workflow completed before."""
         snapshot = self.snapshot
-        return self.history.estimate(snapshot) if snapshot is not None else None
+        if snapshot is None:
+            return None
+        return self.history.estimate(snapshot, workflow_id=self.workflow_id)
 
     def thumbnails_in_order(self) -> list[Thumbnail]:
         with self._lock:
@@ -343,7 +345,8 @@ class RunWatch:
             elif snapshot is not None and self._seen_unfinished:
                 # Learns from completed runs only, and only from a run seen running: one
                 # found already finished was learnt from when it ran (or is not news).
-                self.history.record(snapshot)
+                # Filed under the workflow asked for, not the one the server names.
+                self.history.record(snapshot, workflow_id=self.workflow_id)
         self._notify(ENDED, error)
         with self._lock:
             loading = error is None and self._load_more_thumbnails()
@@ -600,7 +603,7 @@ class RunWatch:
     def _next_change(self, snapshot: RunSnapshot) -> tuple[float, float] | None:
         """For the poller: seconds to the next expected change, and how long the run is
         sure not to end yet (``Estimate.far_from_end``)."""
-        estimate = self.history.estimate(snapshot)
+        estimate = self.history.estimate(snapshot, workflow_id=self.workflow_id)
         return None if estimate is None else (estimate.next_change, estimate.far_from_end)
 
     def _notify(self, change: str, detail: Any) -> None:

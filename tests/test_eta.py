@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from modelslab_widget import WorkflowRunWidget
 from modelslab_widget.eta import MUCH_FASTER, DurationHistory, use_history_file
 from modelslab_widget.models import RunSnapshot, Step
-from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
 from .conftest import card_markup, wait_for
 
@@ -216,3 +217,103 @@ def test_a_run_is_far_from_its_end_only_until_a_much_faster_run_could_end():
     later = T0 + timedelta(seconds=2)
     assert history.estimate(fresh, later).far_from_end == pytest.approx(15 / MUCH_FASTER - 2)
     assert history.estimate(running_second_step(), T0 + timedelta(seconds=6)).far_from_end == 0
+
+
+# -- a hostile server cannot grow the history ------------------------------------------------
+
+
+def renamed_run(run: int, *, steps: int = 1000, name_length: int = 9000,
+                workflow: str = "forged") -> RunSnapshot:
+    """A completed run whose step names (and workflow ID) a server changes every run."""
+    return RunSnapshot(status="completed", workflow_id=f"{workflow}-{run}", steps=tuple(
+        Step(f"run {run} step {i} ".ljust(name_length, "x"), "completed", T0,
+             T0 + timedelta(seconds=1)) for i in range(steps)))
+
+
+def test_step_renaming_runs_keep_the_history_file_small(tmp_path):
+    path = tmp_path / "durations.json"
+    for run in range(3):
+        history = DurationHistory(path)  # each `watch` starts from the file and rewrites it
+        history.record(renamed_run(run), workflow_id="wf")
+        assert not path.exists() or path.stat().st_size < 2_000_000
+        assert history.expected("wf") == {}  # 9,000-character names are not learnt
+        assert history.expected(f"forged-{run}") == {}  # nor filed under the server's ID
+    for run in range(3):  # names short enough to learn: only the latest 50 are kept
+        history = DurationHistory(path)
+        history.record(renamed_run(run, name_length=200), workflow_id="wf")
+        assert path.stat().st_size < 2_000_000
+    learnt = DurationHistory(path).expected("wf")
+    assert len(learnt) == 50 and all(name.startswith("run 2 step 9") for name in learnt)
+
+
+def test_many_workflows_keep_the_history_file_small_and_the_newest(tmp_path):
+    path = tmp_path / "durations.json"
+    history = DurationHistory(path)
+    for run in range(250):
+        history.record(renamed_run(run, steps=60, name_length=200), workflow_id=f"wf{run}")
+    assert path.stat().st_size < 2_000_000
+    assert history.expected("wf0") == {}  # the least recently recorded are forgotten
+    assert len(history.expected("wf249")) == 50
+    assert len(DurationHistory(path).expected("wf249")) == 50  # the newest is in the file
+
+
+def test_an_oversized_history_file_is_ignored_and_replaced(tmp_path):
+    path = tmp_path / "durations.json"
+    path.write_text(json.dumps({"wf": {"Text to Image": [4.0]}, "pad": {"x" * 3_000_000: []}}))
+    history = DurationHistory(path)  # no error
+    assert history.expected("wf") == {}
+    history.record(completed(5, 10))
+    assert path.stat().st_size < 1000
+    assert DurationHistory(path).expected("wf") == {"Text to Image": 5.0, "Image Upscaler": 10.0}
+
+
+@pytest.mark.parametrize("content", ["[" * 1_000_000, '{"wf": {"a": [1' + "0" * 400 + "]}}"])
+def test_a_hostile_history_file_is_ignored(tmp_path, content):
+    path = tmp_path / "durations.json"
+    path.write_text(content)
+    assert DurationHistory(path).expected("wf") == {}  # no RecursionError, no OverflowError
+
+
+def test_a_watch_files_durations_under_the_workflow_it_asked_for(sim, client,
+                                                                 fresh_duration_history):
+    """The server names another workflow in every answer: the watch learns for its own."""
+    eid = sim.add_run(steps=[("Text to Image", 0.2), ("Image Upscaler", 0.2)])
+    forged = []
+    for elapsed in (0.1, 10.0):  # one answer while running, then completed for good
+        body = sim.run_state(eid, elapsed=elapsed)
+        body["execution"]["workflow_id"] = body["workflow_id"] = "forged"
+        forged.append(body)
+    sim.status_faults(eid, [Fault("json", body=forged[0], times=1),
+                            Fault("json", body=forged[1], times=None)])
+    widget = WorkflowRunWidget(DEMO_WORKFLOW_ID, eid, client=client, poll_interval=0.05)
+    try:
+        assert widget.wait(10).workflow_id == "forged"
+    finally:
+        widget.close()
+    assert set(fresh_duration_history.expected(DEMO_WORKFLOW_ID)) == {"Text to Image",
+                                                                    "Image Upscaler"}
+    assert fresh_duration_history.expected("forged") == {}
+
+
+# -- the history file cannot be redirected ---------------------------------------------------
+
+
+def test_a_planted_temporary_link_is_not_followed(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir(mode=0o755)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (folder / "durations.tmp").symlink_to(victim)  # where an older version wrote first
+    path = folder / "durations.json"
+    DurationHistory(path).record(completed(4, 10))
+    assert victim.read_text() == "precious"
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert DurationHistory(path).expected("wf") == {"Text to Image": 4.0, "Image Upscaler": 10.0}
+    assert sorted(p.name for p in folder.iterdir()) == ["durations.json", "durations.tmp"]
+
+
+def test_a_history_folder_we_create_is_private(tmp_path):
+    folder = tmp_path / "cache" / "modelslab-widget"
+    DurationHistory(folder / "durations.json").record(completed(4, 10))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((folder / "durations.json").stat().st_mode) == 0o600

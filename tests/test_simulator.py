@@ -879,3 +879,42 @@ def test_a_body_without_the_key_is_never_read(sim: Simulator) -> None:
     assert b"Connection: close" in raw
     assert json.loads(raw.partition(b"\r\n\r\n")[2])["message"] == "Invalid API key"
     assert sim.request_count("run") == 1 and sim.runs_started(DEMO_WORKFLOW_ID) == 0
+
+
+# ---------------------------------------------------------------- odd IDs
+
+def raw_status(sim: Simulator, path: bytes, *, key: bool, extra: bytes = b"") -> int:
+    """The status of a request for `path` sent byte for byte (requests would percent-encode
+    it): a POST for a cancel, else a GET."""
+    method = b"POST" if path.endswith(b"/cancel") else b"GET"
+    head = method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra
+    if key:
+        head += b"key: " + sim.api_key.encode() + b"\r\n"
+    with socket.create_connection((sim.host, sim.port), timeout=5) as conn:
+        conn.sendall(head + b"\r\n")
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 "), (path[:80], raw[:80])  # an answer, not a hang-up
+    return int(raw[9:12])
+
+
+ODD_IDS = [b"\xb2", "\u00b9".encode("latin-1"), b"9" * 5000, b"9" * 19, b"-1", b"+1", b"%201",
+           b"%C2%B2", b"%00", b"%ff%fe", b"1%2F2", b"0x10", "\u0663".encode()]
+
+
+def test_odd_ids_get_a_404_or_401_and_no_traceback(sim: Simulator, capfd: Any) -> None:
+    eid = sim.add_run(steps=QUICK)
+    runs = f"/api/v1/workflows/{DEMO_WORKFLOW_ID}/runs/".encode()
+    for odd in ODD_IDS:
+        for path in (runs + odd, runs + odd + b"/cancel", b"/files/" + odd + b"/0",
+                     f"/files/{eid}/".encode() + odd):
+            assert raw_status(sim, path, key=True) == 404, path[:80]
+            expected = 401 if path.startswith(b"/api/") else 404  # files want no key
+            assert raw_status(sim, path, key=False) == expected, path[:80]
+    assert raw_status(sim, runs, key=True) == raw_status(sim, runs, key=False) == 404  # empty
+    assert raw_status(sim, runs + b"7" * 18, key=True) == 404  # 18 digits: an ID, not ours
+    hostile_range = b"Range: bytes=" + b"9" * 5000 + b"-\r\n"
+    assert raw_status(sim, f"/files/{eid}/0".encode(), key=False, extra=hostile_range) == 200
+    assert raw_status(sim, runs + str(eid).encode(), key=True) == 200  # still served
+    assert "Traceback" not in capfd.readouterr().err

@@ -37,13 +37,14 @@ from .runs import (
     DEMO_WORKFLOW_ID,
     DEMO_WORKFLOW_NAME,
     DOCUMENTED_RATE_LIMIT,
+    ID_PATTERN,
     Output,
     Run,
     StepSpec,
     Workflow,
     check_choice,
     clamp_dimension,
-    int_or_none,
+    id_or_none,
     output_bytes,
     run_body,
     step_specs,
@@ -72,7 +73,8 @@ _WORKFLOW_PATH = re.compile(r"^/api/v1/workflows/([^/]+)/?$")
 _LIST_PATH = re.compile(r"^/api/v1/workflows/?$")
 
 
-_IMAGE_PATH = re.compile(r"^/(files|proxy)/(\d+)/(\d+)(?:\.([A-Za-z0-9]+))?$")
+_IMAGE_PATH = re.compile(
+    rf"^/(files|proxy)/({ID_PATTERN})/({ID_PATTERN})(?:\.([A-Za-z0-9]+))?$")
 
 
 _API_ROUTES = (("status", _STATUS_PATH), ("cancel", _CANCEL_PATH), ("run", _RUN_PATH),
@@ -427,9 +429,12 @@ class Simulator:
     def _api(self, kind: str, method: str, ids: tuple[str, ...], raw_path: str,
              headers: Mapping[str, str], body: bytes
              ) -> tuple[Answer, Fault | None]:
-        execution_id = int_or_none(ids[1]) if kind in ("status", "cancel") else None
-        self._count(kind, execution_id)
         key = _header(headers, "key")
+        # Without the key a request gets a 401 whatever its path, and nothing of the path is
+        # used but to count it by execution ID, which id_or_none reads without ever raising
+        # (None when it is not one: with the key, that is a 404).
+        execution_id = id_or_none(ids[1]) if kind in ("status", "cancel") else None
+        self._count(kind, execution_id)
         if key != self.api_key:
             return error_answer(401, "Invalid API key"), None
         if method != _METHODS.get(kind, "GET"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -330,8 +331,15 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
-def int_or_none(text: str) -> int | None:
-    return int(text) if text.isdigit() else None
+# An ID in a path: ASCII digits only, and few of them. str.isdigit also takes "²", which
+# int() refuses, and int() refuses more than 4,300 digits: either raised on a handler thread
+# (no answer, a traceback on the console) instead of a 404.
+ID_PATTERN = "[0-9]{1,18}"
+
+
+def id_or_none(text: str) -> int | None:
+    """The ID a path segment names, or None when it is not one (answered with a 404)."""
+    return int(text) if re.fullmatch(ID_PATTERN, text) else None
 
 
 def clamp_dimension(value: Any, default: int) -> int:
