@@ -4,14 +4,17 @@ retries, path quoting, image fetching and secrecy of the API key."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import json
 import logging
 import socket
 import threading
 import time
+import tracemalloc
 import typing
 import warnings
+import zlib
 
 import pytest
 
@@ -712,3 +715,68 @@ def test_a_plain_rate_limit_is_not_a_full_queue(sim, client):
     with pytest.raises(RateLimitError) as info:
         client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "x"})
     assert not isinstance(info.value, QueueFullError)
+
+
+# -- redirects are followed hop by hop, each redirect closed unread ---------------------------
+
+RUN_7 = "/api/v1/workflows/wf-1/runs/7"
+RUNNING_7 = {"status": "success", "steps": [],
+             "execution": {"id": 7, "workflow_id": "wf-1", "status": "running"}}
+
+
+@functools.cache
+def gzip_of_zeros(megabytes: int = 300) -> bytes:
+    """A gzip stream that inflates to ``megabytes`` MB of zeros, made a MB at a time (~1.4 MB
+    compressed), so the test itself never holds the inflated bytes."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip wrapper
+    block = bytes(1 << 20)
+    return b"".join([*(compressor.compress(block) for _ in range(megabytes)),
+                     compressor.flush()])
+
+
+def bomb_redirect(location: str) -> Answer:
+    return 302, gzip_of_zeros(), {"Location": location, "Content-Encoding": "gzip"}
+
+
+def peak_memory_growth(call: typing.Callable[[], object]) -> tuple[object, int]:
+    """What ``call`` returned and the most memory Python held during it beyond what it held
+    before (tracemalloc: unlike ru_maxrss, not hidden by an earlier test's higher peak)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_redirects_gzip_bomb_body_is_never_read(canned):
+    canned.routes[("GET", RUN_7)] = bomb_redirect("/api/v1/final")
+    canned.routes[("GET", "/api/v1/final")] = json_answer(200, RUNNING_7)
+    with canned_client(canned) as c:
+        snapshot, peak = peak_memory_growth(lambda: c.get_run("wf-1", 7))
+    assert snapshot.status == "running" and canned.count("GET", "/api/v1/final") == 1
+    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
+
+
+def test_an_output_redirects_gzip_bomb_body_is_never_read(canned):
+    canned.routes[("GET", "/files/a.png")] = bomb_redirect("/files/b.png")
+    canned.routes[("GET", "/files/b.png")] = (200, b"\x89PNG-bytes", {})
+    with canned_client(canned) as c:
+        data, peak = peak_memory_growth(
+            lambda: c.fetch_image(f"{canned.origin}/files/a.png", max_bytes=1_000_000))
+    assert data == b"\x89PNG-bytes"
+    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
+
+
+def test_a_redirect_off_the_api_host_and_back_never_carries_the_key_again(canned):
+    other = CannedServer({("GET", "/elsewhere"): (302, b"", {"Location": f"{canned.origin}/back"})})
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": f"{other.origin}/elsewhere"})
+    canned.routes[("GET", "/back")] = json_answer(200, RUNNING_7)
+    try:
+        with canned_client(canned) as c:
+            assert c.get_run("wf-1", 7).status == "running"
+    finally:
+        other.close()
+    keys = [(path, "key" in {name.lower() for name in headers})
+            for _, path, headers in [*canned.requests, *other.requests]]
+    assert sorted(keys) == sorted([(RUN_7, True), ("/elsewhere", False), ("/back", False)])
