@@ -142,6 +142,31 @@ def path_segment(value: Any, what: str) -> str:
 
 
 
+def json_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's parameters as sent, checked first: a value JSON cannot carry (a date, NaN) is
+    the caller's mistake, told as a ValueError naming the parameter before anything is sent,
+    not a TypeError from inside requests whose frames hold the request and its key."""
+    body = dict(params or {})
+    for name, value in body.items():
+        problem = _json_problem(value)
+        if problem is not None:
+            raise ValueError(f"parameter {name!r} cannot be sent as JSON: {problem}")
+    problem = _json_problem(body)  # what is left: names JSON cannot carry
+    if problem is not None:
+        raise ValueError(f"the parameters cannot be sent as JSON: {problem}")
+    return body
+
+
+def _json_problem(value: Any) -> str | None:
+    import json
+
+    try:
+        json.dumps(value, allow_nan=False)  # as requests encodes a body
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc)[:200] or type(exc).__name__
+    return None
+
+
 def _retry_after_seconds(response: requests.Response, body: Any) -> float | None:
     """Seconds to wait from a 429: the body's ``retry_after`` first, then ``Retry-After``
     (a number or an HTTP date); always finite and capped by ``_seconds``."""
@@ -362,7 +387,7 @@ class WorkflowsClient:
     ) -> int | str:
         """Start a run with ``params`` as the workflow's inputs; returns its execution ID."""
         path = f"workflows/{path_segment(workflow_id, 'workflow_id')}/run"
-        body = self._request_json("POST", path, json_body=dict(params or {}))
+        body = self._request_json("POST", path, json_body=json_params(params))
         return RunAccepted.from_api(body).execution_id
 
     @key_free_errors
@@ -695,7 +720,11 @@ class WorkflowsClient:
 
     @staticmethod
     def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
-        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        scheme: str | None = None
+        with contextlib.suppress(ValueError):  # "http://[::1/x" is no URL at all
+            scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        if scheme is None:
+            raise error("refused to fetch a URL that cannot be parsed")
         if scheme not in ("http", "https"):
             raise error(f"refused to fetch a non-http(s) URL (scheme {scheme!r})")
 

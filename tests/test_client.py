@@ -4,6 +4,7 @@ retries, path quoting, image fetching and secrecy of the API key."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import http.server
 import json
@@ -780,3 +781,58 @@ def test_a_redirect_off_the_api_host_and_back_never_carries_the_key_again(canned
     keys = [(path, "key" in {name.lower() for name in headers})
             for _, path, headers in [*canned.requests, *other.requests]]
     assert sorted(keys) == sorted([(RUN_7, True), ("/elsewhere", False), ("/back", False)])
+
+
+# -- no failure escapes as a bare exception whose frames hold the key -------------------------
+
+TRACED_KEY = "sk-traced-secret-4711"  # a global: the test's own frame must not hold it
+
+
+def key_sightings(error: BaseException, key: str) -> list[str]:
+    """Where ``key`` shows in ``error`` or anything chained to it (``__cause__`` and
+    ``__context__``, recursively): its str and repr, and the repr of every local of every
+    frame of its traceback (what Sentry's or rich's capture_locals would print)."""
+    found: list[str] = []
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if key in str(current) or key in repr(current):
+            found.append(f"the message of {type(current).__name__}")
+        tb = current.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                if key in repr(value):
+                    found.append(f"local {name!r} of {tb.tb_frame.f_code.co_name}")
+            tb = tb.tb_next
+        pending += [current.__cause__, current.__context__]
+    return found
+
+
+def test_a_malformed_redirect_is_a_models_lab_error_without_the_key(canned):
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": "http://[::1/x"})
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ModelsLabError) as info:
+        c.get_run("wf-1", 7)
+    assert "no http(s) URL" in str(info.value)
+    assert key_sightings(info.value, TRACED_KEY) == []
+    assert canned.count("GET", RUN_7) == 1
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ImageError) as info:
+        c.fetch_image("http://[::1/x.png")
+    assert key_sightings(info.value, TRACED_KEY) == []
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ({"when": datetime.date(2024, 1, 15)}, "'when'"),
+    ({"ratio": float("nan")}, "'ratio'"),
+    ({"nested": {"at": {1, 2}}}, "'nested'"),
+    ({("a", "b"): 1}, "the parameters"),
+])
+def test_parameters_json_cannot_carry_are_refused_before_sending(canned, params, named):
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ValueError) as info:
+        c.run_workflow("wf-1", params)
+    assert named in str(info.value) and "JSON" in str(info.value)
+    assert key_sightings(info.value, TRACED_KEY) == []
+    assert canned.requests == []  # nothing was sent
