@@ -666,6 +666,7 @@ class WorkflowsClient:
             # Raised here, outside the handler, so the error has no __context__: the requests
             # exception's frames hold the prepared request, and that holds the key.
             raise failure
+        self._redact_headers(response)  # before anything reads them: the Location too
         return response
 
     def _send_failure(
@@ -733,6 +734,17 @@ class WorkflowsClient:
             return text
         raw = text.encode("utf-8", "surrogateescape")
         return self._key_pattern.sub(b"[redacted]", raw).decode("utf-8", "surrogateescape")
+
+    def _redact_headers(self, response: requests.Response) -> None:
+        """Blank our key out of every header value, in place: headers are server text like
+        bodies, and messages (a non-JSON Content-Type, say) and the probe quote them."""
+        if self._key_pattern is None:
+            return
+        for name, value in list(response.headers.items()):
+            raw = value.encode("latin-1", "replace")  # http.client decoded them as latin-1
+            redacted = self._key_pattern.sub(b"[redacted]", raw)
+            if redacted != raw:
+                response.headers[name] = redacted.decode("latin-1")
 
     def _shown(self, url: str) -> str:
         """A URL as a message may show it: key-free, and without any user name or password

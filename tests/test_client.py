@@ -836,3 +836,29 @@ def test_parameters_json_cannot_carry_are_refused_before_sending(canned, params,
     assert named in str(info.value) and "JSON" in str(info.value)
     assert key_sightings(info.value, TRACED_KEY) == []
     assert canned.requests == []  # nothing was sent
+
+
+# -- headers are server text: a key echoed in one is redacted like one in a body --------------
+
+
+def test_a_key_echoed_in_a_header_is_not_shown(canned):
+    from modelslab_widget import WorkflowRunWidget
+    from tests.test_secrecy import all_widget_states, exception_texts, widget_texts
+
+    canned.routes[("GET", RUN_7)] = (200, b"<html>not json</html>", {"Content-Type": TRACED_KEY})
+    with canned_client(canned, key=TRACED_KEY) as c:
+        with pytest.raises(ResponseFormatError) as info:
+            c.get_run("wf-1", 7)
+        assert "expected a JSON answer" in str(info.value)
+        assert not [text for text in exception_texts(info.value) if TRACED_KEY in text]
+        widget = WorkflowRunWidget("wf-1", 7, client=c, poll_interval=0.05, backoff_base=0.05,
+                                   max_failures=2)
+        try:
+            with pytest.raises(ResponseFormatError):
+                widget.wait(10)
+            assert "expected a JSON answer" in widget.error
+            shown = [*widget_texts(widget), widget.message_html, widget.static_html(),
+                     *all_widget_states()]
+            assert not [text for text in shown if TRACED_KEY in text]
+        finally:
+            widget.close()
