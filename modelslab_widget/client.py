@@ -214,6 +214,22 @@ def _checked_key(key: str | None) -> str | None:
     return key
 
 
+def _checked_base_url(url: str) -> str:
+    """The base URL, refused (without repeating it) when it carries a user name or password:
+    repr, every message and so the card would show them, and so would the notebook."""
+    netloc = ""
+    with contextlib.suppress(ValueError):  # a malformed URL fails where it is used
+        netloc = urlsplit(url).netloc
+    if "@" in netloc:
+        raise ValueError(
+            "base_url must not carry a user name or password (user:password@host): they "
+            "would be shown in messages and on the card. Drop them from the URL and put the "
+            "gateway's credentials in a ~/.netrc entry for its host (or the file named by "
+            "$NETRC), which is sent as HTTP basic auth to that host only"
+        )
+    return url
+
+
 def _server_message(body: Any, fallback: str) -> str:
     if isinstance(body, Mapping):
         message = body.get("message") or body.get("error")
@@ -311,7 +327,7 @@ class WorkflowsClient:
         )
         self._account: tuple[str, str] | None = None
         chosen = base_url or os.environ.get("MODELSLAB_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = chosen.rstrip("/")
+        self.base_url = _checked_base_url(chosen).rstrip("/")
         self.timeout = timeout
         #: Seconds one API call may take in all (connect, headers, body, retries); by default
         #: the connect timeout plus twice the read timeout.

@@ -862,3 +862,41 @@ def test_a_key_echoed_in_a_header_is_not_shown(canned):
             assert not [text for text in shown if TRACED_KEY in text]
         finally:
             widget.close()
+
+
+# -- credentials in a URL are never shown -------------------------------------------------
+
+
+URL_PASSWORD = "pw-Hunter2-9931"
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_base_url_with_credentials_is_refused_without_showing_them(where, monkeypatch):
+    from tests.test_secrecy import exception_texts
+
+    base_url = f"http://user:{URL_PASSWORD}@127.0.0.1:9/api/v1"
+    monkeypatch.setenv("MODELSLAB_BASE_URL", base_url)
+    with pytest.raises(ValueError, match=r"\.netrc") as info:
+        WorkflowsClient("k" * 12, base_url=base_url if where == "argument" else None)
+    assert not [text for text in exception_texts(info.value) if URL_PASSWORD in text]
+
+
+def test_an_output_urls_credentials_are_not_shown():
+    with WorkflowsClient("k" * 12, base_url="http://127.0.0.1:9/api/v1", retries=0) as c:
+        with pytest.raises(ImageError) as info:
+            c.fetch_image(f"http://user:{URL_PASSWORD}@127.0.0.1:9/a.png")
+        assert "127.0.0.1:9/a.png" in str(info.value)
+        assert URL_PASSWORD not in str(info.value) and URL_PASSWORD not in repr(info.value)
+        assert URL_PASSWORD not in repr(c)
+
+
+def test_a_gateways_credentials_go_in_netrc_as_the_refusal_says(canned, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login user password {URL_PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    canned.routes[("GET", RUN_7)] = json_answer(200, RUNNING_7)
+    with canned_client(canned) as c:
+        assert c.get_run("wf-1", 7).status == "running"
+        assert URL_PASSWORD not in repr(c)
+    assert canned.requests[0][2]["Authorization"].startswith("Basic ")
