@@ -615,9 +615,6 @@ class WorkflowsClient:
         api: bool = True,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Iterator[requests.Response]:
-        cancel = cancel_event()
-        if cancel is not None and cancel.is_set():  # stopped between scheduling and sending
-            raise NetworkError(f"{method} {self._shown(url)} was cancelled")
         response = self._follow(method, url, json_body, api, extra_headers or {})
         try:
             yield response
@@ -634,13 +631,14 @@ class WorkflowsClient:
         keyed = api
         with contextlib.ExitStack() as scopes:
             for _ in range(MAX_REDIRECTS + 1):
+                self._check_not_cancelled(method, url)
                 response = self._send_once(method, url, json_body, api, keyed, extra_headers)
                 hop = self._next_hop(response, method)
                 if hop is None:
                     return response
                 response.close()  # unread: only its Location matters, never its body
                 target_method, target = hop
-                if target_method != method or response.status_code not in (307, 308):
+                if response.status_code not in (307, 308):
                     json_body = None  # as requests: a 301/302/303 drops the body
                 if keyed and self._session.should_strip_auth(url, target):
                     keyed = False
@@ -648,6 +646,13 @@ class WorkflowsClient:
                         scopes.enter_context(address_scope(self.output_address_kinds()))
                 method, url = target_method, target
         raise ServerError(f"{method} {self._shown(url)}: too many redirects (a redirect loop?)")
+
+    def _check_not_cancelled(self, method: str, url: str) -> None:
+        """Before each hop: a call stopped between scheduling and sending, or between two
+        hops of a redirect chain, sends nothing more."""
+        cancel = cancel_event()
+        if cancel is not None and cancel.is_set():
+            raise NetworkError(f"{method} {self._shown(url)} was cancelled")
 
     def _next_hop(self, response: requests.Response, method: str) -> tuple[str, str] | None:
         failure: ModelsLabError | None = None

@@ -900,3 +900,17 @@ def test_a_gateways_credentials_go_in_netrc_as_the_refusal_says(canned, tmp_path
         assert c.get_run("wf-1", 7).status == "running"
         assert URL_PASSWORD not in repr(c)
     assert canned.requests[0][2]["Authorization"].startswith("Basic ")
+
+
+def test_an_api_redirect_off_its_host_obeys_the_output_address_policy(canned):
+    other = CannedServer({("GET", "/elsewhere"): json_answer(200, RUNNING_7)})
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": f"{other.origin}/elsewhere"})
+    try:
+        with (
+            canned_client(canned, allow_private_outputs=False) as c,
+            pytest.raises(ServerError, match=r"127\.0\.0\.1, a loopback address"),
+        ):
+            c.get_run("wf-1", 7)
+    finally:
+        other.close()
+    assert other.requests == []  # refused before anything was sent
