@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._version import __version__
 from .errors import (
@@ -71,6 +71,7 @@ from .transport import (
     key_pattern,
     key_safe_session_class,
     media_type,
+    next_hop,
     read_prefix,
     retry_policy,
     watched_adapter_class,
@@ -141,6 +142,31 @@ def path_segment(value: Any, what: str) -> str:
 
 
 
+def json_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's parameters as sent, checked first: a value JSON cannot carry (a date, NaN) is
+    the caller's mistake, told as a ValueError naming the parameter before anything is sent,
+    not a TypeError from inside requests whose frames hold the request and its key."""
+    body = dict(params or {})
+    for name, value in body.items():
+        problem = _json_problem(value)
+        if problem is not None:
+            raise ValueError(f"parameter {name!r} cannot be sent as JSON: {problem}")
+    problem = _json_problem(body)  # what is left: names JSON cannot carry
+    if problem is not None:
+        raise ValueError(f"the parameters cannot be sent as JSON: {problem}")
+    return body
+
+
+def _json_problem(value: Any) -> str | None:
+    import json
+
+    try:
+        json.dumps(value, allow_nan=False)  # as requests encodes a body
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc)[:200] or type(exc).__name__
+    return None
+
+
 def _retry_after_seconds(response: requests.Response, body: Any) -> float | None:
     """Seconds to wait from a 429: the body's ``retry_after`` first, then ``Retry-After``
     (a number or an HTTP date); always finite and capped by ``_seconds``."""
@@ -186,6 +212,22 @@ def _checked_key(key: str | None) -> str | None:
             "an HTTP header: check how it was copied"
         )
     return key
+
+
+def _checked_base_url(url: str) -> str:
+    """The base URL, refused (without repeating it) when it carries a user name or password:
+    repr, every message and so the card would show them, and so would the notebook."""
+    netloc = ""
+    with contextlib.suppress(ValueError):  # a malformed URL fails where it is used
+        netloc = urlsplit(url).netloc
+    if "@" in netloc:
+        raise ValueError(
+            "base_url must not carry a user name or password (user:password@host): they "
+            "would be shown in messages and on the card. Drop them from the URL and put the "
+            "gateway's credentials in a ~/.netrc entry for its host (or the file named by "
+            "$NETRC), which is sent as HTTP basic auth to that host only"
+        )
+    return url
 
 
 def _server_message(body: Any, fallback: str) -> str:
@@ -285,7 +327,7 @@ class WorkflowsClient:
         )
         self._account: tuple[str, str] | None = None
         chosen = base_url or os.environ.get("MODELSLAB_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = chosen.rstrip("/")
+        self.base_url = _checked_base_url(chosen).rstrip("/")
         self.timeout = timeout
         #: Seconds one API call may take in all (connect, headers, body, retries); by default
         #: the connect timeout plus twice the read timeout.
@@ -302,7 +344,6 @@ class WorkflowsClient:
         self._warn_if_cleartext()
         self._session = key_safe_session_class()()
         self._session.headers["User-Agent"] = f"modelslab-widget/{__version__}"
-        self._session.max_redirects = MAX_REDIRECTS
         adapter = watched_adapter_class()(
             max_retries=retry_policy(retries, backoff_factor),
             pool_connections=4,
@@ -362,7 +403,7 @@ class WorkflowsClient:
     ) -> int | str:
         """Start a run with ``params`` as the workflow's inputs; returns its execution ID."""
         path = f"workflows/{path_segment(workflow_id, 'workflow_id')}/run"
-        body = self._request_json("POST", path, json_body=dict(params or {}))
+        body = self._request_json("POST", path, json_body=json_params(params))
         return RunAccepted.from_api(body).execution_id
 
     @key_free_errors
@@ -557,11 +598,11 @@ class WorkflowsClient:
                 raise ResponseFormatError(self._describe_non_json(raw, response))
             return body
 
-    def _headers(self, api: bool) -> dict[str, str | None]:
+    def _headers(self, api: bool, keyed: bool) -> dict[str, str | None]:
         # Built here, not in _send, so that no frame of a traceback holds the key in a local.
-        # A None header value removes the session default, so output hosts never see the key.
+        # A None header value removes the session default, so other hosts never see the key.
         if api:
-            return {"key": self._api_key, "Accept": "application/json"}
+            return {"key": self._api_key if keyed else None, "Accept": "application/json"}
         return {"key": None, "Accept": "image/*,video/*,audio/*,model/*,*/*;q=0.5"}
 
     @contextlib.contextmanager
@@ -574,43 +615,105 @@ class WorkflowsClient:
         api: bool = True,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Iterator[requests.Response]:
-        cancel = cancel_event()
-        if cancel is not None and cancel.is_set():  # stopped between scheduling and sending
-            raise NetworkError(f"{method} {url} was cancelled")
-        response = None
-        try:
-            response = self._session.request(
-                method, url, headers={**self._headers(api), **(extra_headers or {})},
-                json=json_body, timeout=self.timeout, stream=True,
-            )
-        except Exception as exc:  # every failure is mapped below
-            failure = self._send_failure(method, url, exc)
-        if response is None:
-            # Raised here, outside the handler, so the error has no __context__: the requests
-            # exception holds the prepared request, and that holds the key in its headers.
-            raise failure
+        response = self._follow(method, url, json_body, api, extra_headers or {})
         try:
             yield response
         finally:
             response.close()
 
-    def _send_failure(self, method: str, url: str, exc: Exception) -> ModelsLabError:
+    def _follow(
+        self, method: str, url: str, json_body: Any, api: bool, extra_headers: Mapping[str, str]
+    ) -> requests.Response:
+        """The answer at the end of at most ``MAX_REDIRECTS`` redirects, each followed here
+        (requests would read each redirect's whole body first, uncapped). The key goes only
+        to the API's own host: once a hop leaves it, no later hop carries the key, and an API
+        call's later hops may reach only the addresses an output download may."""
+        keyed = api
+        with contextlib.ExitStack() as scopes:
+            for _ in range(MAX_REDIRECTS + 1):
+                self._check_not_cancelled(method, url)
+                response = self._send_once(method, url, json_body, api, keyed, extra_headers)
+                hop = self._next_hop(response, method)
+                if hop is None:
+                    return response
+                response.close()  # unread: only its Location matters, never its body
+                target_method, target = hop
+                if response.status_code not in (307, 308):
+                    json_body = None  # as requests: a 301/302/303 drops the body
+                if keyed and self._session.should_strip_auth(url, target):
+                    keyed = False
+                    if api:
+                        scopes.enter_context(address_scope(self.output_address_kinds()))
+                method, url = target_method, target
+        raise ServerError(f"{method} {self._shown(url)}: too many redirects (a redirect loop?)")
+
+    def _check_not_cancelled(self, method: str, url: str) -> None:
+        """Before each hop: a call stopped between scheduling and sending, or between two
+        hops of a redirect chain, sends nothing more."""
+        cancel = cancel_event()
+        if cancel is not None and cancel.is_set():
+            raise NetworkError(f"{method} {self._shown(url)} was cancelled")
+
+    def _next_hop(self, response: requests.Response, method: str) -> tuple[str, str] | None:
+        failure: ModelsLabError | None = None
+        try:
+            return next_hop(response, method)
+        except ValueError:
+            failure = ServerError(
+                f"{method} {self._shown(response.url)}: HTTP {response.status_code} redirects "
+                "to an address that is no http(s) URL; not followed"
+            )
+        response.close()
+        raise failure  # outside the handler: the ValueError's frames are not chained
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        json_body: Any,
+        api: bool,
+        keyed: bool,
+        extra_headers: Mapping[str, str],
+    ) -> requests.Response:
+        failure: ModelsLabError | None = None
+        try:
+            response = self._session.request(
+                method, url, headers={**self._headers(api, keyed), **extra_headers},
+                json=json_body, timeout=self.timeout, stream=True, allow_redirects=False,
+            )
+        except Exception as exc:  # every failure is mapped: none escapes bare
+            failure = self._send_failure(method, url, exc, api)
+        if failure is not None:
+            # Raised here, outside the handler, so the error has no __context__: the requests
+            # exception's frames hold the prepared request, and that holds the key.
+            raise failure
+        self._redact_headers(response)  # before anything reads them: the Location too
+        return response
+
+    def _send_failure(
+        self, method: str, url: str, exc: Exception, api: bool
+    ) -> ModelsLabError:
         import requests
 
+        where = f"{method} {self._shown(url)}"
         if deadline_passed():
             seconds = current_deadline().seconds  # type: ignore[union-attr]
-            return NetworkError(f"{method} {url}: no complete answer within {seconds:g} s")
+            return NetworkError(f"{where}: no complete answer within {seconds:g} s")
         if isinstance(exc, Cancelled):
-            return NetworkError(f"{method} {url} was cancelled")
+            return NetworkError(f"{where} was cancelled")
         if isinstance(exc, RefusedAddress):
+            if api:  # an API call redirected off the API's host, to an inner address
+                return ServerError(f"{where}: a redirect led to {exc.address}, a {exc.kind} "
+                                   "address, which is not followed")
             return OutputError(str(exc))
-        if isinstance(exc, requests.TooManyRedirects):
-            return ServerError(f"{method} {url}: too many redirects (a redirect loop?)")
         if isinstance(exc, requests.Timeout):
-            return NetworkError(f"{method} {url}: the server did not answer in time")
+            return NetworkError(f"{where}: the server did not answer in time")
         if isinstance(exc, requests.RequestException):
-            return NetworkError(f"{method} {url}: {self._redact_text(failure_reason(exc))}")
-        raise exc
+            return NetworkError(f"{where}: {self._redact_text(failure_reason(exc))}")
+        # Anything else (a bug, a URL requests cannot take): still a ModelsLabError, so no
+        # caller sees a bare exception whose frames hold the request and its key.
+        reason = self._redact_text(str(exc)[:300])
+        return ModelsLabError(f"{where} failed: {type(exc).__name__}: {reason}")
 
     def _read_capped(
         self,
@@ -639,7 +742,11 @@ class WorkflowsClient:
 
     @staticmethod
     def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
-        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        scheme: str | None = None
+        with contextlib.suppress(ValueError):  # "http://[::1/x" is no URL at all
+            scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+        if scheme is None:
+            raise error("refused to fetch a URL that cannot be parsed")
         if scheme not in ("http", "https"):
             raise error(f"refused to fetch a non-http(s) URL (scheme {scheme!r})")
 
@@ -648,6 +755,28 @@ class WorkflowsClient:
             return text
         raw = text.encode("utf-8", "surrogateescape")
         return self._key_pattern.sub(b"[redacted]", raw).decode("utf-8", "surrogateescape")
+
+    def _redact_headers(self, response: requests.Response) -> None:
+        """Blank our key out of every header value, in place: headers are server text like
+        bodies, and messages (a non-JSON Content-Type, say) and the probe quote them."""
+        if self._key_pattern is None:
+            return
+        for name, value in list(response.headers.items()):
+            raw = value.encode("latin-1", "replace")  # http.client decoded them as latin-1
+            redacted = self._key_pattern.sub(b"[redacted]", raw)
+            if redacted != raw:
+                response.headers[name] = redacted.decode("latin-1")
+
+    def _shown(self, url: str) -> str:
+        """A URL as a message may show it: key-free, and without any user name or password
+        (an output's or a redirect's URL is server text)."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return "(a malformed URL)"
+        if "@" in parts.netloc:
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        return self._redact_text(url)
 
     def _redacted(self, raw: bytes) -> bytes:
         """The body with our own key blanked out, literal, JSON-escaped (``\\u0073…``) or

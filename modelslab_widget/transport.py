@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .errors import ModelsLabError, NetworkError
 from .scheduler import shared_scheduler
@@ -147,6 +148,11 @@ ADDRESS_KINDS = ("public", "private", "loopback", "link-local", "reserved")
 class RefusedAddress(Exception):
     """An output download would reach an address its client does not fetch from."""
 
+    def __init__(self, message: str, address: str = "", kind: str = "") -> None:
+        super().__init__(message)
+        self.address = address
+        self.kind = kind
+
 
 def address_kind(address: str) -> str:
     """What kind of address an IP is: "public", "private" (RFC 1918, unique local, shared
@@ -183,7 +189,8 @@ def _refuse(address: str, kind: str) -> None:
     raise RefusedAddress(
         f"refused to fetch an output from {address}, a {kind} address: outputs inside the "
         "network are linked, not fetched; WorkflowsClient(allow_private_outputs=True) "
-        "allows them"
+        "allows them",
+        address, kind,
     )
 
 
@@ -349,17 +356,44 @@ def cancellable_retry_class() -> type[Retry]:
 
 @functools.cache
 def key_safe_session_class() -> type[requests.Session]:
-    """``requests.Session`` that drops the ``key`` header when a redirect leaves the API's
-    host, as requests itself does for ``Authorization`` (built on first use)."""
+    """``requests.Session`` that never follows a redirect itself: even with
+    ``allow_redirects=False`` requests reads a redirect's whole body (``resp.content``, to
+    prepare ``Response.next``) before any cap of ours applies, and a 302 whose gzip body
+    inflates to gigabytes would fill the kernel's memory. The client follows redirects hop by
+    hop instead (``next_hop``), closing each redirect unread."""
     import requests
 
     class KeySafeSession(requests.Session):
-        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
-            if self.should_strip_auth(response.request.url, prepared_request.url):
-                prepared_request.headers.pop("key", None)
-            super().rebuild_auth(prepared_request, response)
+        def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            return iter(())
 
     return KeySafeSession
+
+
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+def next_hop(response: requests.Response, method: str) -> tuple[str, str] | None:
+    """(method, URL) of the request a redirect answer asks for, or None when the answer is
+    no redirect. The method changes as requests (and browsers) change it: 303, and 302 or a
+    POST's 301, become GET. ValueError when the Location is no http(s) URL."""
+    if response.status_code not in REDIRECT_CODES or "Location" not in response.headers:
+        return None
+    from urllib.parse import urldefrag, urljoin
+
+    from requests.utils import requote_uri
+
+    # http.client decodes headers as latin-1; a non-ASCII Location is nearly always UTF-8.
+    location = response.headers["Location"].strip().encode("latin-1", "replace")
+    target = urldefrag(urljoin(response.url, location.decode("utf-8", "replace")))[0]
+    parts = urlsplit(target)  # ValueError for "http://[::1/x"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL with a host")
+    parts.port  # noqa: B018 -- ValueError for a port that is no number or out of range
+    status = response.status_code
+    if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+        method = "GET"
+    return method, requote_uri(target)
 
 
 def retry_policy(retries: int, backoff_factor: float) -> Retry:

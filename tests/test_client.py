@@ -4,14 +4,18 @@ retries, path quoting, image fetching and secrecy of the API key."""
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import http.server
 import json
 import logging
 import socket
 import threading
 import time
+import tracemalloc
 import typing
 import warnings
+import zlib
 
 import pytest
 
@@ -712,3 +716,201 @@ def test_a_plain_rate_limit_is_not_a_full_queue(sim, client):
     with pytest.raises(RateLimitError) as info:
         client.run_workflow(DEMO_WORKFLOW_ID, {"prompt": "x"})
     assert not isinstance(info.value, QueueFullError)
+
+
+# -- redirects are followed hop by hop, each redirect closed unread ---------------------------
+
+RUN_7 = "/api/v1/workflows/wf-1/runs/7"
+RUNNING_7 = {"status": "success", "steps": [],
+             "execution": {"id": 7, "workflow_id": "wf-1", "status": "running"}}
+
+
+@functools.cache
+def gzip_of_zeros(megabytes: int = 300) -> bytes:
+    """A gzip stream that inflates to ``megabytes`` MB of zeros, made a MB at a time (~1.4 MB
+    compressed), so the test itself never holds the inflated bytes."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip wrapper
+    block = bytes(1 << 20)
+    return b"".join([*(compressor.compress(block) for _ in range(megabytes)),
+                     compressor.flush()])
+
+
+def bomb_redirect(location: str) -> Answer:
+    return 302, gzip_of_zeros(), {"Location": location, "Content-Encoding": "gzip"}
+
+
+def peak_memory_growth(call: typing.Callable[[], object]) -> tuple[object, int]:
+    """What ``call`` returned and the most memory Python held during it beyond what it held
+    before (tracemalloc: unlike ru_maxrss, not hidden by an earlier test's higher peak)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_redirects_gzip_bomb_body_is_never_read(canned):
+    canned.routes[("GET", RUN_7)] = bomb_redirect("/api/v1/final")
+    canned.routes[("GET", "/api/v1/final")] = json_answer(200, RUNNING_7)
+    with canned_client(canned) as c:
+        snapshot, peak = peak_memory_growth(lambda: c.get_run("wf-1", 7))
+    assert snapshot.status == "running" and canned.count("GET", "/api/v1/final") == 1
+    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
+
+
+def test_an_output_redirects_gzip_bomb_body_is_never_read(canned):
+    canned.routes[("GET", "/files/a.png")] = bomb_redirect("/files/b.png")
+    canned.routes[("GET", "/files/b.png")] = (200, b"\x89PNG-bytes", {})
+    with canned_client(canned) as c:
+        data, peak = peak_memory_growth(
+            lambda: c.fetch_image(f"{canned.origin}/files/a.png", max_bytes=1_000_000))
+    assert data == b"\x89PNG-bytes"
+    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
+
+
+def test_a_redirect_off_the_api_host_and_back_never_carries_the_key_again(canned):
+    other = CannedServer({("GET", "/elsewhere"): (302, b"", {"Location": f"{canned.origin}/back"})})
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": f"{other.origin}/elsewhere"})
+    canned.routes[("GET", "/back")] = json_answer(200, RUNNING_7)
+    try:
+        with canned_client(canned) as c:
+            assert c.get_run("wf-1", 7).status == "running"
+    finally:
+        other.close()
+    keys = [(path, "key" in {name.lower() for name in headers})
+            for _, path, headers in [*canned.requests, *other.requests]]
+    assert sorted(keys) == sorted([(RUN_7, True), ("/elsewhere", False), ("/back", False)])
+
+
+# -- no failure escapes as a bare exception whose frames hold the key -------------------------
+
+TRACED_KEY = "sk-traced-secret-4711"  # a global: the test's own frame must not hold it
+
+
+def key_sightings(error: BaseException, key: str) -> list[str]:
+    """Where ``key`` shows in ``error`` or anything chained to it (``__cause__`` and
+    ``__context__``, recursively): its str and repr, and the repr of every local of every
+    frame of its traceback (what Sentry's or rich's capture_locals would print)."""
+    found: list[str] = []
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if key in str(current) or key in repr(current):
+            found.append(f"the message of {type(current).__name__}")
+        tb = current.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                if key in repr(value):
+                    found.append(f"local {name!r} of {tb.tb_frame.f_code.co_name}")
+            tb = tb.tb_next
+        pending += [current.__cause__, current.__context__]
+    return found
+
+
+def test_a_malformed_redirect_is_a_models_lab_error_without_the_key(canned):
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": "http://[::1/x"})
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ModelsLabError) as info:
+        c.get_run("wf-1", 7)
+    assert "no http(s) URL" in str(info.value)
+    assert key_sightings(info.value, TRACED_KEY) == []
+    assert canned.count("GET", RUN_7) == 1
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ImageError) as info:
+        c.fetch_image("http://[::1/x.png")
+    assert key_sightings(info.value, TRACED_KEY) == []
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ({"when": datetime.date(2024, 1, 15)}, "'when'"),
+    ({"ratio": float("nan")}, "'ratio'"),
+    ({"nested": {"at": {1, 2}}}, "'nested'"),
+    ({("a", "b"): 1}, "the parameters"),
+])
+def test_parameters_json_cannot_carry_are_refused_before_sending(canned, params, named):
+    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ValueError) as info:
+        c.run_workflow("wf-1", params)
+    assert named in str(info.value) and "JSON" in str(info.value)
+    assert key_sightings(info.value, TRACED_KEY) == []
+    assert canned.requests == []  # nothing was sent
+
+
+# -- headers are server text: a key echoed in one is redacted like one in a body --------------
+
+
+def test_a_key_echoed_in_a_header_is_not_shown(canned):
+    from modelslab_widget import WorkflowRunWidget
+    from tests.test_secrecy import all_widget_states, exception_texts, widget_texts
+
+    canned.routes[("GET", RUN_7)] = (200, b"<html>not json</html>", {"Content-Type": TRACED_KEY})
+    with canned_client(canned, key=TRACED_KEY) as c:
+        with pytest.raises(ResponseFormatError) as info:
+            c.get_run("wf-1", 7)
+        assert "expected a JSON answer" in str(info.value)
+        assert not [text for text in exception_texts(info.value) if TRACED_KEY in text]
+        widget = WorkflowRunWidget("wf-1", 7, client=c, poll_interval=0.05, backoff_base=0.05,
+                                   max_failures=2)
+        try:
+            with pytest.raises(ResponseFormatError):
+                widget.wait(10)
+            assert "expected a JSON answer" in widget.error
+            shown = [*widget_texts(widget), widget.message_html, widget.static_html(),
+                     *all_widget_states()]
+            assert not [text for text in shown if TRACED_KEY in text]
+        finally:
+            widget.close()
+
+
+# -- credentials in a URL are never shown -------------------------------------------------
+
+
+URL_PASSWORD = "pw-Hunter2-9931"
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+def test_a_base_url_with_credentials_is_refused_without_showing_them(where, monkeypatch):
+    from tests.test_secrecy import exception_texts
+
+    base_url = f"http://user:{URL_PASSWORD}@127.0.0.1:9/api/v1"
+    monkeypatch.setenv("MODELSLAB_BASE_URL", base_url)
+    with pytest.raises(ValueError, match=r"\.netrc") as info:
+        WorkflowsClient("k" * 12, base_url=base_url if where == "argument" else None)
+    assert not [text for text in exception_texts(info.value) if URL_PASSWORD in text]
+
+
+def test_an_output_urls_credentials_are_not_shown():
+    with WorkflowsClient("k" * 12, base_url="http://127.0.0.1:9/api/v1", retries=0) as c:
+        with pytest.raises(ImageError) as info:
+            c.fetch_image(f"http://user:{URL_PASSWORD}@127.0.0.1:9/a.png")
+        assert "127.0.0.1:9/a.png" in str(info.value)
+        assert URL_PASSWORD not in str(info.value) and URL_PASSWORD not in repr(info.value)
+        assert URL_PASSWORD not in repr(c)
+
+
+def test_a_gateways_credentials_go_in_netrc_as_the_refusal_says(canned, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login user password {URL_PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    canned.routes[("GET", RUN_7)] = json_answer(200, RUNNING_7)
+    with canned_client(canned) as c:
+        assert c.get_run("wf-1", 7).status == "running"
+        assert URL_PASSWORD not in repr(c)
+    assert canned.requests[0][2]["Authorization"].startswith("Basic ")
+
+
+def test_an_api_redirect_off_its_host_obeys_the_output_address_policy(canned):
+    other = CannedServer({("GET", "/elsewhere"): json_answer(200, RUNNING_7)})
+    canned.routes[("GET", RUN_7)] = (302, b"", {"Location": f"{other.origin}/elsewhere"})
+    try:
+        with (
+            canned_client(canned, allow_private_outputs=False) as c,
+            pytest.raises(ServerError, match=r"127\.0\.0\.1, a loopback address"),
+        ):
+            c.get_run("wf-1", 7)
+    finally:
+        other.close()
+    assert other.requests == []  # refused before anything was sent
