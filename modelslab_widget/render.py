@@ -637,9 +637,10 @@ def counts_html(counts: dict[str, int]) -> str:
 
 SWEEP_STYLE = """<style>
 .mlw-sweep-cell{display:flex;flex-direction:column;gap:2px;min-width:0}
-.mlw-sweep-label{font-weight:600;overflow-wrap:anywhere;line-height:16px}
+.mlw-sweep-label{font-weight:600;overflow-wrap:break-word;line-height:16px}
 .mlw-sweep-meta{display:flex;flex-wrap:wrap;gap:2px 8px;align-items:center}
-.mlw-sweep-axis{font-weight:600;color:var(--jp-ui-font-color2,#616161);overflow-wrap:anywhere}
+.mlw-sweep-axis{font-weight:600;color:var(--jp-ui-font-color2,#616161);overflow-wrap:break-word;
+ padding-top:4px}
 </style>"""
 
 

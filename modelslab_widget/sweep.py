@@ -394,6 +394,11 @@ class Sweep:
 
     # -- display ----------------------------------------------------------------------------
 
+    def _ipython_display_(self) -> None:
+        """Show the grid under a display ID: once every run is done the output also gets
+        the final grid as static HTML, which a saved notebook keeps."""
+        self.grid_view()._ipython_display_()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         return self.grid_view().mimebundle()
 

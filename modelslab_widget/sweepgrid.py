@@ -27,8 +27,15 @@ from .widget import WIDGET_VIEW_MIMETYPE, WorkflowRunWidget, close_with_parts
 if TYPE_CHECKING:
     from .sweep import Sweep, SweepRun
 
-CELL_WIDTH = 160  # px: a cell's smallest width (its thumbnail's size)
+CELL_WIDTH = 150  # px: a cell's smallest width
 CONFIRM = "Click again to cancel every run"
+
+
+def _tracks(children: list[widgets.Widget]) -> widgets.GridBox:
+    """As many ``CELL_WIDTH`` columns as fit, the same for every row: wraps, never cuts."""
+    return widgets.GridBox(children, layout=widgets.Layout(
+        grid_template_columns=f"repeat(auto-fill, minmax({CELL_WIDTH}px, 1fr))",
+        grid_gap="6px", width="100%"))
 
 
 class _Cell:
@@ -38,7 +45,7 @@ class _Cell:
         self.run = run
         self.text = widgets.HTML(layout=widgets.Layout(min_width="0"))
         self.image = widgets.Image(format="jpeg", layout=widgets.Layout(
-            display="none", max_width="100%", height="auto"))
+            display="none", width="100%", max_width=f"{CELL_WIDTH}px", height="auto"))
         self.kind = widgets.HTML(layout=widgets.Layout(display="none"))
         self.button = widgets.Button(description="Open", icon="chevron-down",
                                      tooltip="Show this run's card", disabled=True,
@@ -149,8 +156,8 @@ class SweepGrid(widgets.VBox):
             self.card.close()
         for cell in self.cells:
             cell.close()
-        close_with_parts(self._header, self.cancel_button, self.grid_box, self._detail, self._top,
-                         *self._labels)
+        close_with_parts(*self._labels, *self.grid_box.children, self._header,
+                         self.cancel_button, self.grid_box, self._detail, self._top)
         super().close()
 
     # -- layout -------------------------------------------------------------------------------
@@ -164,25 +171,20 @@ class SweepGrid(widgets.VBox):
                     [f"{row_key}={value}" for value in rows])
         return 0, [], []
 
-    def _layout(self) -> widgets.GridBox:
+    def _layout(self) -> widgets.Box:
+        """A grid of cells that wraps when narrow. With two axes: the columns' headings on
+        top, and each row under its heading, in the same tracks (so columns line up)."""
         columns, column_labels, row_labels = self._shape()
-        if not columns:  # any list of runs: as many columns as fit, wrapping when narrow
-            return widgets.GridBox([cell.box for cell in self.cells], layout=widgets.Layout(
-                grid_template_columns=f"repeat(auto-fill, minmax({CELL_WIDTH}px, 1fr))",
-                grid_gap="6px", width="100%"))
+        if not columns:
+            return _tracks([cell.box for cell in self.cells])
         self._labels = [widgets.HTML(render.axis_label(text)) for text in column_labels]
-        children: list[widgets.Widget] = [widgets.HTML(""), *self._labels]
+        parts: list[widgets.Widget] = [_tracks(list(self._labels))]
         for number, label in enumerate(row_labels):
-            heading = widgets.HTML(render.axis_label(label), layout=widgets.Layout(
-                min_width="0"))
+            heading = widgets.HTML(render.axis_label(label))
             self._labels.append(heading)
-            children += [heading, *(cell.box for cell in
-                                    self.cells[number * columns:(number + 1) * columns])]
-        self._labels.append(children[0])  # type: ignore[arg-type]
-        return widgets.GridBox(children, layout=widgets.Layout(
-            grid_template_columns=(f"minmax(70px, max-content) "
-                                   f"repeat({columns}, minmax({CELL_WIDTH}px, 1fr))"),
-            grid_gap="6px", width="100%", overflow="auto"))
+            row = self.cells[number * columns:(number + 1) * columns]
+            parts += [heading, _tracks([cell.box for cell in row])]
+        return widgets.VBox(parts, layout=widgets.Layout(width="100%"))
 
     # -- drawing (any thread) ------------------------------------------------------------------
 

@@ -850,3 +850,78 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     for width, boxes in running.items():
         assert boxes["stopRight"] is not None and boxes["barRight"] is not None, boxes
         assert boxes["barRight"] >= boxes["stopRight"], (width, boxes)
+
+
+# -- the sweep grid (issue 19) --------------------------------------------------------------
+
+SWEEP = ROOT / "notebooks" / "sweep.ipynb"
+DOCS = ROOT / "docs"
+
+# Every sweep cell and axis heading: its width, and whether its text is cut.
+SWEEP_CELLS_JS = """() => [...document.querySelectorAll('.mlw-sweep-cell, .mlw-sweep-axis')]
+  .map(el => ({text: el.textContent.trim(), width: el.getBoundingClientRect().width,
+               cut: el.scrollWidth > el.clientWidth + 1}))"""
+
+
+def test_sweep_notebook_fills_a_labelled_3x2_grid_wide_and_narrow(lab: Lab, page: Any) -> None:
+    """The sweep notebook run from the menu: six cells under prompt x seed headings, each
+    completed with its thumbnail loaded; at 1280 px and at 700 px with the file browser open
+    every cell and heading shows whole. Screenshots go to docs/."""
+    from playwright.sync_api import expect
+
+    content = json.loads(SWEEP.read_text(encoding="utf-8"))
+    _api(lab, "PUT", f"/api/contents/{SWEEP.name}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.goto(lab.notebook_url(SWEEP.name) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    _run_from_menu(page, "Run All Cells",
+                   ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt")
+    try:
+        page.wait_for_function(
+            """() => { const cells = [...document.querySelectorAll('.mlw-sweep-cell')];
+                       const imgs = [...document.querySelectorAll(
+                           '.widget-gridbox img')].filter(i => i.complete && i.naturalWidth);
+                       return cells.length === 6 && imgs.length === 6 && cells.every(
+                           c => c.textContent.includes('Completed')); }""",
+            polling=200, timeout=120_000)
+    except Exception as exc:
+        page.screenshot(path=ARTIFACTS / "sweep-failure.png")
+        raise AssertionError(f"the grid did not fill: {lab.log_tail()}") from exc
+    output = panel.locator(".jp-OutputArea-output:has(.mlw-sweep-cell)").first
+    headings = output.locator(".mlw-sweep-axis").all_inner_texts()
+    assert headings[:2] == ["seed=1", "seed=2"], headings
+    assert [h for h in headings if h.startswith("prompt=")] == [
+        "prompt=a lighthouse at dusk", "prompt=a fox in the snow", "prompt=a city at night"]
+    expect(panel.locator(".mlw-title").filter(has_text="Sweep of 6 runs")).to_be_visible()
+    DOCS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 1600})  # the whole grid in view
+    page.wait_for_timeout(300)
+    page.mouse.move(0, 0)
+    output.scroll_into_view_if_needed()
+    output.screenshot(path=DOCS / "screenshot-sweep.png")
+    wide = page.evaluate(SWEEP_CELLS_JS)
+
+    browser_tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
+    page.set_viewport_size({"width": 700, "height": 2400})
+    if not page.locator("#filebrowser").is_visible():
+        browser_tab.click()
+    expect(page.locator("#filebrowser")).to_be_visible()
+    page.wait_for_timeout(300)  # JupyterLab lays its panels out on resize
+    output.scroll_into_view_if_needed()
+    output.screenshot(path=DOCS / "screenshot-sweep-narrow.png")
+    scrolled = output.evaluate("el => el.scrollWidth > el.clientWidth + 1")
+    assert not scrolled, "the narrow grid is wider than its output area"
+    narrow = page.evaluate(SWEEP_CELLS_JS)
+    for label, boxes in (("1280 px", wide), ("700 px", narrow)):
+        assert len(boxes) == 6 + 5, (label, boxes)
+        problems = [b for b in boxes if b["cut"] or b["width"] < 60]
+        assert not problems, (label, problems)
+    browser_tab.click()  # leave the file browser as the other tests expect it
+    page.set_viewport_size({"width": 1280, "height": 1000})

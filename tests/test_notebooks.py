@@ -134,7 +134,7 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["launcher.ipynb", "board.ipynb", "results.ipynb", "media.ipynb"]
+    "name", ["launcher.ipynb", "board.ipynb", "results.ipynb", "media.ipynb", "sweep.ipynb"]
 )
 def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
@@ -163,6 +163,12 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "refused: Run " in stdout and "already ended" in stdout
         saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
         assert saved == [".glb", ".mp4", ".png", ".wav"]
+    if name == "sweep.ipynb":  # a 3 x 2 grid under a queue limit of 3, kept as static HTML
+        assert "{'completed': 6}" in stdout, stdout
+        grids = [out["data"]["text/html"] for out in outputs
+                 if WIDGET_VIEW in out.get("data", {}) and "text/html" in out["data"]]
+        assert grids and "6 completed" in grids[0] and grids[0].count("data:image/") == 6
+        assert "seed=2" in grids[0] and "prompt=a fox in the snow" in grids[0]
     if name == "board.ipynb":  # expand() opens the card under its row, and only there
         last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
         assert "expand()" in last.source

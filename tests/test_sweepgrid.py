@@ -53,11 +53,13 @@ def test_two_axes_make_labelled_rows_and_columns_with_a_thumbnail_per_cell(
     axes = {"prompt": ["a cat", "<b>a fox</b>"], "seed": [1, 2, 3]}
     sweep = made(Sweep.grid, workflow, axes, client=qclient)
     grid = sweep.grid_view()
-    assert len(grid.grid_box.children) == (2 + 1) * (3 + 1)  # headings, then one row per prompt
+    heads, *rows = grid.grid_box.children  # the seeds' headings, then per prompt: heading, row
+    assert [h.value for h in heads.children] == [f'<div class="mlw-card mlw-sweep-axis">seed={s}'
+                                                 "</div>" for s in (1, 2, 3)]
+    assert len(rows) == 2 * 2 and [len(row.children) for row in rows[1::2]] == [3, 3]
     sweep.wait(30)
     wait_for(lambda: all(cell.image.value for cell in grid.cells), timeout=10)
-    assert "seed=2" in grid.grid_box.children[2].value
-    assert "prompt=&lt;b&gt;a fox&lt;/b&gt;" in grid.grid_box.children[8].value
+    assert "prompt=&lt;b&gt;a fox&lt;/b&gt;" in rows[2].value
     assert all("Completed" in cell.text.value for cell in grid.cells)
     html = grid.static_html()
     assert html.count("data:image/") == 6 and "<b>a fox" not in html
