@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/run.py
 	$(PY) bench/rate.py
 	$(PY) bench/pollcost.py
+	$(PY) bench/sweep.py
 
 clean:
 	rm -rf $(VENV) $(KERNEL6_VENV) test-artifacts .pytest_cache

@@ -2,7 +2,8 @@
 
 A sweep is a list of parameter sets (``Sweep.grid`` makes the product of some axes). It
 launches them in order, at most ``max_queued`` of its runs queued or running at once (the
-account's queue limit when known, else 5, the smallest plan's), each launch in the workflow's
+account's queue limit when known, else 5, the smallest plan's, tried one launch beyond until
+a queue-full 429 names the limit: 5, 10 or 15 by plan), each launch in the workflow's
 request budget (``budget.py``) and in the account's launch line (``account.py``): a
 queue-full 429 lowers ``max_queued`` to the limit it names and the launch waits for one of
 the account's runs to end. A launch is sent once, and again only after a 429 (nothing was
@@ -40,6 +41,7 @@ from .scheduler import Scheduler, shared_scheduler
 from .text import WATCH_ERROR
 
 DEFAULT_MAX_QUEUED = 5  # the smallest plan's queue limit (rate-limits.mdx)
+PLANS = (5, 10, 15)  # the plans' queue limits: what an unknown account is tried for
 THUMBNAIL_SIZE = 160  # px: a grid cell's picture
 CANCEL_WAIT = 30.0  # seconds cancel() waits for a launch already on its way
 
@@ -90,8 +92,9 @@ class SweepRun:
         """Counts toward ``max_queued``: on its way, or launched and not yet seen ended."""
         if self.state == SENDING:
             return True
-        return self.state == LAUNCHED and self.watch is not None and not self.watch.ended \
-            and self.watch.error is None
+        if self.state != LAUNCHED:
+            return False
+        return self.watch is None or (not self.watch.ended and self.watch.error is None)
 
     @property
     def done(self) -> bool:
@@ -182,7 +185,9 @@ class Sweep:
         self.runs = [SweepRun(self, index, p) for index, p in enumerate(params)]
         self._varying = _varying_keys(params)
         self.max_queued = max_queued or self._account.limit or DEFAULT_MAX_QUEUED
-        self._told_limit = max_queued is not None
+        # Not told and not yet learnt from a queue-full 429: the sweep tries one launch
+        # beyond max_queued; accepted, the account is on a larger plan (``PLANS``).
+        self._limit_known = max_queued is not None or self._account.limit is not None
         self._sending: SweepRun | None = None
         self._slot: Slot | None = None  # the budget slot the launch on its way asked for
         self._post_done = threading.Event()
@@ -435,7 +440,9 @@ class Sweep:
         with self._lock:
             if not self._started or self._cancelled or self._sending is not None:
                 return
-            if sum(1 for run in self.runs if run.active) >= self.max_queued:
+            active = sum(1 for run in self.runs if run.active)
+            probing = not self._limit_known and self.max_queued < PLANS[-1]
+            if active >= self.max_queued + (1 if probing else 0):
                 return
             run = next((r for r in self.runs if r.state == WAITING), None)
             if run is None:
@@ -498,9 +505,10 @@ class Sweep:
                 self._skip(run)
             elif isinstance(error, QueueFullError):
                 self.queue_full_answers += 1
-                if not self._told_limit:
-                    others = sum(1 for r in self.runs if r.active and r is not run)
-                    self.max_queued = max(1, min(self.max_queued, error.limit or others or 1))
+                others = sum(1 for r in self.runs if r.active and r is not run)
+                if error.limit or not self._limit_known:
+                    self.max_queued = max(1, error.limit or min(self.max_queued, others or 1))
+                    self._limit_known = True
             cancelled = self._cancelled
         if cancelled:
             self._account.pass_turn()
@@ -517,6 +525,9 @@ class Sweep:
         with self._lock:
             run.state, run.execution_id = LAUNCHED, execution_id
             self._sending = None
+            active = sum(1 for r in self.runs if r.active)
+            if not self._limit_known and active > self.max_queued:  # a larger plan
+                self.max_queued = next((plan for plan in PLANS if plan >= active), active)
             cancelled = self._cancelled
         self._manifest.event(run.index, "launched", execution_id=execution_id)
         self._watch_run(run)

@@ -191,3 +191,18 @@ def test_results_label_dataframe_and_saved_outputs(qsim, qclient, sweeps, tmp_pa
     saved = sweep.save_outputs(tmp_path / "out")
     assert sorted(p.name.split("-")[1] for p in saved) == ["seed=1", "seed=2"]
     assert qsim.api_key not in sweep.manifest.read_text()
+
+
+def test_an_account_on_a_larger_plan_is_found_one_launch_beyond_at_a_time(tmp_path):
+    with Simulator(queue_limit=10) as sim, WorkflowsClient(sim.api_key,
+                                                           base_url=sim.base_url) as client:
+        workflow = sim.add_workflow(parameters=PARAMETERS, steps=STEPS)
+        sweep = Sweep(workflow, [{"prompt": f"p{n}"} for n in range(14)], client=client,
+                      poll_interval=INTERVAL, manifest=tmp_path / "plan.jsonl")
+        try:
+            assert sweep.wait(60) == {"completed": 14}
+            assert sweep.max_queued == 10  # 5, then 10 when a sixth was accepted
+            assert sim.queue_full_count <= 1  # the eleventh, whose 429 names the limit
+            assert sim.runs_started(workflow) == 14
+        finally:
+            sweep.close()
