@@ -40,32 +40,28 @@ def child(mode: str, base_url: str, key: str, workflow: str, ids: str) -> dict[s
     client = WorkflowsClient(key, base_url=base_url)
     peak = Peak()
     began = time.monotonic()
+    folder = tempfile.TemporaryDirectory()
     if mode == "sweep":
-        with tempfile.TemporaryDirectory() as folder:
-            runs = [{"prompt": f"a lighthouse, variation {n // 4}", "seed": n % 4}
-                    for n in range(RUNS)]
-            sweep = Sweep(workflow, runs, client=client, poll_interval=INTERVAL,
-                          manifest=Path(folder) / "bench.jsonl")
-            sweep.grid_view()
-            while not sweep.done:
-                peak.sample()
-                time.sleep(0.05)
-            took = time.monotonic() - began
-            counts = sweep.counts()
-            sent = sum(message.nbytes for message in recorded.messages)
-            sweep.close()
+        runs = [{"prompt": f"a lighthouse, variation {n // 4}", "seed": n % 4}
+                for n in range(RUNS)]
+        watched: Any = Sweep(workflow, runs, client=client, poll_interval=INTERVAL,
+                             manifest=Path(folder.name) / "bench.jsonl")
+        watched.grid_view()
+        done = lambda: watched.done  # noqa: E731
     else:
-        board = RunBoard(client=client, poll_interval=INTERVAL)
+        watched = RunBoard(client=client, poll_interval=INTERVAL)
         for execution_id in json.loads(ids):
-            board.add(workflow, execution_id)
-        while not all(row.settled for row in board.runs):
-            peak.sample()
-            time.sleep(0.05)
-        took = time.monotonic() - began
-        counts = board.counts()
-        sent = sum(message.nbytes for message in recorded.messages)
-        board.close()
+            watched.add(workflow, execution_id)
+        done = lambda: all(row.settled for row in watched.runs)  # noqa: E731
+    while not done():
+        peak.sample()
+        time.sleep(0.05)
+    took = time.monotonic() - began
+    counts = watched.counts()
+    sent = sum(message.nbytes for message in recorded.messages)
+    watched.close()
     client.close()
+    folder.cleanup()
     return {"threads": peak.threads, "rss_mb": peak.rss, "seconds": took, "counts": counts,
             "bytes": sent, "threads_after": threads_left(peak.base_threads)}
 

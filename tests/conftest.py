@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,13 +72,49 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
+def fast_client(sim: Simulator) -> WorkflowsClient:
+    """A client with short timeouts and near-zero back-off, so retries do not slow tests."""
+    return WorkflowsClient(sim.api_key, base_url=sim.base_url, timeout=(2.0, 2.0),
+                           backoff_factor=0.01)
+
+
 @pytest.fixture
 def client(sim: Simulator) -> Iterator[WorkflowsClient]:
-    """A client with short timeouts and near-zero back-off, so retries do not slow tests."""
-    with WorkflowsClient(
-        sim.api_key, base_url=sim.base_url, timeout=(2.0, 2.0), backoff_factor=0.01
-    ) as c:
+    with fast_client(sim) as c:
         yield c
+
+
+@pytest.fixture
+def qsim() -> Iterator[Simulator]:
+    """A simulator whose account may have three runs queued at once (a queue limit)."""
+    with Simulator(queue_limit=3) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def qclient(qsim: Simulator) -> Iterator[WorkflowsClient]:
+    with fast_client(qsim) as c:
+        yield c
+
+
+@pytest.fixture
+def sweeps(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Make sweeps (``grid=True``: ``Sweep.grid``) polling fast, each with its manifest in
+    the test's folder; all closed afterwards."""
+    from modelslab_widget import Sweep
+
+    made: list[Sweep] = []
+
+    def build(*args: Any, grid: bool = False, **kwargs: Any) -> Sweep:
+        kwargs.setdefault("poll_interval", 0.1)
+        kwargs.setdefault("manifest", tmp_path / f"sweep-{len(made)}.jsonl")
+        sweep = Sweep.grid(*args, **kwargs) if grid else Sweep(*args, **kwargs)
+        made.append(sweep)
+        return sweep
+
+    yield build
+    for sweep in made:
+        sweep.close()
 
 
 @pytest.fixture

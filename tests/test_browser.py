@@ -184,6 +184,24 @@ def _menu_item(page: Any, label: str) -> Any:
     return page.locator(f'.lm-Menu .lm-Menu-item:has(.lm-Menu-itemLabel:text-is("{label}"))')
 
 
+def _open_notebook(lab: Lab, page: Any, name: str, content: dict[str, Any]) -> Any:
+    """Put a notebook in through the server's contents API (the lab fixture is shared), open
+    it in the light theme and wait for its kernel to be idle; returns its panel."""
+    from playwright.sync_api import expect
+
+    _api(lab, "PUT", f"/api/contents/{name}",
+         {"type": "notebook", "format": "json", "content": content})
+    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
+         {"raw": json.dumps({"theme": "JupyterLab Light"})})
+    page.goto(lab.notebook_url(name) + "&reset")
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
+    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+        "data-status", "idle", timeout=90_000)
+    return panel
+
+
 def _run_from_menu(page, item: str, prompts: str, before=None, attempts: int = 3) -> None:
     """Click Run > ``item`` until some cell starts (its prompt shows [*] or [n]). JupyterLab
     may drop the request when it comes before the kernel connected; asking again is safe."""
@@ -581,18 +599,8 @@ def test_media_card_plays_video_and_audio_and_cancels_in_jupyterlab(lab: Lab, pa
     page.on("websocket", on_websocket)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "media-failure.png").unlink(missing_ok=True)
-    # the notebook goes in through the server's contents API (the lab fixture is shared)
-    content = json.loads(MEDIA.read_text(encoding="utf-8"))
-    _api(lab, "PUT", f"/api/contents/{MEDIA.name}",
-         {"type": "notebook", "format": "json", "content": content})
-    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
-         {"raw": json.dumps({"theme": "JupyterLab Light"})})
-    page.goto(lab.notebook_url(MEDIA.name) + "&reset")
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
-    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
-    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=90_000)
+    panel = _open_notebook(lab, page, MEDIA.name,
+                           json.loads(MEDIA.read_text(encoding="utf-8")))
     deadline, kernel_id = time.monotonic() + 90, ""
     while not kernel_id or not any(f"/api/kernels/{kernel_id}/" in u for u in ready_urls):
         if time.monotonic() > deadline:
@@ -780,17 +788,8 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     content = {"cells": cells, "metadata": {"kernelspec": {"name": "python3",
                "display_name": "Python 3", "language": "python"}},
                "nbformat": 4, "nbformat_minor": 5}
-    _api(lab, "PUT", f"/api/contents/{LAYOUT}",
-         {"type": "notebook", "format": "json", "content": content})
-    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
-         {"raw": json.dumps({"theme": "JupyterLab Light"})})
     page.set_viewport_size({"width": 1280, "height": 1000})  # narrow comes once it is open
-    page.goto(lab.notebook_url(LAYOUT) + "&reset")
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
-    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
-    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=90_000)
+    _open_notebook(lab, page, LAYOUT, content)
     # the file browser open beside the notebook, as a user at 700 px has it
     browser_tab = page.locator('.jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id="filebrowser"]')
     page.set_viewport_size({"width": 700, "height": 1000})
@@ -869,18 +868,9 @@ def test_sweep_notebook_fills_a_labelled_3x2_grid_wide_and_narrow(lab: Lab, page
     every cell and heading shows whole. Screenshots go to docs/."""
     from playwright.sync_api import expect
 
-    content = json.loads(SWEEP.read_text(encoding="utf-8"))
-    _api(lab, "PUT", f"/api/contents/{SWEEP.name}",
-         {"type": "notebook", "format": "json", "content": content})
-    _api(lab, "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:themes",
-         {"raw": json.dumps({"theme": "JupyterLab Light"})})
     page.set_viewport_size({"width": 1280, "height": 1000})
-    page.goto(lab.notebook_url(SWEEP.name) + "&reset")
-    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-    expect(panel.locator(".jp-Notebook")).to_be_visible(timeout=90_000)
-    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=30_000)
-    expect(panel.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-        "data-status", "idle", timeout=90_000)
+    panel = _open_notebook(lab, page, SWEEP.name,
+                           json.loads(SWEEP.read_text(encoding="utf-8")))
     _run_from_menu(page, "Run All Cells",
                    ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt")
     try:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,33 +27,7 @@ STEPS = [("Text to Image", RUN / 2), ("Image Upscaler", RUN / 2)]
 INTERVAL = 0.1
 
 
-@pytest.fixture
-def qsim() -> Iterator[Simulator]:
-    with Simulator(queue_limit=3) as simulator:
-        yield simulator
 
-
-@pytest.fixture
-def qclient(qsim) -> Iterator[WorkflowsClient]:
-    with WorkflowsClient(qsim.api_key, base_url=qsim.base_url, timeout=(2.0, 2.0),
-                         backoff_factor=0.01) as client:
-        yield client
-
-
-@pytest.fixture
-def sweeps(tmp_path) -> Iterator:
-    made: list[Sweep] = []
-
-    def build(*args, grid=None, **kwargs):
-        kwargs.setdefault("poll_interval", INTERVAL)
-        kwargs.setdefault("manifest", tmp_path / f"sweep-{len(made)}.jsonl")
-        sweep = Sweep.grid(*args, **kwargs) if grid else Sweep(*args, **kwargs)
-        made.append(sweep)
-        return sweep
-
-    yield build
-    for sweep in made:
-        sweep.close()
 
 
 def test_a_3x4_grid_under_a_queue_limit_of_3_launches_each_run_once_in_waves(

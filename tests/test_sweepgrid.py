@@ -4,12 +4,6 @@ Cancel all with a confirming click, and a cell opening its run's card on the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from modelslab_widget import Sweep, WorkflowsClient
-from modelslab_widget.simulator import Simulator
 from modelslab_widget.sweepgrid import CONFIRM
 
 from .conftest import wait_for
@@ -19,39 +13,14 @@ PARAMETERS = [{"key": "prompt", "type": "string", "required": True},
 STEPS = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
 
 
-@pytest.fixture
-def made(tmp_path) -> Iterator:
-    sweeps: list[Sweep] = []
 
-    def sweep_of(factory, *args, **kwargs):
-        kwargs.setdefault("poll_interval", 0.05)
-        kwargs.setdefault("manifest", tmp_path / f"m{len(sweeps)}.jsonl")
-        sweep = factory(*args, **kwargs)
-        sweeps.append(sweep)
-        return sweep
-
-    yield sweep_of
-    for sweep in sweeps:
-        sweep.close()
-
-
-@pytest.fixture
-def qsim() -> Iterator[Simulator]:
-    with Simulator(queue_limit=3) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def qclient(qsim) -> Iterator[WorkflowsClient]:
-    with WorkflowsClient(qsim.api_key, base_url=qsim.base_url) as client:
-        yield client
 
 
 def test_two_axes_make_labelled_rows_and_columns_with_a_thumbnail_per_cell(
-        qsim, qclient, made):
+        qsim, qclient, sweeps):
     workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
     axes = {"prompt": ["a cat", "<b>a fox</b>"], "seed": [1, 2, 3]}
-    sweep = made(Sweep.grid, workflow, axes, client=qclient)
+    sweep = sweeps(workflow, axes, grid=True, client=qclient, poll_interval=0.05)
     grid = sweep.grid_view()
     heads, *rows = grid.grid_box.children  # the seeds' headings, then per prompt: heading, row
     assert [h.value for h in heads.children] == [f'<div class="mlw-card mlw-sweep-axis">seed={s}'
@@ -67,19 +36,19 @@ def test_two_axes_make_labelled_rows_and_columns_with_a_thumbnail_per_cell(
     assert "text/html" in grid.mimebundle()  # done: the saved notebook keeps the grid
 
 
-def test_a_list_of_runs_is_a_compact_grid_that_wraps(qsim, qclient, made):
+def test_a_list_of_runs_is_a_compact_grid_that_wraps(qsim, qclient, sweeps):
     workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
-    sweep = made(Sweep, workflow, [{"prompt": "a"}, {"prompt": "b"}], client=qclient)
+    sweep = sweeps(workflow, [{"prompt": "a"}, {"prompt": "b"}], client=qclient)
     grid = sweep.grid_view()
     assert len(grid.grid_box.children) == 2
     assert "auto-fill" in grid.grid_box.layout.grid_template_columns
     assert "text/html" not in grid.mimebundle() or sweep.done
 
 
-def test_cancel_all_asks_once_then_cancels_every_run(qsim, qclient, made):
+def test_cancel_all_asks_once_then_cancels_every_run(qsim, qclient, sweeps):
     workflow = qsim.add_workflow(parameters=PARAMETERS,
                                  steps=[("Text to Image", 20.0), ("Image Upscaler", 20.0)])
-    sweep = made(Sweep, workflow, [{"prompt": f"p{n}"} for n in range(4)], client=qclient)
+    sweep = sweeps(workflow, [{"prompt": f"p{n}"} for n in range(4)], client=qclient)
     grid = sweep.grid_view()
     wait_for(lambda: qsim.runs_started(workflow) == 3, timeout=10)
     grid.cancel_button.click()
@@ -89,9 +58,9 @@ def test_cancel_all_asks_once_then_cancels_every_run(qsim, qclient, made):
     assert qsim.request_count("cancel") == 3
 
 
-def test_a_cell_opens_its_runs_card_on_the_same_watch(qsim, qclient, made):
+def test_a_cell_opens_its_runs_card_on_the_same_watch(qsim, qclient, sweeps):
     workflow = qsim.add_workflow(parameters=PARAMETERS, steps=STEPS)
-    sweep = made(Sweep, workflow, [{"prompt": "a"}], client=qclient)
+    sweep = sweeps(workflow, [{"prompt": "a"}], client=qclient)
     sweep.wait(30)
     grid = sweep.grid_view()
     cell = grid.cells[0]
