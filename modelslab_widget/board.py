@@ -25,6 +25,7 @@ import ipywidgets as widgets
 
 from . import render, runwatch
 from .aio import until_done
+from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
 from .media import OutputKind, encode_small
 from .models import RunSnapshot
@@ -32,7 +33,7 @@ from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Job, Scheduler, shared_scheduler
 from .text import WATCH_ERROR, clean, counts_text, format_seconds
-from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
+from .widget import CARD_LAYOUT, WorkflowRunWidget, card_options, close_with_parts
 
 COUNTS_INTERVAL = 0.25  # the counts line is re-rendered at most this often (seconds)
 
@@ -71,6 +72,9 @@ class BoardRow:
         self._watch = watch
         self._widget_kwargs = widget_kwargs
         self._own_widget = widget is None  # a card we make on expand; a given one we keep
+        given = widget.label if widget is not None else widget_kwargs.get("label")
+        #: what tells this run apart (its card's label)
+        self.label = clean(given, 200) if isinstance(given, str) and given else ""
         self._lock = threading.RLock()
         self._closed = False
         self.expanded = False
@@ -172,7 +176,8 @@ class BoardRow:
             card.close()
 
     def __repr__(self) -> str:
-        parts = [f"Run {clean(self.execution_id, 200)}", clean(self.status, 64)]
+        parts = [f"Run {clean(self.execution_id, 200)}", *([self.label] if self.label else []),
+                 clean(self.status, 64)]
         step = current_step(self.snapshot)
         if step:
             parts.append(clean(step, 200))
@@ -233,6 +238,7 @@ class BoardRow:
                 error=error,
                 thumbnails=self.strip,
                 paused=self.paused,
+                label=self.label,
                 strip=(self._board.max_thumbnails, self._board.thumbnail_size),
             )
             self.view.value = markup
@@ -272,8 +278,10 @@ class RunBoard(widgets.VBox):
         scheduler: Scheduler | None = None,
         **widget_kwargs: Any,
     ) -> None:
-        self.thumbnail_size = thumbnail_size
-        self.max_thumbnails = max_thumbnails
+        self.thumbnail_size = whole_number(thumbnail_size, "thumbnail_size", 1)
+        self.max_thumbnails = whole_number(max_thumbnails, "max_thumbnails", 0)
+        known_keywords(widget_kwargs, card_options(), "RunBoard")
+        _policy_from(dict(widget_kwargs))  # a bad poll_interval, timeout, ... fails here
         self.scheduler = scheduler or shared_scheduler()
         self._defaults = widget_kwargs
         self._owns_client = client is None
@@ -301,11 +309,13 @@ class RunBoard(widgets.VBox):
         execution_id: int | str | None = None,
         **widget_kwargs: Any,
     ) -> BoardRow:
-        """Add a run: ``add(workflow_id, execution_id, **widget_kwargs)``, or ``add(widget)``
-        for an existing ``WorkflowRunWidget`` (followed, never closed, by the board).
+        """Add a run: ``add(workflow_id, execution_id, **widget_kwargs)`` (``label=`` names it
+        in its row and card), or ``add(widget)`` for an existing ``WorkflowRunWidget``
+        (followed, never closed, by the board).
         Call on the main thread: it creates the row's widgets."""
         if self._closed:
             raise RuntimeError("this board is closed")
+        known_keywords(widget_kwargs, card_options(), "RunBoard.add")
         if isinstance(run, WorkflowRunWidget):
             row = self._row_for_widget(run)
         else:
@@ -346,6 +356,8 @@ class RunBoard(widgets.VBox):
     def close(self) -> None:
         """Stop every poller and image download, and close every widget the board made
         (widgets passed to ``add()`` are unhooked and left open)."""
+        if getattr(self, "_rows", None) is None:  # __init__ refused an argument: nothing made
+            return
         with self._lock:
             if self._closed:
                 return

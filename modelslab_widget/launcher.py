@@ -36,6 +36,7 @@ from traitlets import TraitError
 from . import render
 from .account import account_queue
 from .budget import FIRST, SCHEMA, budget_for, note_limit
+from .checks import known_keywords
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError, ValidationError
 from .media import encode_small
@@ -43,7 +44,7 @@ from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .queued import QueuedRunWidget
 from .scheduler import Job, Scheduler, shared_scheduler
 from .text import shorten
-from .widget import CARD_LAYOUT, WorkflowRunWidget, close_with_parts
+from .widget import CARD_LAYOUT, WorkflowRunWidget, card_options, close_with_parts
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)
 REMEMBERED: dict[str, dict[str, Any]] = {}
@@ -298,6 +299,7 @@ class WorkflowLauncher(widgets.VBox):
     ) -> None:
         if workflow_id is not None:
             path_segment(workflow_id, "workflow_id")
+        known_keywords(run_kwargs, card_options(), "WorkflowLauncher")
         #: the workflow whose form shows (None until one is chosen in the picker)
         self.workflow_id: str | None = None if workflow_id is None else str(workflow_id)
         self.picking = workflow_id is None  # True: the picker chooses the workflow
@@ -423,6 +425,8 @@ class WorkflowLauncher(widgets.VBox):
 
     def close(self) -> None:
         """Close every run widget, row and input this launcher made (and its own client)."""
+        if getattr(self, "_fields", None) is None:  # __init__ refused an argument
+            return
         with self._lock:
             if self._closed:
                 return
@@ -655,7 +659,8 @@ class WorkflowLauncher(widgets.VBox):
         row = HistoryRow(len(self.runs) + 1, _prompt_of(params))
         if holder is not None:
             holder.append(row)
-        kwargs = {"scheduler": self._scheduler, **self._run_kwargs}
+        kwargs = {"scheduler": self._scheduler, "label": _prompt_of(params)[:200] or None,
+                  **self._run_kwargs}
         user_callback = kwargs.pop("on_complete", None)
 
         def completed(run: WorkflowRunWidget) -> None:

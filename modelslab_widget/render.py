@@ -31,6 +31,7 @@ STYLE = """<style>
  color:var(--jp-ui-font-color1,#212121);}
 .mlw-header{display:flex;flex-wrap:wrap;align-items:center;gap:4px 10px;min-width:0}
 .mlw-title{font-weight:600;white-space:nowrap}
+.mlw-title.mlw-label{white-space:normal;overflow-wrap:break-word;min-width:0}
 .mlw-sub{color:var(--jp-ui-font-color2,#616161);min-width:0;overflow-wrap:anywhere}
 .mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
  color:var(--jp-ui-font-color2,#616161)}
@@ -128,11 +129,16 @@ def header(
     remaining: float | None = None,
     state: str = LIVE,
     overdue: bool = False,
+    label: str = "",
 ) -> str:
-    """Badge, run and workflow IDs, and the time line. An estimate shows only while the run
-    is watched; a step past its usual time says so instead of a time left it cannot know.
+    """Badge, the run's label (when it has one) and ID, the workflow ID, the time line. An
+    estimate shows only while the run is watched; a step past its usual time says so
+    instead of a time left it cannot know.
     Once watching failed before anything was known, the time line (all dashes) is left out."""
     title = f'<span class="mlw-title">Run {escape(execution_id)}</span>'
+    if label:
+        title = (f'<span class="mlw-title mlw-label">{escape(label)}</span>'
+                 f'<span class="mlw-sub">Run {escape(execution_id)}</span>')
     workflow = escape(workflow_id)
     sub = f'<span class="mlw-sub" title="{workflow}">workflow {workflow}</span>'
     time_line = ""
@@ -238,6 +244,7 @@ def summary(
     state: str = LIVE,
     overdue: bool = False,
     with_bar: bool = True,
+    label: str = "",
 ) -> str:
     """Header and progress bar: the part of the card that moves with every tick (the card
     shows the bar apart, ``with_bar=False`` and ``card_bar``, so it spans the buttons too).
@@ -247,7 +254,7 @@ def summary(
     top = header(
         status=status, workflow_id=workflow_id, execution_id=execution_id, elapsed=elapsed,
         finished=finished, steps_done=done, steps_known=len(steps), remaining=remaining,
-        state=state, overdue=overdue,
+        state=state, overdue=overdue, label=label,
     )
     if not with_bar:
         return f'<div class="mlw-card">{top}</div>'
@@ -567,6 +574,7 @@ BOARD_STYLE = """<style>
 .mlw-row>span{min-width:0}
 .mlw-row>.mlw-row-status{flex:0 0 8.5em}
 .mlw-row>.mlw-row-run{flex:0 0 7em;white-space:nowrap}
+.mlw-row>.mlw-row-label{flex:1 1 10em;font-weight:600;overflow-wrap:break-word}
 .mlw-row>.mlw-row-step{flex:1 1 8em;overflow-wrap:anywhere}
 .mlw-row>.mlw-dur{flex:0 0 4.5em;white-space:nowrap}
 .mlw-strip{display:flex;gap:3px;align-items:center;flex:0 0 auto}
@@ -605,8 +613,10 @@ def row_html(
     thumbnails: Iterable[tuple[bytes, str] | str] = (),
     paused: bool = False,
     strip: tuple[int, int] = (STRIP_COUNT, STRIP_SIZE),
+    label: str = "",
 ) -> str:
-    """One board row: status, run id, current step (or the error), elapsed, thumbnails.
+    """One board row: status, run id, its label, current step (or the error), elapsed,
+    thumbnails.
     A ``paused`` row keeps the run's last status without the spinner ("Running · paused")."""
     if status == WATCH_ERROR:
         badge = status_label("failed", "Not watched")
@@ -616,10 +626,11 @@ def row_html(
     if error:
         short = shorten(error, ERROR_PREVIEW)
         detail = f'<span class="mlw-err" title="{escape(error)}">{escape(short)}</span>'
+    named = f'<span class="mlw-row-label">{escape(label)}</span>' if label else ""
     return (
         f'<div class="mlw-card mlw-row"><span class="mlw-row-status">{badge}</span>'
         f'<span class="mlw-row-run" title="workflow {escape(workflow_id)}">'
-        f"Run {escape(execution_id)}</span>"
+        f"Run {escape(execution_id)}</span>{named}"
         f'<span class="mlw-row-step">{detail}</span>'
         f'<span class="mlw-dur">{format_seconds(elapsed)}</span>'
         f"{strip_html(thumbnails, strip)}</div>"

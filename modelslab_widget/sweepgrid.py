@@ -123,7 +123,7 @@ class SweepGrid(widgets.VBox):
         if self.card is not None:
             self.card.close()
         self.card = WorkflowRunWidget(self.sweep.workflow_id, run.execution_id,
-                                      client=self.sweep.client,
+                                      client=self.sweep.client, label=run.label or None,
                                       poll_interval=self.sweep.policy.interval)
         self._detail.children = (self.card,)
         return self.card

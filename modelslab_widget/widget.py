@@ -11,6 +11,7 @@ thread. They never print or display, so output routing (ipykernel 6 and 7) is no
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from traitlets import Dict, Int, List, Unicode
 
 from . import render, runwatch
 from .aio import DeferredUpdates, in_colab, until_done
+from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, RunAlreadyEndedError
 from .eta import Estimate
@@ -53,6 +55,9 @@ log = logging.getLogger("modelslab_widget")
 
 DEFAULT_SLOTS = 4  # thumbnails shown as images; further outputs are listed as links
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
+# The keywords a card passes on to its VBox (public traits: layout, tooltip, ...).
+_BOX_TRAITS = frozenset(name for name in widgets.VBox.class_trait_names()
+                        if not name.startswith("_"))
 COLAB_HINT = (
     "In Colab this card updates only while a cell waits for it: "
     "call run.wait() (or await run.wait_async())."
@@ -192,11 +197,21 @@ class WorkflowRunWidget(widgets.VBox):
         backoff_base: float = PollPolicy.backoff_base,
         on_complete: Callable[[WorkflowRunWidget], Any] | None = None,
         scheduler: Scheduler | None = None,
+        label: str | None = None,
         **kwargs: Any,
     ) -> None:
         path_segment(workflow_id, "workflow_id")  # refuse bad IDs before any widget exists
         path_segment(execution_id, "execution_id")
         policy = PollPolicy(poll_interval, timeout, max_failures, backoff_base)  # validates
+        whole_number(thumbnail_size, "thumbnail_size", 1)
+        whole_number(max_thumbnails, "max_thumbnails", 0)
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"label must be a string (got {type(label).__name__})")
+        # Only the box's own traits (layout, ...) go to ipywidgets, which would take any
+        # keyword without a word: a misspelt option must not be silently ignored.
+        known_keywords(kwargs, _BOX_TRAITS, type(self).__name__, card_options())
+        #: what tells this run apart (e.g. its prompt): in the header, the text form, a board
+        self.label = clean(label, 200) if label else ""
         self.workflow_id = str(workflow_id)
         self.execution_id = execution_id
         self.thumbnail_size = thumbnail_size
@@ -313,8 +328,15 @@ class WorkflowRunWidget(widgets.VBox):
         request; the card, and every other view of the run, then follows the run to its final
         status, which the server decides (a run that completed first shows completed). Raises
         the client's error when refused: ``RunAlreadyEndedError`` (the run had already ended),
-        ``NotFoundError``, ``AuthenticationError``, ..."""
-        return self._watch.cancel()
+        ``NotFoundError``, ``AuthenticationError``, ... A stopped card cancels too, and then
+        watches again to show how the run ended."""
+        message = self._watch.cancel()
+        self._follow_after_cancel()
+        return message
+
+    def _follow_after_cancel(self) -> None:
+        if not self.watching and not self._watch.ended:
+            self.start()
 
     @property
     def cancel_button(self) -> widgets.Button:
@@ -387,8 +409,8 @@ class WorkflowRunWidget(widgets.VBox):
     def __repr__(self) -> str:
         steps = self.steps
         done = sum(1 for step in steps if step.get("status") == "completed")
-        parts = [f"Run {clean(self.execution_id, 200)}", clean(self.status, 64),
-                 f"{done}/{len(steps)} steps"]
+        parts = [f"Run {clean(self.execution_id, 200)}", *([self.label] if self.label else []),
+                 clean(self.status, 64), f"{done}/{len(steps)} steps"]
         elapsed = self._watch.elapsed()
         if elapsed is not None:
             parts.append(format_seconds(elapsed))
@@ -599,6 +621,7 @@ class WorkflowRunWidget(widgets.VBox):
                 status=self.status,
                 workflow_id=self.workflow_id,
                 execution_id=str(self.execution_id),
+                label=self.label,
                 elapsed=self._watch.elapsed(),
                 finished=self._watch.ended,
                 steps=self.steps,
@@ -691,14 +714,14 @@ class WorkflowRunWidget(widgets.VBox):
     def _cancel_quietly(self) -> None:
         """The button's cancel: a refusal is shown on the card (CANCEL), not raised."""
         with contextlib.suppress(ModelsLabError):
-            self._watch.cancel()
+            self.cancel()
 
     def _update_cancel_button(self) -> None:
-        """Shown while the run is pending or running and this card watches it; "Cancelling…"
+        """Shown while the run is pending or running, watched or stopped; "Cancelling…"
         (disabled) from an accepted click until the API reports the run's final status."""
         with self._lock:
             button = self._cancel_button
-            live = self.watching and not self._watch.ended and self.status in ("pending", "running")
+            live = not self._watch.ended and self.status in ("pending", "running")
             button.layout.display = "" if live else "none"
             if self._watch.cancelling:
                 button.description, button.disabled, button.button_style = "Cancelling…", True, ""
@@ -866,6 +889,12 @@ def _close_parts(item: widgets.Widget) -> None:
         child = getattr(item, part, None)
         if isinstance(child, widgets.Widget):
             child.close()
+
+
+def card_options() -> list[str]:
+    """The keyword options of a card (what a board or a launcher passes on to its cards)."""
+    parameters = inspect.signature(WorkflowRunWidget.__init__).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 
 def watch(workflow_id: str, execution_id: int | str, **kwargs: Any) -> WorkflowRunWidget:

@@ -248,3 +248,29 @@ def test_a_row_whose_card_is_stopped_still_watches_and_says_so(sim, client):
         assert not row.paused and "mlw-spin" in row.view.value  # the row still polls
     finally:
         board.close()
+
+
+def test_a_label_names_the_row_and_its_card(sim, board):
+    row = board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), label="prompt=<i>a fox</i>")
+    board.wait(10)
+    assert "prompt=&lt;i&gt;a fox&lt;/i&gt;" in row.view.value
+    assert "prompt=<i>a fox</i>" in repr(row)
+    card = row.expand()
+    assert card.label == "prompt=<i>a fox</i>" and "a fox" in card.header_html
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"thumbnail_size": 0}, ValueError, "thumbnail_size"),
+    ({"max_thumbnails": "two"}, ValueError, "max_thumbnails"),
+    ({"poll_interval": -1}, ValueError, "poll_interval"),
+    ({"poll_intervall": 1}, TypeError, "did you mean 'poll_interval'"),
+])
+def test_a_bad_argument_is_refused_by_name(client, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        RunBoard(client=client, **kwargs)
+
+
+def test_add_refuses_a_keyword_a_card_does_not_take(sim, board):
+    with pytest.raises(TypeError, match=r"'lable'.*'label'"):
+        board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), lable="x")
+    assert board.runs == []

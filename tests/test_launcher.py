@@ -462,3 +462,17 @@ def test_a_full_account_queue_holds_only_the_launch_until_a_run_of_ours_ends(
     assert third.wait(15).status == "completed"
     assert sim.runs_started(workflow) == 3  # none lost, none sent twice
     assert [run.execution_id for run in launcher.runs] == sorted(sim.run_ids(workflow))
+
+
+def test_a_misspelt_run_option_is_refused_before_anything_is_sent(sim, documented, client):
+    with pytest.raises(TypeError, match=r"'poll_intervall'.*did you mean 'poll_interval'"):
+        WorkflowLauncher(documented, client=client, poll_intervall=0.5)
+    assert sim.request_count("workflow") == 0
+
+
+def test_each_run_card_is_labelled_with_its_prompt(sim, documented, make):
+    launcher = make(documented)
+    launcher.inputs["prompt"].value = "a lighthouse at dusk"
+    run = launcher.launch()
+    assert run is not None and run.label == "a lighthouse at dusk"
+    assert "a lighthouse at dusk" in run.header_html

@@ -68,4 +68,4 @@ def test_a_cell_opens_its_runs_card_on_the_same_watch(qsim, qclient, sweeps):
     cell.button.click()
     card = grid.card
     assert card is not None and card.execution_id == sweep.runs[0].execution_id
-    assert card._watch is sweep.runs[0].watch  # one request stream for the run
+    assert card.run_watch is sweep.runs[0].watch  # one request stream for the run

@@ -763,7 +763,7 @@ def test_stop_pauses_the_badge_and_resume_spins_it_again(sim, cards, client):
     card.stop()
     assert card.watch_state == "paused"
     assert "Running · paused" in card.header_html and "mlw-spin" not in card.header_html
-    assert list(card.buttons) == ["Resume"]
+    assert list(card.buttons) == ["Cancel run", "Resume"]  # a paused run can be cancelled
     card.buttons["Resume"].click()
     assert card.watch_state == ""
     assert "mlw-spin" in card.header_html and "paused" not in card.header_html
@@ -775,3 +775,42 @@ def test_a_card_past_its_time_limit_is_paused(sim, cards, client):
         card.wait(5)
     assert "Running · paused" in card.header_html and "mlw-spin" not in card.header_html
     assert "time limit" in card.message_html
+
+
+def test_a_stopped_card_offers_cancel_and_then_follows_the_run_to_cancelled(sim, cards, client):
+    eid = sim.add_run(steps=[("Long", 30)])
+    card = cards(eid, client=client)
+    wait_for(lambda: card.status == "running")
+    card.stop()
+    polls = sim.request_count("status", execution_id=eid)
+    assert "Cancel run" in card.buttons
+    assert "cancelled" in card.cancel().lower()
+    wait_for(lambda: card.status == "cancelled", timeout=5)
+    assert sim.request_count("status", execution_id=eid) > polls  # it watched again
+    assert sim.request_count("cancel", execution_id=eid) == 1
+
+
+@pytest.mark.parametrize(("name", "value"), [("thumbnail_size", -1), ("thumbnail_size", 0),
+                                             ("thumbnail_size", "big"),
+                                             ("max_thumbnails", -2), ("label", 3)])
+def test_a_bad_argument_is_refused_by_name_before_any_request(sim, client, name, value):
+    with pytest.raises(ValueError, match=name):
+        WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                          **{name: value})
+    assert sim.request_count("status") == 0
+
+
+def test_a_misspelt_keyword_is_refused_with_the_name_it_meant(sim, client):
+    with pytest.raises(TypeError, match=r"'poll_intervall'.*did you mean 'poll_interval'"):
+        WorkflowRunWidget(DEMO_WORKFLOW_ID, sim.add_run(steps=FAST), client=client,
+                          poll_intervall=0.5)
+    assert sim.request_count("status") == 0
+
+
+def test_a_label_names_the_run_in_the_header_the_text_form_and_the_saved_card(sim, client,
+                                                                                cards):
+    card = cards(sim.add_run(steps=FAST), client=client, label="a <b>cat</b>, seed=2")
+    card.wait(10)
+    assert "a &lt;b&gt;cat&lt;/b&gt;, seed=2" in card.header_html
+    assert repr(card).startswith("Run ") and "a <b>cat</b>, seed=2" in repr(card)
+    assert "a &lt;b&gt;cat&lt;/b&gt;, seed=2" in card.static_html()
