@@ -13,6 +13,7 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -25,7 +26,7 @@ from .media import save_images
 from .models import RunSnapshot, WorkflowSummary, format_timestamp
 from .poller import PollPolicy
 from .terminal import TerminalWatcher, snapshot_dict
-from .text import clean, explain
+from .text import clean, error_line, explain
 
 EXIT_COMPLETED, EXIT_RUN_FAILED, EXIT_WATCH_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_PROMPT = "a lighthouse at dusk"
@@ -219,7 +220,8 @@ def cancel_command(args: argparse.Namespace) -> int:
                     to_stderr=True)
             return EXIT_RUN_FAILED
         except ModelsLabError as error:
-            return _fail(_explain_once(error), as_json=args.json, error=error)
+            return _fail(_explain_once(error, "cancel", client.base_url), as_json=args.json,
+                         error=error)
     _report(args.json, {"cancelled": True, "message": clean(message)},
             f"Run {clean(execution_id, 200)}: {clean(message)}")
     return EXIT_COMPLETED
@@ -243,7 +245,8 @@ def workflows_command(args: argparse.Namespace) -> int:
         try:
             found = client.list_workflows()
         except ModelsLabError as error:
-            return _fail(_explain_once(error), as_json=args.json, error=error)
+            return _fail(_explain_once(error, "list", client.base_url), as_json=args.json,
+                         error=error)
     if args.json:
         _print_json([_summary_dict(item) for item in found], sys.stdout)
     elif not found:
@@ -325,8 +328,8 @@ def watch_and_report(
                               policy=policy)
     result = watcher.run()
     if result.error is not None or result.snapshot is None:
-        return _fail(_explain(result.error, policy), err, as_json=as_json, out=out,
-                     error=result.error)
+        return _fail(_explain(result.error, policy, client.base_url), err, as_json=as_json,
+                     out=out, error=result.error)
     snapshot = result.snapshot
     code = EXIT_COMPLETED
     saved: list[Path] = []
@@ -389,24 +392,23 @@ def _save(
     return paths, not failures
 
 
-def _explain(error: BaseException | None, policy: PollPolicy | None) -> str:
+def _explain(error: BaseException | None, policy: PollPolicy | None,
+             base_url: str | None = None) -> str:
     """Why watching stopped, as one line for the terminal: ``text.explain``'s words (never
-    the key: the client's messages do not carry it)."""
+    the key: the client's messages do not carry it), each phrase said once."""
     if error is None:
         return "watching stopped before the run's status was known"
-    words = explain(error, "terminal")
-    detail = clean(words.text)
+    words = explain(error, "terminal", base_url=base_url)
     if isinstance(error, ModelsLabError) and error.transient:
         failures = (policy or PollPolicy()).max_failures
-        detail = f"{failures} failed requests in a row; the last: {detail}"
-    title = words.title[:1].lower() + words.title[1:]
-    return f"{title}: {detail} {words.hint}"
+        words = replace(words, text=f"{failures} failed requests in a row; the last: "
+                                    f"{clean(words.text)}")
+    return error_line(words)
 
 
-def _explain_once(error: BaseException) -> str:
-    """Why a single request (cancel, the workflow list) failed, with what to do next."""
-    words = explain(error, "terminal")
-    return f"{words.title[:1].lower()}{words.title[1:]}: {clean(words.text)} {words.hint}"
+def _explain_once(error: BaseException, request: str, base_url: str | None = None) -> str:
+    """Why a single request ("cancel", "list", "launch") failed, with what to do next."""
+    return error_line(explain(error, "terminal", request=request, base_url=base_url))
 
 
 def _fail(message: str, err: IO[str] | None = None, *, as_json: bool = False,

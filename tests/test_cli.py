@@ -442,3 +442,103 @@ def test_workflows_lists_a_table_and_json(sim):
     listed = json.loads(cli(sim, "workflows", "--json").stdout)
     mine = next(item for item in listed if item["name"].startswith("Listed"))
     assert mine["id"] == "wf-\u202elisted" and mine["rate_limit"] == 7
+
+
+# ---------------------------------------------------------------- the words of errors (in-process)
+
+def main_cli(monkeypatch, capsys, sim: Simulator | None, *args: str, key: str | None = None,
+             base_url: str | None = None) -> tuple[int, str, str]:
+    """``main([...])`` in this process with the simulator's key and base URL in the
+    environment; the exit code, stdout and stderr."""
+    from modelslab_widget.cli import main
+
+    for name in ("MODELSLAB_API_KEY", "MODELSLAB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    if sim is not None or key is not None:
+        monkeypatch.setenv("MODELSLAB_API_KEY", sim.api_key if key is None else key)
+    if sim is not None or base_url is not None:
+        monkeypatch.setenv("MODELSLAB_BASE_URL", sim.base_url if base_url is None else base_url)
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("modelslab-widget: ")]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(("command", "key", "title", "status"), [
+    ("watch", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+    ("watch", None, "run not found", "HTTP 404"),
+    ("cancel", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+    ("cancel", None, "run not found", "HTTP 404"),
+    ("workflows", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+])
+def test_no_error_line_repeats_its_own_phrase(monkeypatch, capsys, sim, command, key, title,
+                                              status):
+    ids = [] if command == "workflows" else [DEMO_WORKFLOW_ID, "99999"]
+    extra = ["--interval", "0.1"] if command == "watch" else []
+    code, _out, err = main_cli(monkeypatch, capsys, sim, command, *ids, *extra, key=key)
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.lower().count(title) == 1, line
+    assert line.count(status) == 1, line  # the HTTP detail kept, once
+    words = re.findall(r"[\w']+", line.lower().removeprefix("modelslab-widget: "))
+    for size in range(2, 5):  # no run of two to four words said twice in a row
+        for start in range(len(words) - 2 * size + 1):
+            assert words[start:start + size] != words[start + size:start + 2 * size], line
+
+
+def test_the_401_and_404_lines_read_once(monkeypatch, capsys, sim):
+    _, _, err = main_cli(monkeypatch, capsys, sim, "watch", DEMO_WORKFLOW_ID, "1",
+                         key="wrong-key-123")
+    assert error_lines(err) == [
+        "modelslab-widget: the API key was rejected (HTTP 401: Invalid API key). "
+        "Set MODELSLAB_API_KEY (or pass --api-key) and run the command again."]
+    _, _, err = main_cli(monkeypatch, capsys, sim, "cancel", DEMO_WORKFLOW_ID, "99999")
+    assert error_lines(err) == [
+        "modelslab-widget: run not found (HTTP 404: Execution not found). "
+        "Check WORKFLOW_ID and EXECUTION_ID."]
+
+
+def test_cancel_with_the_server_down_says_the_cancel_could_not_reach_modelslab(
+        monkeypatch, capsys):
+    code, _out, err = main_cli(monkeypatch, capsys, None, "cancel", "wf", "1", key="k" * 12,
+                              base_url=f"http://127.0.0.1:{free_port()}/api/v1")
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith("modelslab-widget: the cancel request could not reach ModelsLab: ")
+    assert "connection refused" in line
+    assert "status" not in line  # what failed is the cancel, not a status request
+
+
+@pytest.mark.parametrize("command", ["watch", "cancel"])
+def test_a_base_url_without_api_v1_is_named_as_the_likely_cause(monkeypatch, capsys, sim,
+                                                                command):
+    root = sim.base_url.removesuffix("/api/v1")
+    assert root != sim.base_url
+    eid = sim.add_run(steps=[("Slow step", 60.0)])
+    code, out, err = main_cli(monkeypatch, capsys, sim, command, DEMO_WORKFLOW_ID, str(eid),
+                              base_url=f"{root}/?token=s3cret-value")
+    assert code == 2
+    [line] = error_lines(err)
+    assert "the base URL is likely missing /api/v1" in line
+    assert f"to {root}/api/v1, not {root}/." in line
+    assert "s3cret-value" not in out + err  # the URL is named without its query
+    assert "WORKFLOW_ID" not in line and "run not found" not in line
+    assert line.count("HTTP 404") == 1
+    assert sim.run_state(eid)["execution"]["status"] == "running"
+
+
+def test_a_404_under_api_v1_still_says_run_not_found(monkeypatch, capsys, sim):
+    code, _, err = main_cli(monkeypatch, capsys, sim, "watch", DEMO_WORKFLOW_ID, "99999")
+    assert code == 2
+    assert "/api/v1" not in error_lines(err)[0]
+
