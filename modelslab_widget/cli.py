@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         from .simulator import main as simulate
 
-        return simulate(rest)
+        return simulate(rest, prog="modelslab-widget simulate")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     commands = {"watch": watch_command, "cancel": cancel_command,

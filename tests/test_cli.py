@@ -542,3 +542,10 @@ def test_a_404_under_api_v1_still_says_run_not_found(monkeypatch, capsys, sim):
     assert code == 2
     assert "/api/v1" not in error_lines(err)[0]
 
+
+def test_simulate_help_names_the_command():
+    result = subprocess.run([*CLI, "simulate", "--help"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: modelslab-widget simulate ")
+    assert "modelslab_widget.simulator" not in result.stdout
