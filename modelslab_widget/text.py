@@ -223,7 +223,7 @@ def _field_detail(error: ValidationError) -> str:
     fields = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error.errors.items())
     if not fields:  # no field list: the server's message, after the client's own words
         fields = str(error).split("(HTTP 422): ", 1)[-1]
-    return f"(HTTP 422: {fields})"
+    return f"(HTTP 422: {fields.rstrip(' .')})"
 
 
 def unechoed(title: str, detail: str) -> str:
