@@ -1,10 +1,11 @@
-"""The ``modelslab-widget`` command: watch or cancel a run in the terminal, list workflows,
-sweep many runs (``sweepcli.py``), a demo, the simulator.
+"""The ``modelslab-widget`` command: launch, watch or cancel a run in the terminal, list
+workflows, sweep many runs (``sweepcli.py``), a demo, the simulator.
 
-Exit codes of ``watch`` and ``demo``: 0 the run completed, 1 it failed or was cancelled,
-2 watching failed (bad key, unknown run, time limit, errors that persisted, bad arguments),
-130 interrupted by Ctrl-C. ``cancel``: 0 cancelled, 1 the run had already ended, 2 any other
-failure. Nothing here imports ipywidgets.
+Exit codes of ``watch``, ``run --watch`` and ``demo``: 0 the run completed, 1 it failed or was
+cancelled, 2 watching failed (bad key, unknown run, time limit, errors that persisted, bad
+arguments), 130 interrupted by Ctrl-C. ``run`` without ``--watch``: 0 launched, 2 not (or not
+known to be). ``cancel``: 0 cancelled, 1 the run had already ended, 2 any other failure.
+Nothing here imports ipywidgets.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import argparse
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from . import sweepcli
 from ._version import __version__
-from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError, RunAlreadyEndedError
+from .client import WorkflowsClient, json_params, path_segment
+from .errors import ModelsLabError, RunAlreadyEndedError, ValidationError
 from .eta import use_history_file
 from .media import save_images
 from .models import RunSnapshot, WorkflowSummary, format_timestamp
 from .poller import PollPolicy
 from .terminal import TerminalWatcher, snapshot_dict
-from .text import clean, explain
+from .text import clean, error_line, explain
 
 EXIT_COMPLETED, EXIT_RUN_FAILED, EXIT_WATCH_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_PROMPT = "a lighthouse at dusk"
@@ -39,6 +41,14 @@ EPILOG = f"{RUN_EXIT}\n{ENVIRONMENT}"
 CANCEL_EPILOG = f"""\
 exit status: 0 the run was cancelled, 1 it had already ended, 2 any other failure
 (bad key, unknown run, network).
+{ENVIRONMENT}"""
+LAUNCH_EPILOG = f"""\
+--param values are read as JSON when they parse (5, 0.5, true, null, "5", [1, 2]), else as
+text; a --param replaces the same key of --params-file. The launch is sent once, never again.
+exit status: without --watch 0 the run was launched (its execution ID is printed), 2 it was
+not (refused parameters, rate limit, bad key, unknown workflow, network); with --watch as
+`watch`: 0 the run completed, 1 it failed or was cancelled, 2 launching or watching failed,
+130 interrupted (the run goes on).
 {ENVIRONMENT}"""
 DEMO_EPILOG = f"""{RUN_EXIT}
 demo runs its own simulator: it reads no environment variables and needs no key."""
@@ -90,6 +100,22 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _param(text: str) -> tuple[str, object]:
+    """``key=value`` as (key, value): the value as JSON when it parses, else the text itself.
+    NaN and Infinity stay text (JSON cannot carry them)."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+
+    def no_constant(name: str) -> object:
+        raise ValueError(name)
+
+    try:
+        return key, json.loads(value, parse_constant=no_constant)
+    except ValueError:  # JSONDecodeError included
+        return key, value
+
+
 def _add_run_ids(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workflow_id", metavar="WORKFLOW_ID")
     parser.add_argument("execution_id", metavar="EXECUTION_ID")
@@ -125,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--json", action="store_true", help="print the list as JSON")
     _add_connection_options(listing)
+    launch = commands.add_parser(
+        "run", help="launch a run of a workflow (and, with --watch, watch it)",
+        description="Launch one run of WORKFLOW_ID with the given parameters and print its\n"
+        "execution ID (with --json: {execution_id, workflow_id}); with --watch, watch it\n"
+        "until it ends as the watch command does.",
+        epilog=LAUNCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    launch.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    launch.add_argument(
+        "--param", metavar="KEY=VALUE", type=_param, action="append", default=[],
+        help="one parameter of the run (repeat for more; each key once)",
+    )
+    launch.add_argument(
+        "--params-file", metavar="FILE.json", type=Path, default=None,
+        help="a JSON object of parameters (--param values replace its keys)",
+    )
+    launch.add_argument("--watch", action="store_true",
+                        help="watch the run until it ends, as the watch command does")
+    _add_output_options(launch, interval=PollPolicy.interval)
+    _add_connection_options(launch)
     demo = commands.add_parser(
         "demo", help="launch a demo run on a built-in simulator and watch it",
         description="Start the simulator in this process, launch a demo run and watch it.",
@@ -147,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         from .simulator import main as simulate
 
-        return simulate(rest)
+        return simulate(rest, prog="modelslab-widget simulate")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    commands = {"watch": watch_command, "cancel": cancel_command,
+    commands = {"watch": watch_command, "run": run_command, "cancel": cancel_command,
                 "workflows": workflows_command, "demo": demo_command,
                 "sweep": sweep_command}
     try:
@@ -159,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(clean(error), as_json=args.json, error=error)
     except KeyboardInterrupt:
         print("\nmodelslab-widget: interrupted, stopped watching", file=sys.stderr)
-        if args.command == "watch":  # the run itself goes on (and is billed)
+        if args.command in ("watch", "run") and getattr(args, "execution_id", None) is not None:
             print("The run goes on. To cancel it: modelslab-widget cancel "
-                  f"{shlex.quote(args.workflow_id)} {shlex.quote(args.execution_id)}",
+                  f"{shlex.quote(args.workflow_id)} {shlex.quote(str(args.execution_id))}",
                   file=sys.stderr)
+        elif args.command == "run":
+            print("The launch request was sent once and not again; if ModelsLab received it, "
+                  "the run has started.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -201,6 +250,67 @@ def watch_command(args: argparse.Namespace) -> int:
         return _watch_as_asked(client, args.workflow_id, execution_id, args)
 
 
+def run_params(args: argparse.Namespace) -> dict[str, object]:
+    """The run's parameters: --params-file's object, then each --param; ValueError naming
+    what is wrong (an unreadable file, no object, a key given twice)."""
+    params: dict[str, object] = {}
+    if args.params_file is not None:
+        try:
+            loaded = json.loads(args.params_file.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ValueError(f"cannot read {args.params_file}: {error.strerror or error}"
+                             ) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{args.params_file} is not JSON: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.params_file}: expected a JSON object of parameters")
+        params.update(loaded)
+    given: set[str] = set()
+    for key, value in args.param:
+        if key in given:
+            raise ValueError(f"--param {key}= is given more than once: give each key once")
+        given.add(key)
+        params[key] = value
+    return params
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Launch one run (one POST, never re-sent); print its ID, or with --watch watch it."""
+    if not args.watch and (args.save is not None or args.timeout is not None):
+        return _fail("--save and --timeout are for watching: add --watch", as_json=args.json,
+                     kind="ValueError")
+    try:
+        path_segment(args.workflow_id, "WORKFLOW_ID")
+        params = run_params(args)
+        json_params(params)  # what JSON cannot carry is said before anything is sent
+    except ValueError as error:
+        return _fail(clean(error), as_json=args.json, kind="ValueError")
+    if args.watch:
+        use_history_file()
+    client = _cli_client(args)
+    if client is None:
+        return EXIT_WATCH_FAILED
+    with client:
+        try:
+            execution_id = client.run_workflow(args.workflow_id, params)
+        except ModelsLabError as error:
+            fields = error.errors if isinstance(error, ValidationError) else None
+            return _fail(_explain_once(error, "launch", client.base_url), as_json=args.json,
+                         error=error, fields=fields)
+        args.execution_id = execution_id  # for Ctrl-C's words from here on
+        view = sys.stderr if args.json else sys.stdout
+        if not args.watch:
+            if args.json:
+                _print_json({"execution_id": execution_id, "workflow_id": args.workflow_id},
+                            sys.stdout)
+            else:
+                print(execution_id, flush=True)
+            return EXIT_COMPLETED
+        print(f"launched run {clean(execution_id, 200)} of {clean(args.workflow_id, 200)}",
+              file=view, flush=True)
+        return _watch_as_asked(client, args.workflow_id, execution_id, args)
+
+
 def cancel_command(args: argparse.Namespace) -> int:
     """Ask the API to cancel the run: 0 cancelled, 1 it had already ended, 2 otherwise."""
     try:
@@ -219,7 +329,8 @@ def cancel_command(args: argparse.Namespace) -> int:
                     to_stderr=True)
             return EXIT_RUN_FAILED
         except ModelsLabError as error:
-            return _fail(_explain_once(error), as_json=args.json, error=error)
+            return _fail(_explain_once(error, "cancel", client.base_url), as_json=args.json,
+                         error=error)
     _report(args.json, {"cancelled": True, "message": clean(message)},
             f"Run {clean(execution_id, 200)}: {clean(message)}")
     return EXIT_COMPLETED
@@ -243,7 +354,8 @@ def workflows_command(args: argparse.Namespace) -> int:
         try:
             found = client.list_workflows()
         except ModelsLabError as error:
-            return _fail(_explain_once(error), as_json=args.json, error=error)
+            return _fail(_explain_once(error, "list", client.base_url), as_json=args.json,
+                         error=error)
     if args.json:
         _print_json([_summary_dict(item) for item in found], sys.stdout)
     elif not found:
@@ -325,8 +437,8 @@ def watch_and_report(
                               policy=policy)
     result = watcher.run()
     if result.error is not None or result.snapshot is None:
-        return _fail(_explain(result.error, policy), err, as_json=as_json, out=out,
-                     error=result.error)
+        return _fail(_explain(result.error, policy, client.base_url), err, as_json=as_json,
+                     out=out, error=result.error)
     snapshot = result.snapshot
     code = EXIT_COMPLETED
     saved: list[Path] = []
@@ -389,36 +501,38 @@ def _save(
     return paths, not failures
 
 
-def _explain(error: BaseException | None, policy: PollPolicy | None) -> str:
+def _explain(error: BaseException | None, policy: PollPolicy | None,
+             base_url: str | None = None) -> str:
     """Why watching stopped, as one line for the terminal: ``text.explain``'s words (never
-    the key: the client's messages do not carry it)."""
+    the key: the client's messages do not carry it), each phrase said once."""
     if error is None:
         return "watching stopped before the run's status was known"
-    words = explain(error, "terminal")
-    detail = clean(words.text)
+    words = explain(error, "terminal", base_url=base_url)
     if isinstance(error, ModelsLabError) and error.transient:
         failures = (policy or PollPolicy()).max_failures
-        detail = f"{failures} failed requests in a row; the last: {detail}"
-    title = words.title[:1].lower() + words.title[1:]
-    return f"{title}: {detail} {words.hint}"
+        words = replace(words, text=f"{failures} failed requests in a row; the last: "
+                                    f"{clean(words.text)}")
+    return error_line(words)
 
 
-def _explain_once(error: BaseException) -> str:
-    """Why a single request (cancel, the workflow list) failed, with what to do next."""
-    words = explain(error, "terminal")
-    return f"{words.title[:1].lower()}{words.title[1:]}: {clean(words.text)} {words.hint}"
+def _explain_once(error: BaseException, request: str, base_url: str | None = None) -> str:
+    """Why a single request ("cancel", "list", "launch") failed, with what to do next."""
+    return error_line(explain(error, "terminal", request=request, base_url=base_url))
 
 
 def _fail(message: str, err: IO[str] | None = None, *, as_json: bool = False,
           out: IO[str] | None = None, error: BaseException | None = None,
-          kind: str | None = None) -> int:
+          kind: str | None = None, fields: dict[str, list[str]] | None = None) -> int:
     """Say why on stderr; with ``--json`` also put it on stdout as a JSON object, so a script
     reading stdout always gets one document."""
     print(f"modelslab-widget: {message}", file=err or sys.stderr, flush=True)
     if as_json:
         kind = kind or (type(error).__name__ if error is not None else "Error")
-        _print_json({"status": "error", "error": {"type": kind, "message": message},
-                     "exit_code": EXIT_WATCH_FAILED}, out or sys.stdout)
+        described: dict[str, object] = {"type": kind, "message": message}
+        if fields is not None:  # a 422's messages, field by field
+            described["fields"] = fields
+        _print_json({"status": "error", "error": described, "exit_code": EXIT_WATCH_FAILED},
+                    out or sys.stdout)
     return EXIT_WATCH_FAILED
 
 

@@ -11,8 +11,18 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
-from .errors import AuthenticationError, MissingKeyError, ModelsLabError, NotFoundError
+from .errors import (
+    AuthenticationError,
+    MissingKeyError,
+    ModelsLabError,
+    NetworkError,
+    NotFoundError,
+    QueueFullError,
+    RateLimitError,
+    ValidationError,
+)
 
 ICONS = {
     "pending": "○",
@@ -101,6 +111,7 @@ _HINTS = {
         "timeout": "Press Resume to keep watching, or pass a larger timeout=.",
         "transient": "ModelsLab kept failing or could not be reached. Press Retry to try again.",
         "other": "Press Retry to try again.",
+        "base_url": "Pass base_url=\"{fixed}\" (not {url}) and press Retry.",
     },
     "terminal": {
         "missing_key": "Set MODELSLAB_API_KEY (or pass --api-key) and run the command again.",
@@ -109,25 +120,160 @@ _HINTS = {
         "timeout": "Run the command again to keep watching, or pass a larger --timeout.",
         "transient": "ModelsLab kept failing or could not be reached; try again later.",
         "other": "Run the command again to try again.",
+        "base_url": "Set MODELSLAB_BASE_URL (or pass --base-url) to {fixed}, not {url}.",
     },
 }
 
 
-def explain(error: BaseException, where: str = "card") -> Explanation:
-    """Why watching stopped, in words for the card (``where="card"``) or the terminal."""
-    hints = _HINTS[where]
+# What a single request was for, as a command names it (``explain``'s ``request``); the
+# default, "status", is watching: polls whose failures are retried.
+_REQUEST_NOUNS = {"cancel": "cancel request", "list": "request for the workflow list",
+                  "launch": "launch request"}
+# Hints that do not depend on the front end (no button, no option is named).
+_REQUEST_HINTS = {
+    "launch_not_found": "Check WORKFLOW_ID (modelslab-widget workflows lists yours) and "
+                        "that the workflow's API is enabled.",
+    "list_not_found": "Check the base URL.",
+    "launch_refused": "Check WORKFLOW_ID and the parameters.",
+    "launch_unsure": "Nothing was re-sent; if ModelsLab received the request before it "
+                     "failed, the run may have started.",
+    "queue_full": "Try again when one of the account's runs has ended.",
+    "later": "Try again later.",
+}
+
+
+def explain(error: BaseException, where: str = "card", *, request: str = "status",
+            base_url: str | None = None) -> Explanation:
+    """Why watching stopped (or, with ``request`` "cancel", "list" or "launch", why that one
+    request failed), in words for the card (``where="card"``) or the terminal. With
+    ``base_url``, a 404 from a base URL whose path does not end in ``/api/v1`` says so.
+
+    In the terminal the title and the detail are printed on one line, so the detail is given
+    without a leading phrase the title already says ("The API key was rejected (HTTP 401:
+    ...)" becomes "(HTTP 401: ...)")."""
+    title, hint = _title_and_hint(error, _HINTS[where], request, base_url)
     detail = str(error) or type(error).__name__
+    if where == "terminal":
+        if isinstance(error, ValidationError):
+            detail = _field_detail(error)
+        elif isinstance(error, RateLimitError) and request == "launch":
+            detail = detail.split(" Retry after ", 1)[0]  # the hint says when
+        detail = unechoed(title, detail)
+    return Explanation(title, detail, hint)
+
+
+def _title_and_hint(error: BaseException, hints: dict[str, str], request: str,
+                    base_url: str | None) -> tuple[str, str]:
+    noun = _REQUEST_NOUNS.get(request)
     if isinstance(error, MissingKeyError):  # nothing was sent, so nothing was rejected
-        return Explanation("No API key", detail, hints["missing_key"])
+        return "No API key", hints["missing_key"]
     if isinstance(error, AuthenticationError):
-        return Explanation("The API key was rejected", detail, hints["auth"])
+        return "The API key was rejected", hints["auth"]
     if isinstance(error, NotFoundError):
-        return Explanation("Run not found", detail, hints["not_found"])
+        if base_url is not None and lacks_api_path(base_url):
+            shown = shown_url(base_url)
+            return ("Not found: the base URL is likely missing /api/v1",
+                    hints["base_url"].format(url=shown, fixed=f"{shown.rstrip('/')}/api/v1"))
+        if request == "launch":
+            return "Workflow not found", _REQUEST_HINTS["launch_not_found"]
+        if request == "list":
+            return "Not found", _REQUEST_HINTS["list_not_found"]
+        return "Run not found", hints["not_found"]
     if isinstance(error, TimeoutError):
-        return Explanation("Stopped watching: time limit reached", detail, hints["timeout"])
+        return "Stopped watching: time limit reached", hints["timeout"]
+    if request == "launch":
+        return _launch_words(error)
     if isinstance(error, ModelsLabError) and error.transient:
-        return Explanation("Could not get the run's status", detail, hints["transient"])
-    return Explanation("Watching stopped", detail, hints["other"])
+        if noun is None:
+            return "Could not get the run's status", hints["transient"]
+        if isinstance(error, NetworkError):
+            return f"The {noun} could not reach ModelsLab", _REQUEST_HINTS["later"]
+        return f"The {noun} failed", _retry_hint(error)
+    if noun is not None:
+        return f"The {noun} failed", hints["other"]
+    return "Watching stopped", hints["other"]
+
+
+def _launch_words(error: BaseException) -> tuple[str, str]:
+    """A launch that failed other than by key or workflow: whether the run started."""
+    if isinstance(error, QueueFullError):
+        return "The run was not started: the account's queue is full", _REQUEST_HINTS[
+            "queue_full"]
+    if isinstance(error, RateLimitError):
+        return "The run was not started: rate limited", _retry_hint(error)
+    if isinstance(error, ValidationError):
+        return ("The run was not started: ModelsLab refused its parameters",
+                "Fix them (--param or --params-file) and run the command again.")
+    if isinstance(error, NetworkError):
+        return "The launch request could not reach ModelsLab", _REQUEST_HINTS["launch_unsure"]
+    if isinstance(error, ModelsLabError) and error.transient:
+        return "The launch request failed", _REQUEST_HINTS["launch_unsure"]
+    return "The run was not started", _REQUEST_HINTS["launch_refused"]
+
+
+def _retry_hint(error: BaseException) -> str:
+    wait = getattr(error, "retry_after", None)
+    if isinstance(wait, (int, float)):
+        return f"Try again in {format_seconds(wait)}."
+    return _REQUEST_HINTS["later"]
+
+
+def _field_detail(error: ValidationError) -> str:
+    """A 422's field messages, each once: ``(HTTP 422: prompt: The prompt field is ...)``."""
+    fields = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in error.errors.items())
+    if not fields:  # no field list: the server's message, after the client's own words
+        fields = str(error).split("(HTTP 422): ", 1)[-1]
+    return f"(HTTP 422: {fields.rstrip(' .')})"
+
+
+def unechoed(title: str, detail: str) -> str:
+    """``detail`` without its leading phrase (two words or more) when ``title`` already says
+    it, as a whole-word match in any case: "Not found (HTTP 404: x)." under "Run not found"
+    is "(HTTP 404: x).". The rest is returned without the punctuation that joined them."""
+    words = detail.split(" ")
+    low = title.lower()
+    for count in range(min(len(words), len(title.split())), 1, -1):
+        phrase = " ".join(words[:count])
+        core = phrase.rstrip(".:;,").lower()
+        if core and re.search(rf"(?<!\w){re.escape(core)}(?!\w)", low):
+            return detail[len(phrase):].lstrip(" .:;,")
+    return detail
+
+
+def lacks_api_path(base_url: str) -> bool:
+    """True when the base URL's path does not end in ``/api/v1`` (where every call lives)."""
+    try:
+        path = urlsplit(base_url).path
+    except ValueError:
+        return False
+    return not path.rstrip("/").endswith("/api/v1")
+
+
+def shown_url(url: str) -> str:
+    """A URL fit to print: scheme, host, port and path; never a user name, password, query
+    or fragment (any of which may carry a credential)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the base URL"
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return clean(urlunsplit((parts.scheme, host, parts.path, "", "")), 300)
+
+
+def error_line(words: Explanation) -> str:
+    """One line for the terminal: the title lower-cased at its start, the detail (joined by
+    a colon, or a space before a parenthesis), the hint."""
+    title = words.title[:1].lower() + words.title[1:]
+    detail = clean(words.text)
+    if not detail:
+        head = f"{title}."
+    elif detail.startswith("("):
+        head = f"{title} {detail}"
+    else:
+        head = f"{title}: {detail}"
+    if not head.endswith((".", "!", "?")):
+        head += "."
+    return f"{head} {words.hint}".strip()
 
 
 # What the text forms call each output kind (a 3D model is a "file": it has no preview).

@@ -442,3 +442,264 @@ def test_workflows_lists_a_table_and_json(sim):
     listed = json.loads(cli(sim, "workflows", "--json").stdout)
     mine = next(item for item in listed if item["name"].startswith("Listed"))
     assert mine["id"] == "wf-\u202elisted" and mine["rate_limit"] == 7
+
+
+# ---------------------------------------------------------------- the words of errors (in-process)
+
+def main_cli(monkeypatch, capsys, sim: Simulator | None, *args: str, key: str | None = None,
+             base_url: str | None = None) -> tuple[int, str, str]:
+    """``main([...])`` in this process with the simulator's key and base URL in the
+    environment; the exit code, stdout and stderr."""
+    from modelslab_widget.cli import main
+
+    for name in ("MODELSLAB_API_KEY", "MODELSLAB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    if sim is not None or key is not None:
+        monkeypatch.setenv("MODELSLAB_API_KEY", sim.api_key if key is None else key)
+    if sim is not None or base_url is not None:
+        monkeypatch.setenv("MODELSLAB_BASE_URL", sim.base_url if base_url is None else base_url)
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("modelslab-widget: ")]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(("command", "key", "title", "status"), [
+    ("watch", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+    ("watch", None, "run not found", "HTTP 404"),
+    ("cancel", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+    ("cancel", None, "run not found", "HTTP 404"),
+    ("workflows", "wrong-key-123", "the api key was rejected", "HTTP 401"),
+])
+def test_no_error_line_repeats_its_own_phrase(monkeypatch, capsys, sim, command, key, title,
+                                              status):
+    ids = [] if command == "workflows" else [DEMO_WORKFLOW_ID, "99999"]
+    extra = ["--interval", "0.1"] if command == "watch" else []
+    code, _out, err = main_cli(monkeypatch, capsys, sim, command, *ids, *extra, key=key)
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.lower().count(title) == 1, line
+    assert line.count(status) == 1, line  # the HTTP detail kept, once
+    words = re.findall(r"[\w']+", line.lower().removeprefix("modelslab-widget: "))
+    for size in range(2, 5):  # no run of two to four words said twice in a row
+        for start in range(len(words) - 2 * size + 1):
+            assert words[start:start + size] != words[start + size:start + 2 * size], line
+
+
+def test_the_401_and_404_lines_read_once(monkeypatch, capsys, sim):
+    _, _, err = main_cli(monkeypatch, capsys, sim, "watch", DEMO_WORKFLOW_ID, "1",
+                         key="wrong-key-123")
+    assert error_lines(err) == [
+        "modelslab-widget: the API key was rejected (HTTP 401: Invalid API key). "
+        "Set MODELSLAB_API_KEY (or pass --api-key) and run the command again."]
+    _, _, err = main_cli(monkeypatch, capsys, sim, "cancel", DEMO_WORKFLOW_ID, "99999")
+    assert error_lines(err) == [
+        "modelslab-widget: run not found (HTTP 404: Execution not found). "
+        "Check WORKFLOW_ID and EXECUTION_ID."]
+
+
+def test_cancel_with_the_server_down_says_the_cancel_could_not_reach_modelslab(
+        monkeypatch, capsys):
+    code, _out, err = main_cli(monkeypatch, capsys, None, "cancel", "wf", "1", key="k" * 12,
+                              base_url=f"http://127.0.0.1:{free_port()}/api/v1")
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith("modelslab-widget: the cancel request could not reach ModelsLab: ")
+    assert "connection refused" in line
+    assert "status" not in line  # what failed is the cancel, not a status request
+
+
+@pytest.mark.parametrize("command", ["watch", "cancel"])
+def test_a_base_url_without_api_v1_is_named_as_the_likely_cause(monkeypatch, capsys, sim,
+                                                                command):
+    root = sim.base_url.removesuffix("/api/v1")
+    assert root != sim.base_url
+    eid = sim.add_run(steps=[("Slow step", 60.0)])
+    code, out, err = main_cli(monkeypatch, capsys, sim, command, DEMO_WORKFLOW_ID, str(eid),
+                              base_url=f"{root}/?token=s3cret-value")
+    assert code == 2
+    [line] = error_lines(err)
+    assert "the base URL is likely missing /api/v1" in line
+    assert f"to {root}/api/v1, not {root}/." in line
+    assert "s3cret-value" not in out + err  # the URL is named without its query
+    assert "WORKFLOW_ID" not in line and "run not found" not in line
+    assert line.count("HTTP 404") == 1
+    assert sim.run_state(eid)["execution"]["status"] == "running"
+
+
+def test_a_404_under_api_v1_still_says_run_not_found(monkeypatch, capsys, sim):
+    code, _, err = main_cli(monkeypatch, capsys, sim, "watch", DEMO_WORKFLOW_ID, "99999")
+    assert code == 2
+    assert "/api/v1" not in error_lines(err)[0]
+
+
+def test_simulate_help_names_the_command():
+    result = subprocess.run([*CLI, "simulate", "--help"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: modelslab-widget simulate ")
+    assert "modelslab_widget.simulator" not in result.stdout
+
+
+# ---------------------------------------------------------------- run: launch one run
+
+def fast_workflow(sim: Simulator) -> str:
+    """A workflow like the demo's (it requires "prompt") whose runs take 0.4 s."""
+    return sim.add_workflow("wf-fast", steps=FAST_STEPS, images=1)
+
+
+def test_run_prints_the_execution_id_and_launches_once(monkeypatch, capsys, sim):
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "prompt=a cat")
+    assert code == 0, err
+    execution_id = int(out.strip())  # stdout holds the ID alone
+    assert sim.run_ids(DEMO_WORKFLOW_ID)[-1] == execution_id
+    assert sim.launch_params(execution_id) == {"prompt": "a cat"}
+    assert sim.request_count("run") == 1 and sim.request_count("status") == 0
+
+
+def test_run_json_prints_the_execution_and_workflow_ids(monkeypatch, capsys, sim):
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "prompt=a cat", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document == {"execution_id": sim.run_ids(DEMO_WORKFLOW_ID)[-1],
+                        "workflow_id": DEMO_WORKFLOW_ID}
+
+
+def test_run_param_values_are_json_when_they_parse_else_text(monkeypatch, capsys, sim):
+    code, out, err = main_cli(
+        monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+        "--param", "prompt=a lighthouse, at dusk", "--param", "width=256",
+        "--param", "guidance=7.5", "--param", "tiled=true", "--param", "mask=null",
+        "--param", 'seed="42"', "--param", 'extra={"loras": [1, 2]}', "--param", "odd=NaN",
+        "--param", "note=a=b", "--param", "empty=",
+    )
+    assert code == 0, err
+    assert sim.launch_params(int(out)) == {
+        "prompt": "a lighthouse, at dusk", "width": 256, "guidance": 7.5, "tiled": True,
+        "mask": None, "seed": "42", "extra": {"loras": [1, 2]}, "odd": "NaN", "note": "a=b",
+        "empty": "",
+    }
+
+
+def test_run_params_file_with_a_param_replacing_one_key(monkeypatch, capsys, sim, tmp_path):
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"prompt": "from the file", "width": 320}))
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--params-file", str(params), "--param", "width=384")
+    assert code == 0, err
+    assert sim.launch_params(int(out)) == {"prompt": "from the file", "width": 384}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--param", "prompt=a", "--param", "prompt=b"], "--param prompt= is given more than once"),
+    (["--params-file", "/nonexistent/params.json"], "cannot read /nonexistent/params.json"),
+    (["--param", "prompt=a", "--save", "out"], "add --watch"),
+])
+def test_run_refuses_bad_arguments_before_sending(monkeypatch, capsys, sim, args, words):
+    code, _out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID, *args)
+    assert code == 2
+    assert words in err
+    assert sim.request_count() == 0
+
+
+def test_run_a_param_without_equals_is_a_usage_error(monkeypatch, capsys, sim):
+    with pytest.raises(SystemExit) as exited:
+        main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID, "--param", "prompt")
+    assert exited.value.code == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_run_refused_parameters_print_the_field_messages_and_exit_2(monkeypatch, capsys, sim):
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "width=256")  # the demo workflow requires "prompt"
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith("modelslab-widget: the run was not started: ")
+    assert "prompt: The prompt field is required" in line and "HTTP 422" in line
+    assert line.lower().count("the run was not started") == 1
+    assert sim.run_ids(DEMO_WORKFLOW_ID) == []
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID, "--json")
+    assert code == 2
+    document = json.loads(out)
+    assert document["error"]["type"] == "ValidationError"
+    assert document["error"]["fields"] == {"prompt": ["The prompt field is required."]}
+
+
+def test_run_rate_limited_says_not_started_and_when_and_sends_once(monkeypatch, capsys, sim):
+    sim.post_faults(DEMO_WORKFLOW_ID, [Fault("rate_limit", retry_after=7)])
+    code, _out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "prompt=a cat", "--watch")
+    assert code == 2
+    [line] = error_lines(err)
+    assert "the run was not started: rate limited (HTTP 429" in line
+    assert line.endswith("Try again in 7.0 s.")
+    assert line.lower().count("rate limit") == 2  # the title, and the server's own words once
+    assert sim.request_count("run") == 1 and sim.run_ids(DEMO_WORKFLOW_ID) == []
+
+
+def test_run_with_a_full_queue_says_not_started(monkeypatch, capsys, qsim):
+    for _ in range(3):
+        assert main_cli(monkeypatch, capsys, qsim, "run", DEMO_WORKFLOW_ID,
+                        "--param", "prompt=x")[0] == 0
+    code, _out, err = main_cli(monkeypatch, capsys, qsim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "prompt=x")
+    assert code == 2
+    assert "the run was not started: the account's queue is full" in err
+    assert "when one of the account's runs has ended" in err
+    assert qsim.request_count("run") == 4
+
+
+def test_run_never_resends_a_launch_whose_answer_was_lost(monkeypatch, capsys, sim):
+    sim.post_faults(DEMO_WORKFLOW_ID, [Fault("drop")])  # the run is made, the answer lost
+    code, _out, err = main_cli(monkeypatch, capsys, sim, "run", DEMO_WORKFLOW_ID,
+                              "--param", "prompt=a cat")
+    assert code == 2
+    assert "Nothing was re-sent" in err and "the run may have started" in err
+    assert sim.request_count("run") == 1 and len(sim.run_ids(DEMO_WORKFLOW_ID)) == 1
+
+
+def test_run_watch_watches_to_the_end_like_watch(monkeypatch, capsys, sim):
+    workflow = fast_workflow(sim)
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", workflow, "--param",
+                              "prompt=a cat", "--watch", "--interval", "0.1")
+    assert code == 0, err
+    [execution_id] = sim.run_ids(workflow)
+    assert out.startswith(f"launched run {execution_id} of {workflow}\n")
+    assert re.search(r"run completed in \d+\.\d s, 1 output", out)
+    assert out.splitlines()[-1].strip() == sim.run_state(execution_id)["output"]["output"][0]
+    assert sim.request_count("run") == 1
+
+
+def test_run_watch_json_prints_the_final_run(monkeypatch, capsys, sim):
+    workflow = fast_workflow(sim)
+    code, out, err = main_cli(monkeypatch, capsys, sim, "run", workflow, "--param",
+                              "prompt=a cat", "--watch", "--json", "--interval", "0.1")
+    assert code == 0, err
+    document = json.loads(out)  # the live view went to stderr
+    [execution_id] = sim.run_ids(workflow)
+    assert (document["status"], document["execution_id"], document["workflow_id"]) == (
+        "completed", execution_id, workflow)
+    assert "run completed" in err
+
+
+def test_run_watch_timeout_exits_2_and_the_run_goes_on(monkeypatch, capsys, sim):
+    workflow = sim.add_workflow("wf-slow", steps=[("Slow step", 60.0)], images=1)
+    code, _out, err = main_cli(monkeypatch, capsys, sim, "run", workflow, "--param",
+                              "prompt=a cat", "--watch", "--interval", "0.1", "--timeout", "0.5")
+    assert code == 2
+    assert "--timeout" in err
+    [execution_id] = sim.run_ids(workflow)
+    assert sim.run_state(execution_id)["execution"]["status"] == "running"
+    assert sim.request_count("run") == 1

@@ -15,9 +15,11 @@ CLI_DEMO_STEPS: tuple[StepSpec, ...] = (StepSpec("Text to Image", 20.0),
                                         StepSpec("Image Upscaler", 15.0))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve a simulator until Ctrl-C; prints what a notebook needs to connect to it."""
-    parser = argparse.ArgumentParser(prog="python -m modelslab_widget.simulator",
+def main(argv: list[str] | None = None,
+         prog: str = "python -m modelslab_widget.simulator") -> int:
+    """Serve a simulator until Ctrl-C; prints what a notebook needs to connect to it.
+    ``prog`` is the command's name in its usage (``modelslab-widget simulate`` there)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="A local ModelsLab Workflows API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
