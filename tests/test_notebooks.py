@@ -163,6 +163,23 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "refused: Run " in stdout and "already ended" in stdout
         saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
         assert saved == [".glb", ".mp4", ".png", ".wav"]
+        # the first run completed and nothing refused it a cancel: its card ends with no note,
+        # neither in the static HTML it published once settled nor in the saved widget state
+        first = next(out for out in outputs if WIDGET_VIEW in out.get("data", {}))
+        assert "completed" in first["data"]["text/plain"], first["data"]["text/plain"]
+        card_html = first["data"].get("text/html", "")
+        assert "mlw-badge mlw-s-completed" in card_html, "no final static card"
+        assert 'class="mlw-card mlw-message' not in card_html, card_html
+        state = notebook.metadata["widgets"][WIDGET_STATE]["state"]
+        card = state[first["data"][WIDGET_VIEW]["model_id"]]["state"]
+        children = [state[ref.removeprefix("IPY_MODEL_")]["state"] for ref in card["children"]]
+        assert any(child.get("value") == "" for child in children), "no empty message view"
+        notes = [child["value"] for child in children
+                 if 'class="mlw-card mlw-message' in str(child.get("value", ""))]
+        assert not notes, notes
+        # the note is on the card of the run cancelled twice
+        assert any("The run had already ended" in str(model["state"].get("value", ""))
+                   for model in state.values()), "no card shows the refused cancel"
     if name == "sweep.ipynb":  # a 3 x 2 grid under a queue limit of 3, kept as static HTML
         assert "{'completed': 6}" in stdout, stdout
         grids = [out["data"]["text/html"] for out in outputs
