@@ -139,6 +139,7 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
 def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
+    env["TMPDIR"] = str(tmp_path)  # the kernel's tempfile.mkdtemp() folders land here
     client = nbclient.NotebookClient(
         notebook, kernel_name="python3", timeout=180, startup_timeout=180,
         store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}},
@@ -161,7 +162,11 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert re.search(r"\['[^']+\.png', '[^']+\.mp4', '[^']+\.wav', '[^']+\.glb'\]", stdout)
         assert "Execution cancelled.\ncancelled" in stdout, "run.cancel() from code"
         assert "refused: Run " in stdout and "already ended" in stdout
-        saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
+        # saved into a new temporary folder (not the notebook's own folder, which git tracks)
+        assert not (tmp_path / "media-outputs").exists()
+        folders = list(tmp_path.glob("media-outputs-*"))
+        assert len(folders) == 1 and str(folders[0]) in stdout, (folders, stdout)
+        saved = sorted(path.suffix for path in folders[0].iterdir())
         assert saved == [".glb", ".mp4", ".png", ".wav"]
         # the first run completed and nothing refused it a cancel: its card ends with no note,
         # neither in the static HTML it published once settled nor in the saved widget state
