@@ -236,9 +236,13 @@ RESULTS_CELLS = [
         'print("exit code", demo.returncode)'
     ),
     new_markdown_cell(
-        "Saved with its widget state (JupyterLab: *Settings → Save Widget State "
-        "Automatically*), this notebook keeps showing the final cards, thumbnails included, "
-        "in nbconvert's HTML and on sites that render notebooks. `first.close()` and "
+        "No widget state needs saving to keep the final cards: once its run settles, each "
+        "card adds a copy of its final state to its output, as plain HTML with the thumbnails "
+        "inline, so the saved notebook shows the final cards in nbconvert's HTML and on sites "
+        "that render notebooks. In JupyterLab that copy reaches a card's output only while "
+        "the card's own cell is still running, as with `first.wait()` above; `second` settles "
+        "during a later cell, so a file saved from JupyterLab does not get its copy (see "
+        "*Which runs get the final state in the file* in the README). `first.close()` and "
         "`second.close()` stop and close the cards."
     ),
 ]
@@ -288,10 +292,15 @@ MEDIA_CELLS = [
         "`save_outputs(folder)` downloads every output, any kind, streamed to disk in chunks "
         "(a long video never sits in memory). Each file is named from its URL with the "
         "extension of what its bytes are, and never overwrites a file already there. "
-        "`save_images(folder)` still saves the images only."
+        "`save_images(folder)` still saves the images only. Here the folder is a new "
+        "temporary one, so running the notebook again never piles up files; give it a folder "
+        "of yours to keep them."
     ),
     new_code_cell(
-        'paths = run.save_outputs("media-outputs")\n'
+        "import tempfile\n\n"
+        'folder = tempfile.mkdtemp(prefix="media-outputs-")  # a new, empty folder on every run\n'
+        "paths = run.save_outputs(folder)\n"
+        "print(folder)\n"
         "print([path.name for path in paths])"
     ),
     new_markdown_cell(
@@ -313,7 +322,9 @@ MEDIA_CELLS = [
         "From code, `run.cancel()` does the same without asking: it returns once the API "
         "accepted the request, and raises `RunAlreadyEndedError` when the run had already "
         "ended (or the client's other errors: `NotFoundError`, `AuthenticationError`, ...). "
-        "Every view of the run follows it to *cancelled*."
+        "Every view of the run follows it to *cancelled*. Here a run of its own is cancelled, "
+        "then cancelled again, which is refused: its card then shows the note *The run had "
+        "already ended*."
     ),
     new_code_cell(
         "from modelslab_widget.errors import RunAlreadyEndedError\n\n"
@@ -325,7 +336,7 @@ MEDIA_CELLS = [
         "print(doomed.cancel())\n"
         "print(doomed.wait(timeout=120).status)\n"
         "try:\n"
-        "    run.cancel()  # the first run completed long ago\n"
+        "    doomed.cancel()  # it has ended (cancelled): nothing is left to cancel\n"
         "except RunAlreadyEndedError as error:\n"
         '    print("refused:", error)'
     ),
