@@ -196,3 +196,26 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "expand()" in last.source
         assert not any(WIDGET_VIEW in out.get("data", {}) for out in last.outputs), last.outputs
         assert "the card says" in _stdout(last), _stdout(last)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK.parent.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_kept_in_the_form_jupyterlab_opens_clean(path: Path) -> None:
+    """What JupyterLab would change on opening (a missing cell id or language_info, an older
+    nbformat_minor, the kernel's display name) or on saving (outputs, counts, the JSON layout)
+    marks the notebook modified at once; ``python tools/make_notebooks.py`` writes this form."""
+    text = path.read_text(encoding="utf-8")
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    written = nbformat.writes(notebook)
+    assert text == (written if written.endswith("\n") else written + "\n"), "not nbformat's layout"
+    assert (notebook.nbformat, notebook.nbformat_minor) == (4, 5)
+    assert notebook.metadata == {
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                       "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    ids = [cell.get("id") for cell in notebook.cells]
+    assert all(ids) and len(set(ids)) == len(ids), ids
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id

@@ -1,5 +1,9 @@
 """Write the notebooks in notebooks/ (kept as code so their
-text is reviewable; outputs are left empty)."""
+text is reviewable; outputs are left empty), and keep every notebook there in the normal form
+JupyterLab opens without marking it modified.
+
+    python tools/make_notebooks.py
+"""
 
 from pathlib import Path
 
@@ -343,15 +347,32 @@ MEDIA_CELLS = [
 ]
 
 
-def write(name: str, cells: list) -> None:
-    notebook = new_notebook(cells=cells)
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# The metadata JupyterLab 4 writes for the venv's python3 kernel (ipykernel's kernelspec), so a
+# notebook opens clean: without language_info JupyterLab adds one, and on connecting it
+# rewrites kernelspec with the kernel's display name.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {"name": "python"}
+
+
+def normalize(notebook: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
+    """The form every notebook in notebooks/ is kept in (tests/test_notebooks.py checks it):
+    nbformat 4.5, a stable id on every cell, no outputs, no execution counts."""
+    notebook.nbformat, notebook.nbformat_minor = 4, 5
+    notebook.metadata = nbformat.from_dict(
+        {"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)}
+    )
     for index, cell in enumerate(notebook.cells):
-        cell["id"] = f"{Path(name).stem}-{index}"  # stable ids: regenerating changes nothing
-    notebook.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3", "language": "python",
-    }
-    path = Path(__file__).resolve().parents[1] / "notebooks" / name
-    nbformat.write(notebook, path)
+        cell["id"] = f"{stem}-{index}"  # stable ids: regenerating changes nothing
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.validate(notebook)
+    return notebook
+
+
+def write(name: str, cells: list) -> None:
+    path = NOTEBOOKS / name
+    nbformat.write(normalize(new_notebook(cells=cells), path.stem), path)
     print(f"wrote {path}")
 
 
@@ -361,6 +382,8 @@ def main() -> None:
     write("board.ipynb", BOARD_CELLS)
     write("results.ipynb", RESULTS_CELLS)
     write("media.ipynb", MEDIA_CELLS)
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):  # the ones written by hand too (sweep)
+        nbformat.write(normalize(nbformat.read(path, as_version=4), path.stem), path)
 
 
 if __name__ == "__main__":
