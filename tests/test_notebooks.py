@@ -37,6 +37,8 @@ PROBE = (
 
 # kernel name -> the ipykernel major version that kernel must run
 KERNELS = {"python3": 7, "mlw-ipykernel6": 6}
+# where `make test` installs the mlw-ipykernel6 kernelspec: in its own venv, not in .venv
+KERNEL6_DATA = ROOT / ".venv-ipykernel6" / "kernelspec" / "share" / "jupyter"
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -55,13 +57,16 @@ def _stdout(cell: Any) -> str:
 
 
 @pytest.mark.parametrize("kernel_name", list(KERNELS))
-def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
+def test_quickstart_runs_in_a_real_kernel(kernel_name: str, monkeypatch: Any) -> None:
+    if KERNEL6_DATA.is_dir():  # `make test` sets JUPYTER_PATH; this finds it without make
+        paths = [str(KERNEL6_DATA), *filter(None, [os.environ.get("JUPYTER_PATH")])]
+        monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(paths))
     try:
         KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
         _skip_or_fail(
             f"kernelspec {kernel_name!r} is not installed; `make test` creates it "
-            "(.venv-ipykernel6 + `ipykernel install --prefix .venv --name mlw-ipykernel6`)"
+            "(.venv-ipykernel6, its kernelspec in .venv-ipykernel6/kernelspec)"
         )
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
