@@ -5,21 +5,37 @@ PY := $(VENV)/bin/python
 # A second, small venv whose ipykernel is 6.x: the notebook tests run under both 6 and 7.
 KERNEL6_VENV ?= .venv-ipykernel6
 KERNEL6_NAME := mlw-ipykernel6
+# Its kernelspec alone, under the venv (not in $(VENV), nor beside the python3 kernelspec that
+# ipykernel 6 ships into its own venv): `make test` and the tests add it to JUPYTER_PATH.
+KERNEL6_PREFIX := $(abspath $(KERNEL6_VENV))/kernelspec
+KERNEL6_JUPYTER := $(KERNEL6_PREFIX)/share/jupyter
 
 .PHONY: demo test soak lint bench browser-deps clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+# `make demo` needs only the package and JupyterLab (the demo extra); `make test` the dev extra.
+$(VENV)/.demo-installed: pyproject.toml | $(VENV)/.created
+	$(PY) -m pip install -q -e ".[demo]"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/.created
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# JUPYTER_PATH during the install too, so ipykernel does not warn "The kernelspec may not be
+# found"; and the kernelspec earlier Makefiles put into $(VENV) is removed.
 $(KERNEL6_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	$(PYTHON) -m venv $(KERNEL6_VENV)
 	$(KERNEL6_VENV)/bin/python -m pip install -q --upgrade pip
 	$(KERNEL6_VENV)/bin/python -m pip install -q -e . "ipykernel>=6.29,<7"
-	$(KERNEL6_VENV)/bin/python -m ipykernel install --prefix $(abspath $(VENV)) \
+	JUPYTER_PATH=$(KERNEL6_JUPYTER) $(KERNEL6_VENV)/bin/python -m ipykernel install \
+		--prefix $(KERNEL6_PREFIX) \
 		--name $(KERNEL6_NAME) --display-name "Python 3 (ipykernel 6)"
+	rm -rf $(VENV)/share/jupyter/kernels/$(KERNEL6_NAME)
 	touch $@
 
 # Debian's Chromium for the browser tests (never a downloaded browser). Needs root and apt;
@@ -31,11 +47,12 @@ browser-deps:
 		else echo "chromium not installed: browser tests will be skipped"; fi; }
 
 # Opens the quickstart notebook; without MODELSLAB_API_KEY it runs against the simulator.
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo-installed
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
 test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint
-	$(PY) -m pytest -ra
+	JUPYTER_PATH=$(KERNEL6_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
+		$(PY) -m pytest -ra
 
 # The long soak (1,000 runs in a row, 200 at once): a few minutes, so not in `make test`.
 soak: $(VENV)/.installed

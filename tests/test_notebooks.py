@@ -37,6 +37,8 @@ PROBE = (
 
 # kernel name -> the ipykernel major version that kernel must run
 KERNELS = {"python3": 7, "mlw-ipykernel6": 6}
+# where `make test` installs the mlw-ipykernel6 kernelspec: in its own venv, not in .venv
+KERNEL6_DATA = ROOT / ".venv-ipykernel6" / "kernelspec" / "share" / "jupyter"
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -55,13 +57,16 @@ def _stdout(cell: Any) -> str:
 
 
 @pytest.mark.parametrize("kernel_name", list(KERNELS))
-def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
+def test_quickstart_runs_in_a_real_kernel(kernel_name: str, monkeypatch: Any) -> None:
+    if KERNEL6_DATA.is_dir():  # `make test` sets JUPYTER_PATH; this finds it without make
+        paths = [str(KERNEL6_DATA), *filter(None, [os.environ.get("JUPYTER_PATH")])]
+        monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(paths))
     try:
         KernelSpecManager().get_kernel_spec(kernel_name)
     except NoSuchKernel:
         _skip_or_fail(
             f"kernelspec {kernel_name!r} is not installed; `make test` creates it "
-            "(.venv-ipykernel6 + `ipykernel install --prefix .venv --name mlw-ipykernel6`)"
+            "(.venv-ipykernel6, its kernelspec in .venv-ipykernel6/kernelspec)"
         )
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -139,6 +144,7 @@ def test_quickstart_runs_in_a_real_kernel(kernel_name: str) -> None:
 def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK.parent / name, as_version=4)
     env = {k: v for k, v in os.environ.items() if k != "MODELSLAB_API_KEY"}
+    env["TMPDIR"] = str(tmp_path)  # the kernel's tempfile.mkdtemp() folders land here
     client = nbclient.NotebookClient(
         notebook, kernel_name="python3", timeout=180, startup_timeout=180,
         store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}},
@@ -161,8 +167,29 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert re.search(r"\['[^']+\.png', '[^']+\.mp4', '[^']+\.wav', '[^']+\.glb'\]", stdout)
         assert "Execution cancelled.\ncancelled" in stdout, "run.cancel() from code"
         assert "refused: Run " in stdout and "already ended" in stdout
-        saved = sorted(path.suffix for path in (tmp_path / "media-outputs").iterdir())
+        # saved into a new temporary folder (not the notebook's own folder, which git tracks)
+        assert not (tmp_path / "media-outputs").exists()
+        folders = list(tmp_path.glob("media-outputs-*"))
+        assert len(folders) == 1 and str(folders[0]) in stdout, (folders, stdout)
+        saved = sorted(path.suffix for path in folders[0].iterdir())
         assert saved == [".glb", ".mp4", ".png", ".wav"]
+        # the first run completed and nothing refused it a cancel: its card ends with no note,
+        # neither in the static HTML it published once settled nor in the saved widget state
+        first = next(out for out in outputs if WIDGET_VIEW in out.get("data", {}))
+        assert "completed" in first["data"]["text/plain"], first["data"]["text/plain"]
+        card_html = first["data"].get("text/html", "")
+        assert "mlw-badge mlw-s-completed" in card_html, "no final static card"
+        assert 'class="mlw-card mlw-message' not in card_html, card_html
+        state = notebook.metadata["widgets"][WIDGET_STATE]["state"]
+        card = state[first["data"][WIDGET_VIEW]["model_id"]]["state"]
+        children = [state[ref.removeprefix("IPY_MODEL_")]["state"] for ref in card["children"]]
+        assert any(child.get("value") == "" for child in children), "no empty message view"
+        notes = [child["value"] for child in children
+                 if 'class="mlw-card mlw-message' in str(child.get("value", ""))]
+        assert not notes, notes
+        # the note is on the card of the run cancelled twice
+        assert any("The run had already ended" in str(model["state"].get("value", ""))
+                   for model in state.values()), "no card shows the refused cancel"
     if name == "sweep.ipynb":  # a 3 x 2 grid under a queue limit of 3, kept as static HTML
         assert "{'completed': 6}" in stdout, stdout
         grids = [out["data"]["text/html"] for out in outputs
@@ -174,3 +201,26 @@ def test_example_notebooks_run_offline(name: str, tmp_path: Path) -> None:
         assert "expand()" in last.source
         assert not any(WIDGET_VIEW in out.get("data", {}) for out in last.outputs), last.outputs
         assert "the card says" in _stdout(last), _stdout(last)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK.parent.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_are_kept_in_the_form_jupyterlab_opens_clean(path: Path) -> None:
+    """What JupyterLab would change on opening (a missing cell id or language_info, an older
+    nbformat_minor, the kernel's display name) or on saving (outputs, counts, the JSON layout)
+    marks the notebook modified at once; ``python tools/make_notebooks.py`` writes this form."""
+    text = path.read_text(encoding="utf-8")
+    notebook = nbformat.reads(text, as_version=4)
+    nbformat.validate(notebook)
+    written = nbformat.writes(notebook)
+    assert text == (written if written.endswith("\n") else written + "\n"), "not nbformat's layout"
+    assert (notebook.nbformat, notebook.nbformat_minor) == (4, 5)
+    assert notebook.metadata == {
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                       "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    ids = [cell.get("id") for cell in notebook.cells]
+    assert all(ids) and len(set(ids)) == len(ids), ids
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.id

@@ -1,5 +1,9 @@
 """Write the notebooks in notebooks/ (kept as code so their
-text is reviewable; outputs are left empty)."""
+text is reviewable; outputs are left empty), and keep every notebook there in the normal form
+JupyterLab opens without marking it modified.
+
+    python tools/make_notebooks.py
+"""
 
 from pathlib import Path
 
@@ -236,9 +240,13 @@ RESULTS_CELLS = [
         'print("exit code", demo.returncode)'
     ),
     new_markdown_cell(
-        "Saved with its widget state (JupyterLab: *Settings → Save Widget State "
-        "Automatically*), this notebook keeps showing the final cards, thumbnails included, "
-        "in nbconvert's HTML and on sites that render notebooks. `first.close()` and "
+        "No widget state needs saving to keep the final cards: once its run settles, each "
+        "card adds a copy of its final state to its output, as plain HTML with the thumbnails "
+        "inline, so the saved notebook shows the final cards in nbconvert's HTML and on sites "
+        "that render notebooks. In JupyterLab that copy reaches a card's output only while "
+        "the card's own cell is still running, as with `first.wait()` above; `second` settles "
+        "during a later cell, so a file saved from JupyterLab does not get its copy (see "
+        "*Which runs get the final state in the file* in the README). `first.close()` and "
         "`second.close()` stop and close the cards."
     ),
 ]
@@ -288,10 +296,15 @@ MEDIA_CELLS = [
         "`save_outputs(folder)` downloads every output, any kind, streamed to disk in chunks "
         "(a long video never sits in memory). Each file is named from its URL with the "
         "extension of what its bytes are, and never overwrites a file already there. "
-        "`save_images(folder)` still saves the images only."
+        "`save_images(folder)` still saves the images only. Here the folder is a new "
+        "temporary one, so running the notebook again never piles up files; give it a folder "
+        "of yours to keep them."
     ),
     new_code_cell(
-        'paths = run.save_outputs("media-outputs")\n'
+        "import tempfile\n\n"
+        'folder = tempfile.mkdtemp(prefix="media-outputs-")  # a new, empty folder on every run\n'
+        "paths = run.save_outputs(folder)\n"
+        "print(folder)\n"
         "print([path.name for path in paths])"
     ),
     new_markdown_cell(
@@ -313,7 +326,9 @@ MEDIA_CELLS = [
         "From code, `run.cancel()` does the same without asking: it returns once the API "
         "accepted the request, and raises `RunAlreadyEndedError` when the run had already "
         "ended (or the client's other errors: `NotFoundError`, `AuthenticationError`, ...). "
-        "Every view of the run follows it to *cancelled*."
+        "Every view of the run follows it to *cancelled*. Here a run of its own is cancelled, "
+        "then cancelled again, which is refused: its card then shows the note *The run had "
+        "already ended*."
     ),
     new_code_cell(
         "from modelslab_widget.errors import RunAlreadyEndedError\n\n"
@@ -325,22 +340,39 @@ MEDIA_CELLS = [
         "print(doomed.cancel())\n"
         "print(doomed.wait(timeout=120).status)\n"
         "try:\n"
-        "    run.cancel()  # the first run completed long ago\n"
+        "    doomed.cancel()  # it has ended (cancelled): nothing is left to cancel\n"
         "except RunAlreadyEndedError as error:\n"
         '    print("refused:", error)'
     ),
 ]
 
 
-def write(name: str, cells: list) -> None:
-    notebook = new_notebook(cells=cells)
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+# The metadata JupyterLab 4 writes for the venv's python3 kernel (ipykernel's kernelspec), so a
+# notebook opens clean: without language_info JupyterLab adds one, and on connecting it
+# rewrites kernelspec with the kernel's display name.
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {"name": "python"}
+
+
+def normalize(notebook: nbformat.NotebookNode, stem: str) -> nbformat.NotebookNode:
+    """The form every notebook in notebooks/ is kept in (tests/test_notebooks.py checks it):
+    nbformat 4.5, a stable id on every cell, no outputs, no execution counts."""
+    notebook.nbformat, notebook.nbformat_minor = 4, 5
+    notebook.metadata = nbformat.from_dict(
+        {"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)}
+    )
     for index, cell in enumerate(notebook.cells):
-        cell["id"] = f"{Path(name).stem}-{index}"  # stable ids: regenerating changes nothing
-    notebook.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3", "language": "python",
-    }
-    path = Path(__file__).resolve().parents[1] / "notebooks" / name
-    nbformat.write(notebook, path)
+        cell["id"] = f"{stem}-{index}"  # stable ids: regenerating changes nothing
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.validate(notebook)
+    return notebook
+
+
+def write(name: str, cells: list) -> None:
+    path = NOTEBOOKS / name
+    nbformat.write(normalize(new_notebook(cells=cells), path.stem), path)
     print(f"wrote {path}")
 
 
@@ -350,6 +382,8 @@ def main() -> None:
     write("board.ipynb", BOARD_CELLS)
     write("results.ipynb", RESULTS_CELLS)
     write("media.ipynb", MEDIA_CELLS)
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):  # the ones written by hand too (sweep)
+        nbformat.write(normalize(nbformat.read(path, as_version=4), path.stem), path)
 
 
 if __name__ == "__main__":
