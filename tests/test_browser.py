@@ -516,7 +516,10 @@ def test_launcher_form_runs_in_jupyterlab(lab: Lab, page: Any) -> None:
     button_box, badge_box = run_button.bounding_box(), badge.bounding_box()
     assert button_box and badge_box and badge_box["y"] > button_box["y"], (button_box, badge_box)
     card = launcher.locator(".widget-vbox", has=page.locator(".mlw-badge")).last
-    card_title = card.locator(".mlw-title").first.inner_text()
+    # the card is labelled with its prompt, its run ID beside it
+    card_label = card.locator(".mlw-title").first.inner_text()
+    assert card_label.strip() == prompt, card_label
+    card_title = card.locator(".mlw-header .mlw-sub").first.inner_text()
     assert re.fullmatch(r"Run \S+", card_title.strip()), card_title
     # at least one thumbnail: a loaded <img> inside the run card
     try:
