@@ -10,7 +10,7 @@ KERNEL6_NAME := mlw-ipykernel6
 KERNEL6_PREFIX := $(abspath $(KERNEL6_VENV))/kernelspec
 KERNEL6_JUPYTER := $(KERNEL6_PREFIX)/share/jupyter
 
-.PHONY: demo test soak lint bench browser-deps clean
+.PHONY: demo test soak lint wheel-check bench browser-deps clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ browser-deps:
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
-test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint
+test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint wheel-check
 	JUPYTER_PATH=$(KERNEL6_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
 		$(PY) -m pytest -ra
 
@@ -61,6 +61,11 @@ soak: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check modelslab_widget tests bench tools
 	$(VENV)/bin/mypy modelslab_widget
+
+# The package as installed: builds the sdist and the wheel, twine check, the wheel's files,
+# then a fresh venv with the wheel runs the CLI and a simulator run (about 12 s).
+wheel-check: $(VENV)/.installed
+	$(PY) tools/check_wheel.py
 
 bench: $(VENV)/.installed
 	$(PY) bench/run.py
