@@ -258,11 +258,19 @@ class RunWatch:
             raise TimeoutError(f"the run did not finish within {timeout:g} s")
         return self.outcome(view)
 
+    def never_started(self, view: WatchView) -> bool:
+        """The view was made with ``autostart=False`` and has not started: waiting starts it.
+        (Not a view that stopped, nor one whose watching just ended: its session may still be
+        settling, and starting it again would send a second request.)"""
+        with self._lock:
+            return not self._settled and not self.wants_polling(view) \
+                and not self.interrupted(view)
+
     def wait_done(self, view: WatchView, timeout: float | None = None) -> bool:
         """Block until ``done_for(view)``; False if ``timeout`` passed first. Starts watching
         for a view that never started (``autostart=False``), not for one that was stopped."""
         with self._lock:
-            if not self._settled and not self.wants_polling(view) and not self.interrupted(view):
+            if self.never_started(view):
                 self.want(view)
             return self._changed.wait_for(lambda: self._done_for(view), timeout)
 

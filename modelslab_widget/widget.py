@@ -278,7 +278,7 @@ class WorkflowRunWidget(widgets.VBox):
         snapshot. A failed or cancelled run returns normally. Raises ``TimeoutError`` when
         ``timeout`` passes first, or the error that ended watching (``AuthenticationError``,
         ``NotFoundError``, ``ServerError``, ...)."""
-        if not self._watch.done_for(self) and not self.watching:
+        if self._watch.never_started(self):
             self.start()  # autostart=False: wait() starts watching (not after stop())
         if self._updates is not None:
             return self._wait_applying(timeout)
@@ -784,7 +784,7 @@ class WorkflowRunWidget(widgets.VBox):
     async def wait_async(self, timeout: float | None = None) -> RunSnapshot:
         """``await`` the run: returns the final snapshot like ``wait()`` and raises what it
         raises, while the event loop (other coroutines in the kernel) keeps running."""
-        if not self._watch.done_for(self) and not self.watching:
+        if self._watch.never_started(self):
             self.start()  # autostart=False, as wait()
         await until_done(self._watch, self, timeout, self._updates)
         return self._watch.outcome(self)

@@ -3,6 +3,7 @@ timeouts, permanent and transient errors, images, escaping and thread lifetime."
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
@@ -814,3 +815,33 @@ def test_a_label_names_the_run_in_the_header_the_text_form_and_the_saved_card(si
     assert "a &lt;b&gt;cat&lt;/b&gt;, seed=2" in card.header_html
     assert repr(card).startswith("Run ") and "a <b>cat</b>, seed=2" in repr(card)
     assert "a &lt;b&gt;cat&lt;/b&gt;, seed=2" in card.static_html()
+
+
+def test_wait_while_a_rejected_key_is_settling_sends_no_second_request(sim, make):
+    """wait() starts only a card that never started. Once watching ended (the watch still
+    settling) the card is not "never started": starting it there could open a second session
+    the moment settling finishes, and send a second 401 request."""
+    from modelslab_widget import runwatch
+    from modelslab_widget.poller import PollPolicy
+
+    bad = WorkflowsClient("not-the-key", base_url=sim.base_url)
+    eid = sim.add_run(steps=FAST)
+    seen: list[bool] = []
+
+    class Onlooker:  # another view of the run, told of the end before the watch settles
+        def watch_changed(self, watch, change, detail):
+            if change == runwatch.ENDED:
+                seen.append(watch.never_started(card))
+                with contextlib.suppress(Exception):
+                    card.wait(0.01)
+
+    onlooker = Onlooker()
+    card = make(eid, client=bad, autostart=False)
+    assert card.run_watch.never_started(card)  # autostart=False: wait() would start it
+    card.run_watch.attach(onlooker, PollPolicy())
+    card.start()
+    with pytest.raises(AuthenticationError):
+        card.wait(5)
+    assert seen == [False]
+    assert card.polls == 1 and sim.request_count("status", execution_id=eid) == 1
+    card.run_watch.detach(onlooker)
