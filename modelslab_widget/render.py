@@ -334,17 +334,38 @@ def more_outputs(urls: Sequence[str], start: int) -> str:
 # page, and a later ``.mlw-card{color:…}`` would otherwise win and grey out the error lines.
 
 LAUNCHER_LABEL_WIDTH = "17.5em"
+LAUNCHER_CLASS = "mlw-launcher"  # the launcher's box: the container its narrow rules ask about
+FIELD_CLASS = "mlw-field"  # a form field's widget (label and input box)
+NARROW_FORM = "480px"  # a launcher narrower than this puts its labels above the boxes
 
-LAUNCHER_STYLE = """<style>
-.mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
- font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}
-.mlw-invalid input,.mlw-invalid textarea{border-color:var(--jp-error-color1,#d32f2f)!important;
- box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}
-.mlw-invalid .widget-label,.mlw-invalid label{color:var(--jp-error-color1,#d32f2f)!important}
-.mlw-key{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-ui-font-size0,11px);
- color:var(--jp-ui-font-color2,#616161);margin-left:4px}
-.mlw-history-row{display:flex;gap:8px;align-items:center;min-width:0}
-.mlw-history-row>span{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+# A field's box keeps 8em at least: where label and box do not fit on a line the box wraps
+# under its label; in a launcher narrower than NARROW_FORM every label goes above its box,
+# left-aligned, and the box takes the launcher's width (placeholders never break mid-word).
+LAUNCHER_STYLE = f"""<style>
+.{LAUNCHER_CLASS}{{container-type:inline-size}}
+.{FIELD_CLASS}>input,.{FIELD_CLASS}>textarea,.{FIELD_CLASS}>select{{flex:1 1 0;min-width:8em}}
+.{FIELD_CLASS} input::placeholder,.{FIELD_CLASS} textarea::placeholder{{white-space:nowrap;
+ overflow-wrap:normal;word-break:keep-all}}
+.mlw-card.mlw-field-error{{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
+ font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}}
+.mlw-invalid input,.mlw-invalid textarea{{border-color:var(--jp-error-color1,#d32f2f)!important;
+ box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}}
+.mlw-invalid .widget-label,.mlw-invalid label{{color:var(--jp-error-color1,#d32f2f)!important}}
+.mlw-key{{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-ui-font-size0,11px);
+ color:var(--jp-ui-font-color2,#616161);margin-left:4px}}
+.mlw-history-row{{display:flex;gap:8px;align-items:center;min-width:0}}
+.mlw-history-row>span{{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
+@container (max-width:{NARROW_FORM}){{
+ .{FIELD_CLASS}{{flex-direction:column!important;align-items:stretch!important;
+  height:auto!important;max-width:100%!important;margin-left:0!important;margin-right:0!important}}
+ .{FIELD_CLASS}>.widget-label{{width:auto!important;max-width:100%;text-align:left!important;
+  white-space:normal;overflow-wrap:anywhere;line-height:1.4;height:auto}}
+ .{FIELD_CLASS}>input,.{FIELD_CLASS}>textarea,.{FIELD_CLASS}>select{{flex:0 0 auto;width:100%;
+  margin-left:0;margin-right:0;box-sizing:border-box}}
+ .{FIELD_CLASS}>textarea{{min-height:4.5em}}
+ .{FIELD_CLASS}.widget-checkbox{{align-items:flex-start!important}}
+ .mlw-card.mlw-field-error{{margin-left:0}}
+}}
 </style>"""
 
 HISTORY_TITLE = '<div class="mlw-card mlw-title">History</div>'

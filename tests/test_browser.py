@@ -770,6 +770,50 @@ def _widths(page: Any) -> dict[str, Any]:
     )
 
 
+# At 700 px (issue 21, item 3): the launcher's boxes, the board's toggle buttons against their
+# rows, the card headers' lines (the first visible character of each).
+NARROW_JS = """() => {
+  const box = e => e.getBoundingClientRect();
+  const inputs = [...document.querySelectorAll(
+      '.mlw-launcher .mlw-field > input, .mlw-launcher .mlw-field > textarea')]
+      .filter(e => e.offsetParent !== null)
+      .map(e => {  // each box up to the launcher clips (lm-Widget: overflow hidden)
+          let edge = Infinity;
+          for (let up = e.parentElement; up; up = up.parentElement) {
+              edge = Math.min(edge, up.getBoundingClientRect().right);
+              if (up.classList.contains('mlw-launcher')) break;
+          }
+          return {width: box(e).width, right: box(e).right, edge,
+                  label: e.parentElement.textContent.trim()};
+      });
+  const toggles = [...document.querySelectorAll('.mlw-row')].map(row => {
+      const line = row.closest('.widget-hbox');
+      const button = line && line.querySelector(':scope > button');
+      return {rowTop: Math.round(box(row).top), rowHeight: Math.round(box(row).height),
+              buttonTop: button ? Math.round(box(button).top) : null};
+  });
+  const lineStarts = [...document.querySelectorAll('.mlw-header')].map(header => {
+      const starts = [];
+      const walker = document.createTreeWalker(header, NodeFilter.SHOW_TEXT);
+      let top = null;
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          for (let i = 0; i < node.data.length; i++) {
+              if (!node.data[i].trim()) continue;
+              const range = document.createRange();
+              range.setStart(node, i);
+              range.setEnd(node, i + 1);
+              const rect = range.getClientRects()[0];
+              if (!rect || rect.width === 0) continue;
+              if (top === null || rect.top > top + 4) starts.push(node.data.slice(i, i + 12));
+              top = top === null ? rect.top : Math.max(top, rect.top);
+          }
+      }
+      return starts;
+  });
+  return {inputs, toggles, lineStarts};
+}"""
+
+
 def _shoot_outputs(page: Any, name: str) -> None:
     """One picture per widget output (card, board, launcher), for the eye."""
     outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
@@ -852,6 +896,22 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     for width, boxes in running.items():
         assert boxes["stopRight"] is not None and boxes["barRight"] is not None, boxes
         assert boxes["barRight"] >= boxes["stopRight"], (width, boxes)
+
+    # issue 21, item 3: at 700 px the launcher's labels go above full-width boxes
+    page.set_viewport_size({"width": 700, "height": 2400})
+    page.wait_for_timeout(300)
+    page.mouse.move(0, 0)
+    narrow = page.evaluate(NARROW_JS)
+    print(f"narrow layout {narrow}")
+    assert len(narrow["inputs"]) >= 3, narrow  # the launcher's fields (this worktree's code)
+    for field in narrow["inputs"]:
+        assert field["width"] >= 120, field
+        assert field["right"] <= field["edge"] + 0.5, field  # not cut by the field's box
+    DOCS.mkdir(exist_ok=True)
+    launcher = page.locator(".jp-OutputArea-output .mlw-launcher").first
+    launcher.scroll_into_view_if_needed()
+    launcher.screenshot(path=DOCS / "narrow-launcher.png")
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 # -- the sweep grid (issue 19) --------------------------------------------------------------
