@@ -911,6 +911,14 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     launcher = page.locator(".jp-OutputArea-output .mlw-launcher").first
     launcher.scroll_into_view_if_needed()
     launcher.screenshot(path=DOCS / "narrow-launcher.png")
+    # the board's rows wrap, each ▸ button stays at the top of its row
+    assert len(narrow["toggles"]) == 3, narrow
+    for row in narrow["toggles"]:
+        assert row["buttonTop"] is not None, row
+        assert abs(row["buttonTop"] - row["rowTop"]) <= 4, row
+    board = page.locator(".jp-OutputArea-output:has(.mlw-row)").first
+    board.scroll_into_view_if_needed()
+    board.screenshot(path=DOCS / "narrow-board.png")
     page.set_viewport_size({"width": 1280, "height": 1000})
 
 
