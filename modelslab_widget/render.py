@@ -26,6 +26,8 @@ from .text import (
 )
 from .urls import is_web_url
 
+ID_CLASS = "mlw-id"  # a long ID shown shortened: its first 8 characters and "…"
+
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
  color:var(--jp-ui-font-color1,#212121);}
@@ -36,6 +38,8 @@ STYLE = """<style>
 .mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
  color:var(--jp-ui-font-color2,#616161)}
 .mlw-time>span{white-space:nowrap}
+.mlw-id{display:inline-block;max-width:9.5ch;overflow:hidden;text-overflow:ellipsis;
+ white-space:nowrap;vertical-align:bottom;font-family:var(--jp-code-font-family,monospace)}
 .mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
  font-weight:600;border:1px solid currentColor;white-space:nowrap}
 .mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
@@ -140,20 +144,22 @@ def header(
         title = (f'<span class="mlw-title mlw-label">{escape(label)}</span>'
                  f'<span class="mlw-sub">Run {escape(execution_id)}</span>')
     workflow = escape(workflow_id)
-    sub = f'<span class="mlw-sub" title="{workflow}">workflow {workflow}</span>'
+    # The workflow ID shows its first 8 characters and "…" (CSS: .mlw-id); the whole ID is
+    # in the DOM (a selection copies it) and in the title (hover).
+    sub = (f'<span class="mlw-sub">workflow '
+           f'<span class="{ID_CLASS}" title="{workflow}">{workflow}</span></span>')
     time_line = ""
     if not (state == UNWATCHED and status_class(status) == "unknown"):
         timing = "Took" if finished else "Elapsed"
-        left = ""
+        pieces = [f"{steps_done}/{steps_known} steps", f"{timing} {format_seconds(elapsed)}"]
         if not state and not finished and overdue:
-            left = " · taking longer than usual"
+            pieces.append("taking longer than usual")
         elif not state and not finished and remaining is not None:
-            left = f" · ~{format_seconds(remaining)} left"
-        time_line = (
-            f'<span class="mlw-time"><span>{steps_done}/{steps_known} steps</span> '
-            f"<span>· {timing} {format_seconds(elapsed)}</span>"
-            f'{f"<span>{left}</span>" if left else ""}</span>'
-        )
+            pieces.append(f"~{format_seconds(remaining)} left")
+        # each piece unbroken, its "·" at its end: a wrapped line never starts with "·"
+        time_line = '<span class="mlw-time">' + " ".join(
+            f"<span>{escape(piece)}{' ·' if i < len(pieces) - 1 else ''}</span>"
+            for i, piece in enumerate(pieces)) + "</span>"
     return f'<div class="mlw-header">{badge(status, state)}{title}{sub}{time_line}</div>'
 
 
