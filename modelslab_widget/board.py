@@ -84,8 +84,10 @@ class BoardRow:
         )
         self.toggle.on_click(lambda _: self.collapse() if self.expanded else self.expand())
         self.view = widgets.HTML(layout=widgets.Layout(flex="1 1 auto", min_width="0"))
+        # the button stays at the top of its row when a narrow row wraps onto more lines;
+        # the row's text wraps beside it, under itself (the view is the flexible item)
         self.box = widgets.HBox([self.toggle, self.view], layout=widgets.Layout(
-            align_items="center"))
+            align_items="flex-start"))
         watch.attach(self, policy, thumbnail_size=board.thumbnail_size,
                      max_thumbnails=board.max_thumbnails)
         watch.want(self)

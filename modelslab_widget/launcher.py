@@ -148,24 +148,31 @@ class _Field:
             "description_allow_html": True, "tooltip": tooltip,
             "style": {"description_width": render.LAUNCHER_LABEL_WIDTH},
         }
+        # Narrow outputs: the field's label and its box wrap onto two lines (the box keeps a
+        # usable width, LAUNCHER_STYLE's .mlw-field rules) instead of squeezing the box.
+        made: widgets.Widget
         if self.kind == "textarea":
-            return widgets.Textarea(
-                layout=widgets.Layout(width="100%", max_width="760px", height="4.5em"),
+            made = widgets.Textarea(
+                layout=widgets.Layout(width="100%", max_width="760px", height="4.5em",
+                                      flex_flow="row wrap"),
                 placeholder="required" if param.required else "", **common,
             )
-        if self.kind in NUMBER_KINDS:
+        elif self.kind in NUMBER_KINDS:
             # A text box, not FloatText: that cannot be empty, and a 0 shown in it reads as
             # "width 0" when the workflow's own default is what will be used.
-            return widgets.Text(
-                layout=widgets.Layout(width="27em"),
+            made = widgets.Text(
+                layout=widgets.Layout(width="100%", max_width="27em", flex_flow="row wrap"),
                 placeholder="required" if param.required else "default", **common,
             )
-        if self.kind == "bool":
-            return widgets.Checkbox(indent=True, layout=widgets.Layout(width="auto"), **common)
-        return widgets.Text(
-            layout=widgets.Layout(width="100%", max_width="760px"),
-            placeholder="required" if param.required else "", **common,
-        )
+        elif self.kind == "bool":
+            made = widgets.Checkbox(indent=True, layout=widgets.Layout(width="auto"), **common)
+        else:
+            made = widgets.Text(
+                layout=widgets.Layout(width="100%", max_width="760px", flex_flow="row wrap"),
+                placeholder="required" if param.required else "", **common,
+            )
+        made.add_class(render.FIELD_CLASS)
+        return made
 
     def _on_edit(self, change: dict[str, Any]) -> None:
         self.touched = True
@@ -321,6 +328,7 @@ class WorkflowLauncher(widgets.VBox):
         self._closed = False
         self._build_views()
         super().__init__(children=self._children(), layout=widgets.Layout(**CARD_LAYOUT))
+        self.add_class(render.LAUNCHER_CLASS)  # narrow: labels above the boxes (render.py)
         self.reload()
 
     # -- public API ---------------------------------------------------------------------
@@ -474,8 +482,10 @@ class WorkflowLauncher(widgets.VBox):
         self.picker = widgets.Dropdown(
             description="Workflow", tooltip="Your workflows enabled for the API",
             style={"description_width": render.LAUNCHER_LABEL_WIDTH},
-            layout=widgets.Layout(width="100%", max_width="760px", display="none"),
+            layout=widgets.Layout(width="100%", max_width="760px", display="none",
+                                  flex_flow="row wrap"),
         )
+        self.picker.add_class(render.FIELD_CLASS)
         self.picker.observe(self._on_pick, "value")
         self.header = widgets.HTML()
         self._form = widgets.VBox()

@@ -26,6 +26,8 @@ from .text import (
 )
 from .urls import is_web_url
 
+ID_CLASS = "mlw-id"  # a long ID shown shortened: its first 8 characters and "…"
+
 STYLE = """<style>
 .mlw-card{font-family:var(--jp-ui-font-family,sans-serif);font-size:var(--jp-ui-font-size1,13px);
  color:var(--jp-ui-font-color1,#212121);}
@@ -36,6 +38,8 @@ STYLE = """<style>
 .mlw-time{margin-left:auto;text-align:right;font-variant-numeric:tabular-nums;
  color:var(--jp-ui-font-color2,#616161)}
 .mlw-time>span{white-space:nowrap}
+.mlw-id{display:inline-block;max-width:9.5ch;overflow:hidden;text-overflow:ellipsis;
+ white-space:nowrap;vertical-align:bottom;font-family:var(--jp-code-font-family,monospace)}
 .mlw-badge{display:inline-flex;align-items:center;gap:4px;padding:1px 8px;border-radius:10px;
  font-weight:600;border:1px solid currentColor;white-space:nowrap}
 .mlw-s-pending,.mlw-s-unknown{color:var(--jp-ui-font-color2,#616161)}
@@ -140,20 +144,22 @@ def header(
         title = (f'<span class="mlw-title mlw-label">{escape(label)}</span>'
                  f'<span class="mlw-sub">Run {escape(execution_id)}</span>')
     workflow = escape(workflow_id)
-    sub = f'<span class="mlw-sub" title="{workflow}">workflow {workflow}</span>'
+    # The workflow ID shows its first 8 characters and "…" (CSS: .mlw-id); the whole ID is
+    # in the DOM (a selection copies it) and in the title (hover).
+    sub = (f'<span class="mlw-sub">workflow '
+           f'<span class="{ID_CLASS}" title="{workflow}">{workflow}</span></span>')
     time_line = ""
     if not (state == UNWATCHED and status_class(status) == "unknown"):
         timing = "Took" if finished else "Elapsed"
-        left = ""
+        pieces = [f"{steps_done}/{steps_known} steps", f"{timing} {format_seconds(elapsed)}"]
         if not state and not finished and overdue:
-            left = " · taking longer than usual"
+            pieces.append("taking longer than usual")
         elif not state and not finished and remaining is not None:
-            left = f" · ~{format_seconds(remaining)} left"
-        time_line = (
-            f'<span class="mlw-time"><span>{steps_done}/{steps_known} steps</span> '
-            f"<span>· {timing} {format_seconds(elapsed)}</span>"
-            f'{f"<span>{left}</span>" if left else ""}</span>'
-        )
+            pieces.append(f"~{format_seconds(remaining)} left")
+        # each piece unbroken, its "·" at its end: a wrapped line never starts with "·"
+        time_line = '<span class="mlw-time">' + " ".join(
+            f"<span>{escape(piece)}{' ·' if i < len(pieces) - 1 else ''}</span>"
+            for i, piece in enumerate(pieces)) + "</span>"
     return f'<div class="mlw-header">{badge(status, state)}{title}{sub}{time_line}</div>'
 
 
@@ -334,17 +340,38 @@ def more_outputs(urls: Sequence[str], start: int) -> str:
 # page, and a later ``.mlw-card{color:…}`` would otherwise win and grey out the error lines.
 
 LAUNCHER_LABEL_WIDTH = "17.5em"
+LAUNCHER_CLASS = "mlw-launcher"  # the launcher's box: the container its narrow rules ask about
+FIELD_CLASS = "mlw-field"  # a form field's widget (label and input box)
+NARROW_FORM = "480px"  # a launcher narrower than this puts its labels above the boxes
 
-LAUNCHER_STYLE = """<style>
-.mlw-card.mlw-field-error{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
- font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}
-.mlw-invalid input,.mlw-invalid textarea{border-color:var(--jp-error-color1,#d32f2f)!important;
- box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}
-.mlw-invalid .widget-label,.mlw-invalid label{color:var(--jp-error-color1,#d32f2f)!important}
-.mlw-key{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-ui-font-size0,11px);
- color:var(--jp-ui-font-color2,#616161);margin-left:4px}
-.mlw-history-row{display:flex;gap:8px;align-items:center;min-width:0}
-.mlw-history-row>span{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+# A field's box keeps 8em at least: where label and box do not fit on a line the box wraps
+# under its label; in a launcher narrower than NARROW_FORM every label goes above its box,
+# left-aligned, and the box takes the launcher's width (placeholders never break mid-word).
+LAUNCHER_STYLE = f"""<style>
+.{LAUNCHER_CLASS}{{container-type:inline-size}}
+.{FIELD_CLASS}>input,.{FIELD_CLASS}>textarea,.{FIELD_CLASS}>select{{flex:1 1 0;min-width:8em}}
+.{FIELD_CLASS} input::placeholder,.{FIELD_CLASS} textarea::placeholder{{white-space:nowrap;
+ overflow-wrap:normal;word-break:keep-all}}
+.mlw-card.mlw-field-error{{color:var(--jp-error-color1,#d32f2f);margin:0 0 4px 17.5em;
+ font-size:var(--jp-ui-font-size0,11px);overflow-wrap:anywhere}}
+.mlw-invalid input,.mlw-invalid textarea{{border-color:var(--jp-error-color1,#d32f2f)!important;
+ box-shadow:0 0 0 1px var(--jp-error-color1,#d32f2f)!important}}
+.mlw-invalid .widget-label,.mlw-invalid label{{color:var(--jp-error-color1,#d32f2f)!important}}
+.mlw-key{{font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-ui-font-size0,11px);
+ color:var(--jp-ui-font-color2,#616161);margin-left:4px}}
+.mlw-history-row{{display:flex;gap:8px;align-items:center;min-width:0}}
+.mlw-history-row>span{{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}}
+@container (max-width:{NARROW_FORM}){{
+ .{FIELD_CLASS}{{flex-direction:column!important;align-items:stretch!important;
+  height:auto!important;max-width:100%!important;margin-left:0!important;margin-right:0!important}}
+ .{FIELD_CLASS}>.widget-label{{width:auto!important;max-width:100%;text-align:left!important;
+  white-space:normal;overflow-wrap:anywhere;line-height:1.4;height:auto}}
+ .{FIELD_CLASS}>input,.{FIELD_CLASS}>textarea,.{FIELD_CLASS}>select{{flex:0 0 auto;width:100%;
+  margin-left:0;margin-right:0;box-sizing:border-box}}
+ .{FIELD_CLASS}>textarea{{min-height:4.5em}}
+ .{FIELD_CLASS}.widget-checkbox{{align-items:flex-start!important}}
+ .mlw-card.mlw-field-error{{margin-left:0}}
+}}
 </style>"""
 
 HISTORY_TITLE = '<div class="mlw-card mlw-title">History</div>'

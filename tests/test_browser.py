@@ -717,13 +717,18 @@ LAYOUT_SOURCE = [
     "launcher",
 ]
 
-# Every element whose text must show whole (no ellipsis, no clipping), with what it is.
+# Every element whose text must show whole (no ellipsis, no clipping), with what it is. The
+# one exception: the header's workflow ID is shortened on purpose (.mlw-id), and that is
+# accepted only while its title holds the whole ID (the whole ID is its text, too).
 WHOLE_TEXT_JS = """() => {
   const checks = [];
-  const add = (what, el) => checks.push({what, text: el.textContent.trim(),
-      cut: el.scrollWidth > el.clientWidth + 1 || el.getBoundingClientRect().width < 2});
+  const add = (what, el, shortened = false) => checks.push({what, text: el.textContent.trim(),
+      cut: (el.scrollWidth > el.clientWidth + 1 && !shortened)
+          || el.getBoundingClientRect().width < 2});
   document.querySelectorAll('.mlw-header .mlw-time > span').forEach(e => add('card time', e));
-  document.querySelectorAll('.mlw-header .mlw-sub').forEach(e => add('workflow id', e));
+  document.querySelectorAll('.mlw-header .mlw-sub').forEach(e => add('header detail', e));
+  document.querySelectorAll('.mlw-header .mlw-id').forEach(e => add('workflow id', e,
+      e.getAttribute('title') === e.textContent.trim()));
   document.querySelectorAll('.mlw-header .mlw-title').forEach(e => add('run title', e));
   document.querySelectorAll('.mlw-step .mlw-name').forEach(e => add('step name', e));
   document.querySelectorAll('.mlw-step .mlw-dur').forEach(e => add('step time', e));
@@ -770,6 +775,53 @@ def _widths(page: Any) -> dict[str, Any]:
     )
 
 
+# At 700 px (issue 21, item 3): the launcher's boxes, the board's toggle buttons against their
+# rows, the card headers' lines (the first visible character of each).
+NARROW_JS = """() => {
+  const box = e => e.getBoundingClientRect();
+  const inputs = [...document.querySelectorAll(
+      '.mlw-launcher .mlw-field > input, .mlw-launcher .mlw-field > textarea')]
+      .filter(e => e.offsetParent !== null)
+      .map(e => {  // each box up to the launcher clips (lm-Widget: overflow hidden)
+          let edge = Infinity;
+          for (let up = e.parentElement; up; up = up.parentElement) {
+              edge = Math.min(edge, up.getBoundingClientRect().right);
+              if (up.classList.contains('mlw-launcher')) break;
+          }
+          return {width: box(e).width, right: box(e).right, edge,
+                  label: e.parentElement.textContent.trim()};
+      });
+  const toggles = [...document.querySelectorAll('.mlw-row')].map(row => {
+      const line = row.closest('.widget-hbox');
+      const button = line && line.querySelector(':scope > button');
+      return {rowTop: Math.round(box(row).top), rowHeight: Math.round(box(row).height),
+              buttonTop: button ? Math.round(box(button).top) : null};
+  });
+  const lineStarts = [...document.querySelectorAll('.mlw-header')].map(header => {
+      const starts = [];
+      const walker = document.createTreeWalker(header, NodeFilter.SHOW_TEXT);
+      let top = null;
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          for (let i = 0; i < node.data.length; i++) {
+              if (!node.data[i].trim()) continue;
+              const range = document.createRange();
+              range.setStart(node, i);
+              range.setEnd(node, i + 1);
+              const rect = range.getClientRects()[0];
+              if (!rect || rect.width === 0) continue;
+              if (top === null || rect.top > top + 4) starts.push(node.data.slice(i, i + 12));
+              top = top === null ? rect.top : Math.max(top, rect.top);
+          }
+      }
+      return starts;
+  });
+  const ids = [...document.querySelectorAll('.mlw-header .mlw-id')].map(e => ({
+      text: e.textContent.trim(), title: e.getAttribute('title'),
+      width: box(e).width, height: box(e).height}));
+  return {inputs, toggles, lineStarts, ids};
+}"""
+
+
 def _shoot_outputs(page: Any, name: str) -> None:
     """One picture per widget output (card, board, launcher), for the eye."""
     outputs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
@@ -782,7 +834,10 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     """At 700 px with the file browser open and at 1280 px, in both themes: the card's time,
     workflow ID and Stop label, the board's step and time columns and the launcher's step
     names show whole (they wrap instead); the card is as wide running as completed, and
-    board rows keep their height and time column when thumbnails arrive."""
+    board rows keep their height and time column when thumbnails arrive. At 700 px (issue 21,
+    item 3): no launcher box narrower than 120 px or cut, each board ▸ button at its row's
+    top, the workflow ID shortened (whole in its text and title), no header line starting
+    with "·"; screenshots of the launcher, the board and a card go to docs/narrow-*.png."""
     from playwright.sync_api import expect
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -814,6 +869,9 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
         checks = page.evaluate(WHOLE_TEXT_JS)
         assert any(c["what"] == "button Stop" for c in checks) or "done" in label, checks
         problems.extend(f"{label}: {c['what']} {c['text']!r} is cut" for c in checks if c["cut"])
+        starts = [s for h in page.evaluate(NARROW_JS)["lineStarts"] for s in h]
+        problems.extend(f"{label}: a header line starts with {s!r}" for s in starts
+                        if s.startswith("·"))
 
     notebook_width = page.evaluate(
         "() => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
@@ -852,6 +910,41 @@ def test_narrow_and_wide_layouts_keep_labels_and_do_not_jump(lab: Lab, page: Any
     for width, boxes in running.items():
         assert boxes["stopRight"] is not None and boxes["barRight"] is not None, boxes
         assert boxes["barRight"] >= boxes["stopRight"], (width, boxes)
+
+    # issue 21, item 3: at 700 px the launcher's labels go above full-width boxes
+    page.set_viewport_size({"width": 700, "height": 2400})
+    page.wait_for_timeout(300)
+    page.mouse.move(0, 0)
+    narrow = page.evaluate(NARROW_JS)
+    print(f"narrow layout {narrow}")
+    assert len(narrow["inputs"]) >= 3, narrow  # the launcher's fields (this worktree's code)
+    for field in narrow["inputs"]:
+        assert field["width"] >= 120, field
+        assert field["right"] <= field["edge"] + 0.5, field  # not cut by the field's box
+    DOCS.mkdir(exist_ok=True)
+    launcher = page.locator(".jp-OutputArea-output .mlw-launcher").first
+    launcher.scroll_into_view_if_needed()
+    launcher.screenshot(path=DOCS / "narrow-launcher.png")
+    # the board's rows wrap, each ▸ button stays at the top of its row
+    assert len(narrow["toggles"]) == 3, narrow
+    for row in narrow["toggles"]:
+        assert row["buttonTop"] is not None, row
+        assert abs(row["buttonTop"] - row["rowTop"]) <= 4, row
+    board = page.locator(".jp-OutputArea-output:has(.mlw-row)").first
+    board.scroll_into_view_if_needed()
+    board.screenshot(path=DOCS / "narrow-board.png")
+    # the cards' headers: the workflow ID on one line (the whole ID in its text and title),
+    # no line starting with "·"
+    assert len(narrow["ids"]) >= 2, narrow
+    for shown in narrow["ids"]:
+        assert shown["text"] == shown["title"] and len(shown["text"]) == 36, shown
+        assert shown["width"] < 120 and shown["height"] < 32, shown  # short, one line
+    starts = [start for header in narrow["lineStarts"] for start in header]
+    assert starts and not [s for s in starts if s.startswith("·")], narrow["lineStarts"]
+    card = page.locator(".jp-OutputArea-output:has(.mlw-badge)").first
+    card.scroll_into_view_if_needed()
+    card.screenshot(path=DOCS / "narrow-card.png")
+    page.set_viewport_size({"width": 1280, "height": 1000})
 
 
 # -- the sweep grid (issue 19) --------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from modelslab_widget import render
@@ -145,3 +147,16 @@ def test_status_label_for_rows_stops_spinning_when_paused():
     assert "mlw-spin" in render.status_label("running")
     label = render.status_label("running", state=render.PAUSED)
     assert "mlw-spin" not in label and "Running · paused" in label
+
+
+def test_the_header_shortens_the_workflow_id_but_keeps_it_whole_and_no_piece_starts_with_a_dot():
+    workflow = "5f3c2a1e-8d4b-4e8b-9c1d-0a7b6e5f4d3c"
+    html = header(workflow_id=workflow, remaining=2.0, fraction=0.5)
+    # the whole ID is the element's text (a selection copies it) and its title (hover);
+    # CSS shows its first 8 characters and "…"
+    assert f'<span class="{render.ID_CLASS}" title="{workflow}">{workflow}</span>' in html
+    assert f".{render.ID_CLASS}{{" in render.STYLE and "text-overflow:ellipsis" in render.STYLE
+    time_line = re.search(r'<span class="mlw-time">(.*?)</span></div>', html).group(1)
+    pieces = re.findall(r"<span>(.*?)</span>", time_line)
+    assert pieces == ["1/2 steps ·", "Elapsed 5.9 s ·", "~2.0 s left"], pieces
+    assert not [piece for piece in pieces if piece.startswith("·")]
