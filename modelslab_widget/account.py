@@ -3,7 +3,7 @@
 ModelsLab limits how many runs an account may have queued (5, 10 or 15 by plan;
 ``rate-limits.mdx``). A launch over it is answered ``429 "... Maximum 5 queued requests
 allowed."`` (``QueueFullError``). That says nothing about any workflow's rate: status polls,
-schema reads and cancels go on as before, and no workflow budget is touched. Only launches
+schema reads and cancels are not slowed, and no workflow budget is touched. Only launches
 wait, here, one ``AccountQueue`` per account:
 
 - a refused launch started nothing, so it may be sent again; it goes back to the front of

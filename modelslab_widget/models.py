@@ -188,7 +188,7 @@ def _parse_outputs(value: Any) -> tuple[tuple[str, ...], tuple[str, ...], int]:
         outputs, proxies = value.get("output"), value.get("proxy_links")
     else:
         outputs, proxies = value, None
-    if not _strings(outputs):  # as before: the proxy links stand in for missing outputs
+    if not _strings(outputs):  # the proxy links stand in for missing outputs
         outputs = proxies
     listed = _strings(outputs)
     dropped = max(0, len(listed) - MAX_OUTPUTS) + dropped_items(outputs)

@@ -1,6 +1,6 @@
 """RunWatch: the life of one watched run, with no GUI, shared by every view of that run.
 
-A watch owns what every view of a run needs and used to compute on its own: the poller (one
+A watch owns what every view of a run needs, so no view computes it on its own: the poller (one
 request stream however many cards, board rows or terminal views show the run), the latest
 snapshot, when the run was first seen running, learning step durations and the estimate of
 the next change, loading the outputs' thumbnails, settling, ``wait()`` and the words for why

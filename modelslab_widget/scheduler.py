@@ -28,7 +28,7 @@ MAX_WORKERS = 4  # polls take milliseconds; 4 keep 100 runs moving
 # hold up a status poll; and at most MAX_PER_HOST of them talk to one host at once, so one
 # dripping host cannot take the whole lane from the others (it takes two such hosts at once
 # to fill the lane, and then only until the download deadline). Four per host: a card's
-# gallery (four slots by default) loads all at once from one image host, as before the lanes.
+# gallery (four slots by default) loads all at once from one image host.
 MAX_DOWNLOADS = 8
 MAX_PER_HOST = 4
 WORKER_IDLE = 1.0  # seconds a worker waits for more work before it ends

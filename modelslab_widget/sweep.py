@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,13 +33,15 @@ from typing import Any
 from . import runwatch
 from .account import account_queue
 from .budget import FIRST, Slot, budget_for
-from .client import WorkflowsClient
+from .client import WorkflowsClient, json_params
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .manifest import Manifest, RunRecord
 from .poller import PollPolicy
 from .runwatch import RunWatch, watch_for
 from .scheduler import Scheduler, shared_scheduler
 from .text import WATCH_ERROR
+
+log = logging.getLogger("modelslab_widget")
 
 DEFAULT_MAX_QUEUED = 5  # the smallest plan's queue limit (rate-limits.mdx)
 PLANS = (5, 10, 15)  # the plans' queue limits: what an unknown account is tried for
@@ -605,7 +608,7 @@ class Sweep:
             try:
                 listener(run)
             except Exception:  # a view's failure must not stop the sweep
-                runwatch.log.exception("a sweep view failed")
+                log.exception("a sweep view failed")
         for callback in waiters:
             callback()
 
@@ -622,13 +625,10 @@ def _checked_runs(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(params, Mapping):
             raise ValueError(f"run {index + 1} must be a dict of parameters, "
                              f"not {type(params).__name__}")
-        for key, value in params.items():
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"run {index + 1}: parameter {key!r} cannot be sent as JSON "
-                                 f"({type(value).__name__})") from None
-        checked.append(dict(params))
+        try:  # the client's own check, so nothing refused at send time passes here
+            checked.append(json_params(params))
+        except ValueError as error:
+            raise ValueError(f"run {index + 1}: {error}") from None
     if not checked:
         raise ValueError("a sweep needs at least one run")
     return checked

@@ -144,6 +144,9 @@ def test_bad_arguments_are_refused_by_name(qclient, tmp_path):
         Sweep("wf", [{"prompt": "a"}], client=qclient, max_queued=0, manifest=tmp_path / "a")
     with pytest.raises(ValueError, match="'when'"):
         Sweep("wf", [{"when": object()}], client=qclient, manifest=tmp_path / "b")
+    with pytest.raises(ValueError, match="run 2: parameter 'strength'"):  # the client's rule
+        Sweep("wf", [{"strength": 1.0}, {"strength": float("nan")}], client=qclient,
+              manifest=tmp_path / "e")
     with pytest.raises(ValueError, match="at least one run"):
         Sweep("wf", [], client=qclient, manifest=tmp_path / "c")
     with pytest.raises(ValueError, match="axis 'seed'"):

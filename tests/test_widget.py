@@ -209,7 +209,7 @@ def test_elapsed_time_ticks_without_extra_requests(sim, make):
 
 def test_an_answer_that_changes_nothing_sends_nothing(make):
     """Timers move with the once-a-second tick; a poll answer equal to the last one must not
-    rewrite any view (it used to re-render, so each such poll sent the header again)."""
+    rewrite any view (re-rendering would send the header again on each such poll)."""
     from datetime import datetime, timedelta, timezone
 
     from modelslab_widget import RunSnapshot
