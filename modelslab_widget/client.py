@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from ._version import __version__
 from .errors import (
@@ -76,6 +76,7 @@ from .transport import (
     retry_policy,
     watched_adapter_class,
 )
+from .urls import without_credentials
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
     import requests
@@ -770,13 +771,8 @@ class WorkflowsClient:
     def _shown(self, url: str) -> str:
         """A URL as a message may show it: key-free, and without any user name or password
         (an output's or a redirect's URL is server text)."""
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return "(a malformed URL)"
-        if "@" in parts.netloc:
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        return self._redact_text(url)
+        bare = without_credentials(url)
+        return "(a malformed URL)" if bare is None else self._redact_text(bare)
 
     def _redacted(self, raw: bytes) -> bytes:
         """The body with our own key blanked out, literal, JSON-escaped (``\\u0073…``) or

@@ -23,6 +23,7 @@ from .errors import (
     RateLimitError,
     ValidationError,
 )
+from .urls import without_credentials
 
 ICONS = {
     "pending": "○",
@@ -252,12 +253,11 @@ def lacks_api_path(base_url: str) -> bool:
 def shown_url(url: str) -> str:
     """A URL fit to print: scheme, host, port and path; never a user name, password, query
     or fragment (any of which may carry a credential)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    bare = without_credentials(url)
+    if bare is None:
         return "the base URL"
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return clean(urlunsplit((parts.scheme, host, parts.path, "", "")), 300)
+    parts = urlsplit(bare)
+    return clean(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), 300)
 
 
 def error_line(words: Explanation) -> str:

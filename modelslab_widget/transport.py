@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .errors import ModelsLabError, NetworkError
 from .scheduler import shared_scheduler
+from .urls import is_web_url
 
 if TYPE_CHECKING:  # requests and urllib3 load on the first client, not on import (~60 ms)
     import requests
@@ -386,10 +387,9 @@ def next_hop(response: requests.Response, method: str) -> tuple[str, str] | None
     # http.client decodes headers as latin-1; a non-ASCII Location is nearly always UTF-8.
     location = response.headers["Location"].strip().encode("latin-1", "replace")
     target = urldefrag(urljoin(response.url, location.decode("utf-8", "replace")))[0]
-    parts = urlsplit(target)  # ValueError for "http://[::1/x"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not is_web_url(target):  # also "http://[::1/x", which is no URL at all
         raise ValueError("not an http(s) URL with a host")
-    parts.port  # noqa: B018 -- ValueError for a port that is no number or out of range
+    urlsplit(target).port  # noqa: B018 -- ValueError for a port that is no number or too big
     status = response.status_code
     if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
         method = "GET"

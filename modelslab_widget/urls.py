@@ -3,7 +3,7 @@ download is limited by. Imports nothing of the package (every layer may use it).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 def is_web_url(url: object) -> bool:
@@ -25,3 +25,15 @@ def url_host(url: str) -> str:
         return f"{(parts.hostname or '').lower()}:{parts.port or ''}"
     except ValueError:
         return ""
+
+
+def without_credentials(url: str) -> str | None:
+    """The URL without any ``user:password@`` (a URL that is shown must never carry one);
+    None for a string that is no URL at all."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

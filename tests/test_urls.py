@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelslab_widget import render
-from modelslab_widget.urls import is_web_url, url_host
+from modelslab_widget.urls import is_web_url, url_host, without_credentials
 
 
 @pytest.mark.parametrize("url", [
@@ -34,3 +34,13 @@ def test_url_host_is_the_lower_case_host_and_port():
     assert url_host("https://CDN.example:8443/a.png") == "cdn.example:8443"
     assert url_host("https://cdn.example/a.png") == "cdn.example:"
     assert url_host("http://[::1/x") == ""
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://user:PASSWORD@gw.example/api/v1", "https://gw.example/api/v1"),
+    ("http://a@b@host:8080/x?q=1", "http://host:8080/x?q=1"),
+    ("https://modelslab.com/api/v1", "https://modelslab.com/api/v1"),
+    ("http://[::1/x", None),
+])
+def test_a_shown_url_never_carries_credentials(url, shown):
+    assert without_credentials(url) == shown
