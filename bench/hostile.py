@@ -22,8 +22,9 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-from modelslab_widget import WorkflowRunWidget, WorkflowsClient, runwatch
+from modelslab_widget import WorkflowRunWidget, WorkflowsClient
 from modelslab_widget.models import RunSnapshot, Step
+from modelslab_widget.scheduler import shared_scheduler
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
 
 
@@ -179,14 +180,15 @@ def healthy_next_to_drip() -> tuple[float, int]:
 
 def figure_lanes() -> None:
     took, settled, polls = healthy_next_to_drip()
-    original = runwatch.RunWatch._submit_download
-    runwatch.RunWatch._submit_download = (  # type: ignore[method-assign]
-        lambda self, fn, index, candidates: self.scheduler.submit(fn, index, candidates)
+    scheduler = shared_scheduler()
+    # the naive way: downloads in the workers that poll, not in per-host download lanes
+    scheduler.submit_download = (  # type: ignore[method-assign]
+        lambda host, fn, *args: scheduler.submit(fn, *args)
     )
     try:
         naive_took, _, naive_polls = healthy_next_to_drip()
     finally:
-        runwatch.RunWatch._submit_download = original  # type: ignore[method-assign]
+        del scheduler.submit_download  # the class's own again
     print(f"healthy 2 s run next to 8 dripping image URLs: seen completed after {took:.1f} s "
           f"and {polls} polls, its thumbnail in at {settled:.1f} s (downloads in the poll workers: "
           f"{'never, within 15 s' if naive_took == float('inf') else f'{naive_took:.1f} s'}, "

@@ -23,14 +23,16 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from . import render, runwatch
+from . import render
 from .aio import until_done
 from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
 from .media import OutputKind, encode_small
 from .models import RunSnapshot
 from .poller import PollPolicy
-from .runwatch import RunWatch, watch_for
+from .registry import watch_for
+from .runstate import ENDS, RunState
+from .runwatch import RunWatch
 from .scheduler import Job, Scheduler, shared_scheduler
 from .text import WATCH_ERROR, clean, counts_text, format_seconds
 from .widget import CARD_LAYOUT, WorkflowRunWidget, card_options, close_with_parts
@@ -90,6 +92,7 @@ class BoardRow:
             align_items="flex-start"))
         watch.attach(self, policy, thumbnail_size=board.thumbnail_size,
                      max_thumbnails=board.max_thumbnails)
+        self._drawn: RunState | None = None  # the watch's state this row shows
         watch.want(self)
         if watch.settled:
             self._take_thumbnails()
@@ -108,10 +111,8 @@ class BoardRow:
     @property
     def watch_error(self) -> str:
         """Why watching ended without the run ending ("" otherwise)."""
-        error = self._watch.error or self._watch.interrupted(self)
-        if error is None or isinstance(error, runwatch.Stopped) or self._watch.ended:
-            return ""
-        return str(error) or type(error).__name__
+        trouble = self._watch.state_for(self).trouble
+        return "" if trouble is None else str(trouble) or type(trouble).__name__
 
     @property
     def status(self) -> str:
@@ -130,8 +131,8 @@ class BoardRow:
     def paused(self) -> bool:
         """The run has not ended and nothing watches it any more (this row was stopped, and
         so was every other view of the run), with no error to show instead."""
-        watch = self._watch
-        return not (watch.polling or watch.ended or self.watch_error)
+        state = self._watch.state_for(self)
+        return state.idle and state.trouble is None
 
     def stop(self) -> None:
         """Stop watching the run in this row (its open card, if any, is a view of its own);
@@ -192,15 +193,21 @@ class BoardRow:
 
     # -- the watch tells us (background threads) --------------------------------------
 
-    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
-        if change == runwatch.SETTLED:
+    def show(self, state: RunState) -> None:
+        """Redraw the row when what it shows changed. Transient trouble keeps the last
+        state; the strip of thumbnails comes once the run settled."""
+        with self._lock:
+            drawn = self._drawn
+            if not state.newer_than(drawn):
+                return
+            self._drawn = state
+        before = drawn or RunState()
+        if state.final and not before.final:
             self._take_thumbnails()
-        elif change == runwatch.SNAPSHOT and not detail:
-            return  # an answer that changed nothing shown
-        elif change in (runwatch.RETRYING, runwatch.THUMBNAIL):
-            return  # transient trouble: the row keeps its last state; strips come at the end
+        elif _row_look(state) == _row_look(before):
+            return
         self._changed()
-        if change in (runwatch.SETTLED, runwatch.ENDED, runwatch.PAUSED):
+        if _ending(state) != _ending(before):
             self._board._status_changed()
 
     def _take_thumbnails(self) -> None:
@@ -459,3 +466,16 @@ def _policy_from(kwargs: dict[str, Any]) -> PollPolicy:
         kwargs.get("max_failures", defaults.max_failures),
         kwargs.get("backoff_base", defaults.backoff_base),
     )
+
+
+def _row_look(state: RunState) -> tuple[Any, ...]:
+    """What a row draws of a state: not the retries (a row keeps its last state through
+    transient trouble) nor thumbnails (the strip comes once the run settled)."""
+    return (state.phase, state.revision, state.paced, state.outputs, state.cancelling,
+            state.cancel_error, state.error, state.wanted, state.interrupted)
+
+
+def _ending(state: RunState) -> tuple[bool, ...]:
+    """What the board's header counts of a row: over, ended or given up, timed out."""
+    return (state.final, state.phase in ENDS,
+            state.timed_out)

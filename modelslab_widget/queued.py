@@ -33,7 +33,8 @@ from .budget import FIRST, Slot, budget_for
 from .client import WorkflowsClient
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .poller import PollPolicy
-from .runwatch import RunWatch, watch_for
+from .registry import watch_for
+from .runwatch import RunWatch
 from .scheduler import Job, Scheduler
 from .widget import DEFAULT_SLOTS, WorkflowRunWidget, close_with_parts
 

@@ -15,6 +15,7 @@ from html import escape
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from .runstate import RunState
 from .text import (
     ICONS,
     MAX_ROWS,
@@ -95,7 +96,16 @@ def status_word(status: str) -> str:
 LIVE = ""  # watched: a running run's icon spins
 PAUSED = "paused"  # this view stopped watching (Stop, or its time limit)
 UNWATCHED = "not watched"  # watching ended on an error before the run ended
-_COULD_NOT_WATCH = "Could not watch"  # the badge when nothing at all is known of the run
+_COULD_NOT_WATCH = "Could not watch"
+
+
+def watch_word(state: RunState) -> str:
+    """Which of the three a view of ``state`` (``RunWatch.state_for(view)``) shows."""
+    if state.ended or state.watching:
+        return LIVE
+    if state.gave_up:
+        return UNWATCHED
+    return PAUSED if state.paused else LIVE  # the badge when nothing at all is known of the run
 
 
 def status_label(status: str, word: str | None = None, state: str = LIVE) -> str:

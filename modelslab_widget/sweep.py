@@ -30,14 +30,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import runwatch
 from .account import account_queue
 from .budget import FIRST, Slot, budget_for
 from .client import WorkflowsClient, json_params
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .manifest import Manifest, RunRecord
 from .poller import PollPolicy
-from .runwatch import RunWatch, watch_for
+from .registry import watch_for
+from .runstate import RunState
+from .runwatch import RunWatch
 from .scheduler import Scheduler, shared_scheduler
 from .text import WATCH_ERROR
 
@@ -72,6 +73,7 @@ class SweepRun:
         self._sweep = sweep
         self._recorded_end = False
         self.cancel_sent = False
+        self._drawn: RunState | None = None  # the last state of its watch the sweep heard
 
     @property
     def label(self) -> str:
@@ -85,10 +87,10 @@ class SweepRun:
         ended without it ending."""
         if self.state != LAUNCHED or self.watch is None:
             return self.state
-        watch = self.watch
-        if watch.error is not None and not watch.ended:
+        state = self.watch.state_for(self)
+        if state.trouble is not None:
             return WATCH_ERROR
-        return watch.snapshot.status if watch.snapshot is not None else "pending"
+        return state.snapshot.status if state.snapshot is not None else "pending"
 
     @property
     def active(self) -> bool:
@@ -97,7 +99,10 @@ class SweepRun:
             return True
         if self.state != LAUNCHED:
             return False
-        return self.watch is None or (not self.watch.ended and self.watch.error is None)
+        if self.watch is None:
+            return True
+        state = self.watch.state
+        return not state.ended and not state.gave_up
 
     @property
     def done(self) -> bool:
@@ -130,10 +135,10 @@ class SweepRun:
 
     # -- the watch's view -----------------------------------------------------------------
 
-    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
-        if change == runwatch.SNAPSHOT and not detail:
-            return  # an answer that changed nothing shown
-        self._sweep._run_changed(self)
+    def show(self, state: RunState) -> None:
+        if state.newer_than(self._drawn) and not state.looks_like(self._drawn):
+            self._drawn = state
+            self._sweep._run_changed(self)
 
     def __repr__(self) -> str:
         return f"SweepRun({self.index}, {self.label or self.params!r}, {self.status})"

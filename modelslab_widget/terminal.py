@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from . import runwatch
 from .client import WorkflowsClient
 from .models import RunSnapshot, Step, format_timestamp
 from .poller import PollPolicy
-from .runwatch import Retrying, RunWatch, watch_for
+from .registry import watch_for
+from .runstate import ENDS, Retrying, RunState
+from .runwatch import RunWatch
 from .text import ICONS, clean, dropped_note, format_seconds, plural, step_window
 
 CURSOR_UP = "\x1b[{}A"
@@ -256,7 +257,7 @@ class TerminalWatcher:
     ``run()`` blocks the calling (main) thread, so Ctrl-C reaches it, and detaches from the
     watch however it exits.
 
-    The watch calls ``watch_changed`` on background threads; that only enqueues, and all
+    The watch calls ``show`` on background threads; that only enqueues, and all
     writing happens on the thread that called ``run()``.
     """
 
@@ -282,7 +283,7 @@ class TerminalWatcher:
         self._watch = watch_for(client, workflow_id, execution_id)
         self._note = ""
         self._cut_noted = ""
-        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._states: queue.Queue[RunState] = queue.Queue()
         self._live_view = LiveView(stream) if self.live else None
         self._line_view = None if self.live else LineView(stream)
 
@@ -292,8 +293,8 @@ class TerminalWatcher:
 
     # -- the watch tells us (background threads): hand everything to run()
 
-    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
-        self._events.put((change, detail))
+    def show(self, state: RunState) -> None:
+        self._states.put(state)
 
     # -- main thread
 
@@ -305,21 +306,25 @@ class TerminalWatcher:
                 self._show(self._watch.snapshot)
             self._redraw()
             next_tick = time.monotonic() + self.tick
-            while not self._watch.done_for(self) or not self._events.empty():
+            drawn = self._watch.state_for(self)
+            while not self._watch.done_for(self) or not self._states.empty():
                 # Never block without a timeout: Ctrl-C is acted on only when this thread
                 # runs Python again, and the kernel may hand the signal to a worker thread.
                 wait = max(0.0, next_tick - time.monotonic()) if self.live else WAKE_INTERVAL
                 try:
-                    kind, payload = self._events.get(timeout=wait)
+                    state = self._states.get(timeout=wait)
                 except queue.Empty:
                     self._redraw()  # timers move once a second, without extra requests
                     next_tick = time.monotonic() + self.tick
                     continue
-                if kind == runwatch.SNAPSHOT and self._watch.snapshot is not None:
-                    self._show(self._watch.snapshot)
-                elif kind == runwatch.RETRYING:
-                    self._retrying(payload)
-                elif kind in (runwatch.ENDED, runwatch.PAUSED):
+                if not state.newer_than(drawn):
+                    continue
+                if state.snapshot is not None and state.snapshot is not drawn.snapshot:
+                    self._show(state.snapshot)
+                if state.retrying is not None and state.retrying is not drawn.retrying:
+                    self._retrying(state.retrying)
+                drawn = state
+                if state.phase in ENDS or state.timed_out:
                     break
             return self._result()
         finally:
@@ -332,10 +337,7 @@ class TerminalWatcher:
         snapshot = self._watch.snapshot
         if snapshot is not None and snapshot is not self.snapshot:
             self._show(snapshot)
-        error = self._watch.error or self._watch.interrupted(self)
-        if snapshot is not None and snapshot.is_terminal:
-            error = None
-        return WatchResult(snapshot, error)
+        return WatchResult(snapshot, self._watch.state_for(self).trouble)
 
     def _show(self, snapshot: RunSnapshot) -> None:
         self.snapshot = snapshot

@@ -27,7 +27,7 @@ from IPython.display import display, update_display
 from ipywidgets.widgets.widget_string import HTMLStyle
 from traitlets import Dict, Int, List, Unicode
 
-from . import render, runwatch
+from . import render
 from .aio import DeferredUpdates, in_colab, until_done
 from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
@@ -46,7 +46,9 @@ from .media import (
 )
 from .models import RunSnapshot
 from .poller import PollPolicy
-from .runwatch import RunWatch, watch_for
+from .registry import watch_for
+from .runstate import ENDS, WATCHING, Phase, Retrying, RunState
+from .runwatch import RunWatch
 from .scheduler import Job, Scheduler, weak_callback
 from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
 from .urls import is_web_url
@@ -221,6 +223,7 @@ class WorkflowRunWidget(widgets.VBox):
         self.thumbnail_errors: dict[str, str] = {}  # url -> why it could not be shown
         self._lock = threading.RLock()
         self._completed_for_user = False  # on_complete called for this settling
+        self._drawn: RunState | None = None  # the watch's state this card shows
         self._full_images: list[Any] | None = None
         self._watch: RunWatch = watch_for(
             client or WorkflowsClient(api_key, base_url=base_url), workflow_id, execution_id,
@@ -243,12 +246,13 @@ class WorkflowRunWidget(widgets.VBox):
     def start(self) -> None:
         """Start (or resume) watching; once the run has ended, show its final state."""
         with self._lock:
-            if self._watch.wants_polling(self) and (self._watch.polling or self._watch.ended):
+            state = self._watch.state_for(self)
+            if state.wanted and (state.phase in WATCHING or state.ended):
                 return  # already watching, or already showing the end
             self._completed_for_user = False
             self._watch.want(self)
             self._sync()
-            if self._watch.polling:
+            if self.watching:
                 self._schedule_tick()
 
     def stop(self) -> None:
@@ -369,21 +373,14 @@ class WorkflowRunWidget(widgets.VBox):
     @property
     def watching(self) -> bool:
         """This card wants the run watched and the watch is polling."""
-        return self._watch.polling and self._watch.wants_polling(self)
+        return self._watch.state_for(self).watching
 
     @property
     def watch_state(self) -> str:
         """What the header says about watching, besides the run's status: ``""`` while
         watched (or once the run ended), ``"paused"`` after ``stop()`` or this card's time
         limit, ``"not watched"`` once watching ended on an error (see ``render``)."""
-        watch = self._watch
-        if watch.ended or self.watching:
-            return render.LIVE
-        if watch.error is not None and not watch.polling:
-            return render.UNWATCHED
-        if watch.interrupted(self) is not None:
-            return render.PAUSED
-        return render.LIVE
+        return render.watch_word(self._watch.state_for(self))
 
     @property
     def header_html(self) -> str:
@@ -420,35 +417,56 @@ class WorkflowRunWidget(widgets.VBox):
             parts.append(f"error: {clean(self.error, 200)}")
         return " · ".join(parts)
 
-    # -- the watch tells us (background threads) ----------------------------------------
+    # -- the watch shows us its state (background threads) ------------------------------
 
-    def watch_changed(self, watch: RunWatch, change: str, detail: Any) -> None:
-        if self._deferred(self.watch_changed, watch, change, detail):
+    def show(self, state: RunState) -> None:
+        """Draw what changed between the state this card shows and ``state``."""
+        if self._deferred(self.show, state):
             return
         with self._lock:
-            if change == runwatch.PAUSED:  # this card's own timeout
-                self._show_end()
+            drawn = self._drawn
+            if not state.newer_than(drawn):
+                return  # a state older than the one _sync() drew
+            self._drawn = state
+            if state.interrupted is not None:  # a stopped card stays as it was...
+                if state.timed_out and not (drawn is not None and drawn.timed_out):
+                    self._show_end(state)  # ...but says that its time limit was reached
                 return
-            if watch.interrupted(self) is not None:
-                return  # a stopped card stays as it was; start() catches up
-            if change == runwatch.SNAPSHOT:
-                self._take_snapshot(changed=detail)
-            elif change == runwatch.RETRYING:
-                self.polls = watch.polls
-                self._show_retrying(detail)
-            elif change == runwatch.ENDED:
-                self._show_end()
-            elif change == runwatch.THUMBNAIL:
-                self._gallery.fill(self._sized(detail))
-            elif change == runwatch.OUTPUT:
-                self._gallery.place(detail, self.thumbnail_size)
-            elif change == runwatch.CANCEL:
-                self._show_cancel_answer(detail)
-            elif change == runwatch.RATE_LIMITED and watch.polling:
-                self.polls = watch.polls
-                self._message.value = self._pace_note()
-        if change == runwatch.SETTLED:
+            settled = self._draw_changes(drawn or RunState(), state)
+        if settled:
             self._settled()
+
+    def _draw_changes(self, drawn: RunState, state: RunState) -> bool:
+        """Draw each part of ``state`` that differs from ``drawn`` (lock held); True when the
+        watch has just become final (the card keeps its thumbnails and tells on_complete)."""
+        if state.snapshot is not drawn.snapshot:
+            self._take_snapshot(changed=state.revision != drawn.revision)
+        if state.retrying is not None and state.retrying is not drawn.retrying:
+            self.polls = state.polls
+            self._show_retrying(state.retrying)
+        if state.paced != drawn.paced and state.phase in WATCHING:
+            self.polls = state.polls
+            self._message.value = self._pace_note()
+        if state.phase in ENDS and drawn.phase not in ENDS:
+            self._show_end(state)
+        self._draw_outputs(drawn, state)
+        if (state.cancelling, state.cancel_error) != (drawn.cancelling, drawn.cancel_error):
+            self._show_cancel_answer(state.cancel_error if state.cancel_error
+                                     is not drawn.cancel_error else None)
+        return state.final and not drawn.final
+
+    def _draw_outputs(self, drawn: RunState, state: RunState) -> None:
+        """Each output whose kind or thumbnail arrived since ``drawn`` (lock held)."""
+        if state.outputs is not drawn.outputs:
+            before = {info.index: info for info in drawn.outputs}
+            for info in state.outputs:
+                if before.get(info.index) is not info:
+                    self._gallery.place(info, self.thumbnail_size)
+        if state.thumbnails is not drawn.thumbnails:
+            before_thumbs = {thumb.index: thumb for thumb in drawn.thumbnails}
+            for thumb in state.thumbnails:
+                if before_thumbs.get(thumb.index) is not thumb:
+                    self._gallery.fill(self._sized(thumb))
 
     def _take_snapshot(self, changed: bool) -> None:
         self.polls = self._watch.polls
@@ -457,7 +475,7 @@ class WorkflowRunWidget(widgets.VBox):
         if changed and self._apply_snapshot():
             self._render()  # once per answer that changed something; timers are ticks
 
-    def _show_retrying(self, retrying: runwatch.Retrying) -> None:
+    def _show_retrying(self, retrying: Retrying) -> None:
         self._show_message(
             "note",
             f"Could not get the run's status (attempt {retrying.failures} of "
@@ -465,14 +483,14 @@ class WorkflowRunWidget(widgets.VBox):
             str(retrying.error),
         )
 
-    def _show_end(self) -> None:
+    def _show_end(self, state: RunState) -> None:
         """How watching ended: the run's outcome, or why we stopped (lock held)."""
         self._cancel_tick()
         self.polls = self._watch.polls
-        error = self._watch.error or self._watch.interrupted(self)
-        if error is not None and not isinstance(error, runwatch.Stopped):
-            self.error = str(error)
-            self._show_message("error", *astuple(explain(error)))
+        trouble = state.trouble
+        if trouble is not None:
+            self.error = str(trouble)
+            self._show_message("error", *astuple(explain(trouble)))
         elif self.snapshot is not None:
             self._show_outcome(self.snapshot)
         self._render()  # the header says whether the run is still watched
@@ -522,19 +540,20 @@ class WorkflowRunWidget(widgets.VBox):
         """Show everything the watch knows (a new card of a run already watched, or after
         start()): traits, header, steps, the message panel and the gallery."""
         with self._lock:
-            self.polls = self._watch.polls
-            self.snapshot = self._watch.snapshot
+            state = self._drawn = self._watch.state_for(self)
+            self.polls = state.polls
+            self.snapshot = state.snapshot
             self.error = ""
             self._message.value = ""
             self._apply_snapshot()
             self._render()
             self._message.value = self._pace_note()
-            if self._watch.retrying is not None and self._watch.polling:
-                self._show_retrying(self._watch.retrying)
-            if self._watch.ended or (self._watch.error is not None and not self._watch.polling):
-                self._show_end()
+            if state.retrying is not None and state.phase is Phase.RETRYING:
+                self._show_retrying(state.retrying)
+            if state.phase in ENDS:
+                self._show_end(state)
             self._update_controls()
-        if self._watch.settled and self._watch.interrupted(self) is None:
+        if state.final and state.interrupted is None:
             self._settled()
 
     def _sized(self, thumb: Thumbnail) -> Thumbnail:
@@ -676,12 +695,11 @@ class WorkflowRunWidget(widgets.VBox):
         self._message.value = render.message(kind, title, text, hint)
 
     def _update_controls(self) -> None:
-        watching = self.watching
-        ended = self._watch.ended
-        self._stop_button.layout.display = "" if watching else "none"
-        self._resume_button.layout.display = "" if not watching and not ended else "none"
-        error = self._watch.error
-        retry = error is not None and not isinstance(error, TimeoutError)
+        state = self._watch.state_for(self)
+        self._stop_button.layout.display = "" if state.watching else "none"
+        self._resume_button.layout.display = "" if not state.watching and not state.ended \
+            else "none"
+        retry = state.gave_up and not isinstance(state.error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
         self._update_cancel_button()
 

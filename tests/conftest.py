@@ -3,6 +3,7 @@ that fail a test if a background thread raised or a thread was left running."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -13,7 +14,11 @@ from typing import Any
 import pytest
 
 from modelslab_widget import WorkflowsClient, account, budget, eta
+from modelslab_widget.runwatch import STRICT_ENV
 from modelslab_widget.simulator import Simulator
+
+# A phase change outside the run's transition table raises in tests (it only logs elsewhere).
+os.environ[STRICT_ENV] = "1"
 
 # A job a non-interactive shell starts in the background runs with SIGINT ignored, and every
 # child it starts inherits that: the Ctrl-C tests' children would never see their Ctrl-C (a

@@ -48,3 +48,59 @@ class FakeClock:
             self.now = max(self.now, due)
             job.fn()
         self.now = until
+
+
+class FakeScheduler(FakeClock):
+    """A FakeClock that also takes the scheduler's other work: downloads and pool jobs run
+    as jobs due now (at the next ``advance``, or ``run_due()``)."""
+
+    def submit_download(self, host: str, fn: Callable[..., Any], *args: Any) -> FakeJob:
+        return self.call_at(self.now, lambda: fn(*args))
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> FakeJob:
+        return self.call_at(self.now, lambda: fn(*args))
+
+    def run_due(self) -> None:
+        self.advance(0)
+
+
+class FakePoller:
+    """A poller a test drives: ``answer``, ``fail``, ``pace`` and ``finish`` call the watch
+    as ``RunPoller`` does from its threads; nothing is sent anywhere."""
+
+    def __init__(self, client: Any, workflow_id: str, execution_id: Any, *, listener: Any,
+                 policy: Any, scheduler: Any, next_change: Any, budget: Any) -> None:
+        self.listener = listener
+        self.policy = policy
+        self.budget = None  # cancels go straight to the client
+        self.polls = 0
+        self.active = False
+        self.starts = 0
+        self.soon = 0
+
+    def start(self) -> None:
+        if not self.active:
+            self.active, self.starts = True, self.starts + 1
+
+    def stop(self) -> None:
+        self.active = False
+
+    def poll_soon(self) -> None:
+        self.soon += 1
+
+    def answer(self, snapshot: Any) -> None:
+        self.polls += 1
+        self.listener.on_snapshot(snapshot, self.polls)
+
+    def fail(self, error: Any, failures: int = 1, retry_in: float = 2.0) -> None:
+        self.polls += 1
+        self.listener.on_poll_error(error, failures, retry_in)
+
+    def pace(self, seconds: float | None) -> None:
+        self.listener.on_paced(seconds)
+
+    def finish(self, snapshot: Any = None, error: BaseException | None = None) -> None:
+        """The run ended (``snapshot``) or watching failed (``error``): as RunPoller, the
+        poller goes inactive first, then tells the watch."""
+        self.active = False
+        self.listener.on_finished(snapshot, error)

@@ -821,17 +821,17 @@ def test_wait_while_a_rejected_key_is_settling_sends_no_second_request(sim, make
     """wait() starts only a card that never started. Once watching ended (the watch still
     settling) the card is not "never started": starting it there could open a second session
     the moment settling finishes, and send a second 401 request."""
-    from modelslab_widget import runwatch
     from modelslab_widget.poller import PollPolicy
+    from modelslab_widget.runstate import Phase
 
     bad = WorkflowsClient("not-the-key", base_url=sim.base_url)
     eid = sim.add_run(steps=FAST)
     seen: list[bool] = []
 
-    class Onlooker:  # another view of the run, told of the end before the watch settles
-        def watch_changed(self, watch, change, detail):
-            if change == runwatch.ENDED:
-                seen.append(watch.never_started(card))
+    class Onlooker:  # another view of the run, shown the end before the watch settles
+        def show(self, state):
+            if state.phase is Phase.GAVE_UP and not seen:
+                seen.append(card.run_watch.never_started(card))
                 with contextlib.suppress(Exception):
                     card.wait(0.01)
 
