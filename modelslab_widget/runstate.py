@@ -182,6 +182,16 @@ _DRAWN = ("phase", "revision", "error", "retrying", "paced", "outputs", "thumbna
           "cancelling", "cancel_error", "wanted", "interrupted")
 
 
+def diagram() -> str:
+    """The transition table as text, one phase a line: what ``docs/phases.txt`` holds
+    (``tools/phase_diagram.py`` writes it; a test checks it has not drifted)."""
+    width = max(len(phase.value) for phase in Phase)
+    lines = [f"{phase.value:<{width}}  ->  "
+             + (", ".join(p.value for p in Phase if p in TRANSITIONS[phase]) or "(the end)")
+             for phase in Phase]
+    return "\n".join(lines) + "\n"
+
+
 def with_item(items: tuple[Any, ...], item: Any) -> tuple[Any, ...]:
     """``items`` (in ``.index`` order) with ``item`` added or replacing the one of its index."""
     kept = [existing for existing in items if existing.index != item.index]
