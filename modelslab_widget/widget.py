@@ -48,6 +48,7 @@ from .models import RunSnapshot
 from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import ENDS, WATCHING, Phase, Retrying, RunState
+from .runtime import Runtime
 from .runwatch import RunWatch
 from .scheduler import Job, Scheduler, weak_callback
 from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
@@ -200,6 +201,7 @@ class WorkflowRunWidget(widgets.VBox):
         on_complete: Callable[[WorkflowRunWidget], Any] | None = None,
         scheduler: Scheduler | None = None,
         label: str | None = None,
+        runtime: Runtime | None = None,
         **kwargs: Any,
     ) -> None:
         path_segment(workflow_id, "workflow_id")  # refuse bad IDs before any widget exists
@@ -227,7 +229,7 @@ class WorkflowRunWidget(widgets.VBox):
         self._full_images: list[Any] | None = None
         self._watch: RunWatch = watch_for(
             client or WorkflowsClient(api_key, base_url=base_url), workflow_id, execution_id,
-            scheduler=scheduler, owns_client=client is None,
+            runtime=runtime, scheduler=scheduler, owns_client=client is None,
         )
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))

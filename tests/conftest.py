@@ -126,7 +126,10 @@ def sweeps(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 def no_leftover_threads() -> Iterator[None]:
     """After the test, every thread of ours (scheduler, pool, simulator) has ended."""
     yield
-    wait_for(lambda: not our_threads(), timeout=5.0)
+    deadline = time.monotonic() + 5.0
+    while our_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not our_threads(), f"threads left running: {our_threads()}"
 
 
 @pytest.fixture(autouse=True)

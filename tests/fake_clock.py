@@ -50,9 +50,31 @@ class FakeClock:
         self.now = until
 
 
+class FakeTicker:
+    """The scheduler's once-a-second ticker, ticked by the test (``tick()``)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], Any]] = []
+
+    def add(self, callback: Callable[[], Any]) -> None:
+        if callback not in self.callbacks:
+            self.callbacks.append(callback)
+
+    def discard(self, owner: Any) -> None:
+        self.callbacks = [c for c in self.callbacks if getattr(c, "__self__", None) is not owner]
+
+    def tick(self) -> None:
+        for callback in list(self.callbacks):
+            callback()
+
+
 class FakeScheduler(FakeClock):
     """A FakeClock that also takes the scheduler's other work: downloads and pool jobs run
-    as jobs due now (at the next ``advance``, or ``run_due()``)."""
+    as jobs due now (at the next ``advance``, or ``run_due()``); its ticker ticks when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        super().__init__(start)
+        self.ticker = FakeTicker()
 
     def submit_download(self, host: str, fn: Callable[..., Any], *args: Any) -> FakeJob:
         return self.call_at(self.now, lambda: fn(*args))
@@ -104,3 +126,23 @@ class FakePoller:
         poller goes inactive first, then tells the watch."""
         self.active = False
         self.listener.on_finished(snapshot, error)
+
+
+def fake_runtime() -> tuple[Any, list[FakePoller]]:
+    """A runtime on a fresh fake clock whose watches poll with ``FakePoller``s (listed in the
+    order made): the run's state machine without sockets or sleeps."""
+    from modelslab_widget.account import AccountQueues
+    from modelslab_widget.budget import Budgets
+    from modelslab_widget.eta import DurationHistory
+    from modelslab_widget.runtime import Runtime
+
+    clock = FakeScheduler()
+    pollers: list[FakePoller] = []
+
+    def poller(*args: Any, **kwargs: Any) -> FakePoller:
+        pollers.append(FakePoller(*args, **kwargs))
+        return pollers[-1]
+
+    runtime = Runtime(clock, Budgets(scheduler=clock, clock=clock), AccountQueues(),  # type: ignore[arg-type]
+                      DurationHistory(), clock=clock, poller=poller)
+    return runtime, pollers

@@ -19,21 +19,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient, runwatch
-from modelslab_widget.account import AccountQueues
-from modelslab_widget.budget import Budgets
 from modelslab_widget.cli import watch_and_report
 from modelslab_widget.errors import NotFoundError, RunAlreadyEndedError, ServerError
-from modelslab_widget.eta import DurationHistory
 from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.poller import PollPolicy, WatchTimeout
 from modelslab_widget.registry import watch_for
 from modelslab_widget.runstate import TRANSITIONS, IllegalTransition, Phase, RunState
-from modelslab_widget.runtime import Runtime
 from modelslab_widget.runwatch import RunWatch
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 
 from .conftest import wait_for
-from .fake_clock import FakePoller, FakeScheduler
+from .fake_clock import FakePoller, fake_runtime
 
 STEPS = [("Text to Image", 0.6), ("Image Upscaler", 0.6)]
 FAST = [("Text to Image", 0.1), ("Image Upscaler", 0.1)]
@@ -75,15 +71,8 @@ class Machine:
     """A watch on a fake runtime, one view attached, and its fake poller at hand."""
 
     def __init__(self, *, timeout: float | None = None) -> None:
-        self.clock = FakeScheduler()
-        pollers: list[FakePoller] = []
-
-        def poller(*args, **kwargs) -> FakePoller:
-            pollers.append(FakePoller(*args, **kwargs))
-            return pollers[-1]
-
-        runtime = Runtime(self.clock, Budgets(scheduler=self.clock, clock=self.clock),
-                          AccountQueues(), DurationHistory(), clock=self.clock, poller=poller)
+        runtime, pollers = fake_runtime()
+        self.clock = runtime.scheduler
         self.client = CancellingClient("sk-test", base_url="http://127.0.0.1:9/api/v1")
         self.watch = RunWatch(self.client, "wf", 7, runtime=runtime)
         [self.poller] = pollers

@@ -28,6 +28,7 @@ from modelslab_widget.errors import APIError, AuthenticationError, ImageError, M
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator, render_image
 
 from .conftest import card_markup
+from .fake_clock import fake_runtime
 from .test_client import CannedServer
 
 FAST = [("Text to Image", 0.15), ("Image Upscaler", 0.15)]
@@ -528,12 +529,14 @@ def test_hostile_text_is_escaped_and_keeps_the_layout(names, step_status, run_st
         "error": error,
     }
     snapshot = RunSnapshot.from_api(body)
+    runtime, pollers = fake_runtime()
     with WorkflowsClient("k", base_url="http://127.0.0.1:9/api/v1") as client:
-        widget = WorkflowRunWidget(workflow_id, 1, client=client, autostart=False)
+        widget = WorkflowRunWidget(workflow_id, 1, client=client, runtime=runtime)
         try:
-            widget.run_watch.on_snapshot(snapshot, 1)  # as the poller would
+            [poller] = pollers
+            poller.answer(snapshot)
             failure = None if snapshot.status == "failed" else APIError(error or "no message")
-            widget.run_watch.on_finished(snapshot if failure is None else None, failure)
+            poller.finish(snapshot if failure is None else None, failure)
 
             card = CardParser().check(card_markup(widget))
             assert card.names == [step.name for step in snapshot.steps]
