@@ -10,7 +10,7 @@ KERNEL6_NAME := mlw-ipykernel6
 KERNEL6_PREFIX := $(abspath $(KERNEL6_VENV))/kernelspec
 KERNEL6_JUPYTER := $(KERNEL6_PREFIX)/share/jupyter
 
-.PHONY: demo test soak lint wheel-check bench browser-deps clean
+.PHONY: demo test soak lint wheel-check docs bench browser-deps clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,7 @@ browser-deps:
 demo: $(VENV)/.demo-installed
 	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/quickstart.ipynb
 
-test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint wheel-check
+test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint wheel-check docs
 	JUPYTER_PATH=$(KERNEL6_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
 		$(PY) -m pytest -ra
 
@@ -67,11 +67,32 @@ lint: $(VENV)/.installed
 wheel-check: $(VENV)/.installed
 	$(PY) tools/check_wheel.py
 
+# The documentation site, offline and strict (any warning fails): the quickstart notebook is
+# executed against the simulator into docs/tutorial.md (generated, not committed), then
+# mkdocs builds site/. The browser test in tests/test_docs.py opens two of its pages.
+docs: $(VENV)/.installed
+	$(PY) tools/docs_tutorial.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Each benchmark's output goes to the terminal and into docs/figures/<bench>.txt, which the
+# Performance page includes (a bench that fails leaves the last file in place).
+FIGURES := docs/figures
+bench_into = bash -o pipefail -c '$(PY) bench/$(1).py | tee $(FIGURES)/$(1).txt.part' \
+	&& mv $(FIGURES)/$(1).txt.part $(FIGURES)/$(1).txt
+
 bench: $(VENV)/.installed
-	$(PY) bench/run.py
-	$(PY) bench/rate.py
-	$(PY) bench/pollcost.py
-	$(PY) bench/sweep.py
+	@mkdir -p $(FIGURES)
+	@echo "$$(nproc) cores, load average $$(cut -d' ' -f1-3 /proc/loadavg) at the start," \
+		"Python $$($(PY) -c 'import platform; print(platform.python_version())')" \
+		| tee $(FIGURES)/machine.txt
+	$(call bench_into,run)
+	grep '^|' $(FIGURES)/run.txt > $(FIGURES)/run-table.md
+	$(call bench_into,rate)
+	$(call bench_into,pollcost)
+	$(call bench_into,sweep)
+	$(call bench_into,media)
+	$(call bench_into,hostile)
 
 clean:
-	rm -rf $(VENV) $(KERNEL6_VENV) test-artifacts .pytest_cache
+	rm -rf $(VENV) $(KERNEL6_VENV) test-artifacts .pytest_cache site docs/tutorial.md \
+		docs/tutorial_files
