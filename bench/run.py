@@ -64,7 +64,7 @@ import recorder
 import requests
 
 from modelslab_widget import WorkflowRunWidget, WorkflowsClient
-from modelslab_widget.media import make_thumbnail
+from modelslab_widget.images import make_thumbnail
 from modelslab_widget.scheduler import THREAD_PREFIX, TIMER_THREAD_NAME
 from modelslab_widget.simulator import Fault, Simulator
 

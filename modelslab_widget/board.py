@@ -27,14 +27,16 @@ from . import render
 from .aio import until_done
 from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
-from .media import OutputKind, encode_small
+from .images import encode_small
+from .media import OutputKind
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import ENDS, RunState
 from .runwatch import RunWatch
+from .sanitize import clean
 from .scheduler import Job, Scheduler, shared_scheduler
-from .text import WATCH_ERROR, clean, counts_text, format_seconds
+from .text import WATCH_ERROR, counts_text, format_seconds
 from .widget import CARD_LAYOUT, WorkflowRunWidget, card_options, close_with_parts
 
 COUNTS_INTERVAL = 0.25  # the counts line is re-rendered at most this often (seconds)
@@ -363,7 +365,8 @@ class RunBoard(widgets.VBox):
         return self.counts()
 
     def close(self) -> None:
-        """Stop every poller and image download, and close every widget the board made
+        """Detach every row from its run's ``RunWatch`` (a run no other view watches is then
+        no longer polled, nor its images fetched), and close every widget the board made
         (widgets passed to ``add()`` are unhooked and left open)."""
         if getattr(self, "_rows", None) is None:  # __init__ refused an argument: nothing made
             return

@@ -119,7 +119,6 @@ class WorkflowBudget:
         self.known_limit: int | None = None  # the workflow's rate_limit, once seen
         self.limited = False  # True from the first 429 on
         self.allowed = float(DEFAULT_LIMIT)
-        self.rate_limited_answers = 0  # 429s reported (seen by this process)
         self._scheduler = scheduler or shared_scheduler()
         self._clock = clock  # the scheduler's clock (a fake one in tests, with its scheduler)
         # Re-entrant: a forgotten widget closed by garbage collection (at any allocation,
@@ -395,7 +394,6 @@ class WorkflowBudget:
 
     def _rate_limited_locked(self, now: float, retry_after: float | None,
                              current: bool) -> None:
-        self.rate_limited_answers += 1
         in_row = self._refused_in_row > 0
         self._refused_in_row += 1
         self._last_refusal = now
@@ -515,11 +513,6 @@ def acquire_slot(account: Hashable, workflow_id: str, priority: int = FIRST, *,
     a cancel: ``slot = acquire_slot(client.account, wf, FIRST)``, send, then ``slot.done()``
     or, for a 429, ``slot.rate_limited(error.retry_after)`` and ask again."""
     return budget_for(account, workflow_id).acquire(priority, timeout=timeout, cancel=cancel)
-
-
-def on_rate_limited(account: Hashable, workflow_id: str, retry_after: float | None) -> None:
-    """Report a 429 of a request that was sent without a slot."""
-    budget_for(account, workflow_id).on_rate_limited(retry_after)
 
 
 def note_limit(account: Hashable, workflow_id: str, rate_limit: int | None) -> None:

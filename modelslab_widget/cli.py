@@ -23,11 +23,12 @@ from ._version import __version__
 from .client import WorkflowsClient, json_params, path_segment
 from .errors import ModelsLabError, RunAlreadyEndedError, ValidationError
 from .eta import use_history_file
-from .media import save_images
 from .models import RunSnapshot, WorkflowSummary, format_timestamp
 from .poller import PollPolicy
+from .sanitize import clean
+from .saving import save_images
 from .terminal import TerminalWatcher, snapshot_dict
-from .text import clean, error_line, explain
+from .text import error_line, explain
 
 EXIT_COMPLETED, EXIT_RUN_FAILED, EXIT_WATCH_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEMO_PROMPT = "a lighthouse at dusk"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .sanitize import clean
+
 MAX_MESSAGE = 5000  # characters of a message kept (server text is quoted in them)
 
 
@@ -12,8 +14,6 @@ class ModelsLabError(Exception):
     transient: bool = False
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        from .text import clean  # text imports this module
-
         # Messages carry server text; wherever they are printed (a terminal, a log, a
         # traceback) no escape sequence, C1 control or bidi override may act.
         message = clean(message, MAX_MESSAGE)

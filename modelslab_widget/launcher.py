@@ -39,11 +39,11 @@ from .budget import FIRST, SCHEMA, budget_for, note_limit
 from .checks import known_keywords
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError, ValidationError
-from .media import encode_small
+from .images import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
 from .queued import QueuedRunWidget
+from .sanitize import shorten
 from .scheduler import Job, Scheduler, shared_scheduler
-from .text import shorten
 from .widget import CARD_LAYOUT, WorkflowRunWidget, card_options, close_with_parts
 
 #: workflow_id -> the values last submitted for it in this kernel (pre-filled next time)

@@ -14,15 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .client import WorkflowsClient
-from .media import (
-    OutputInfo,
-    OutputKind,
-    Thumbnail,
-    candidates_for,
-    describe_output,
-    kind_from_url,
-    load_thumbnail,
-)
+from .images import Thumbnail, load_thumbnail
+from .media import OutputInfo, OutputKind, candidates_for, describe_output, kind_from_url
 from .models import RunSnapshot
 from .scheduler import Scheduler
 from .urls import is_web_url, url_host

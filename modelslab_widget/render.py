@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .runstate import RunState
+from .sanitize import shorten
 from .text import (
     ICONS,
     MAX_ROWS,
     WATCH_ERROR,
     counts_text,
     format_seconds,
-    shorten,
     step_window,
 )
 from .urls import is_web_url

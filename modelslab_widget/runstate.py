@@ -20,7 +20,8 @@ from .errors import ModelsLabError
 from .models import RunSnapshot
 
 if TYPE_CHECKING:  # only types: runstate must not pull in Pillow or the client
-    from .media import OutputInfo, Thumbnail
+    from .images import Thumbnail
+    from .media import OutputInfo
 
 
 class Phase(enum.Enum):

@@ -33,8 +33,9 @@ from .budget import FIRST, WorkflowBudget
 from .client import WorkflowsClient
 from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
 from .eta import DurationHistory, Estimate
+from .images import Thumbnail
 from .loader import OutputsLoader
-from .media import OutputInfo, OutputKind, Thumbnail
+from .media import OutputInfo, OutputKind
 from .models import RunSnapshot
 from .poller import PollPolicy, WatchTimeout
 from .runstate import (

@@ -349,7 +349,7 @@ class Sweep:
         file's name starts with the run's number and the parameters that tell it apart
         (``003-prompt=a_fox,seed=2-0.png``). Returns the paths; never overwrites a file."""
         from .media import candidates_for
-        from .media import save_outputs as save
+        from .saving import save_outputs as save
 
         folder = Path(directory)
         saved: list[Path] = []

@@ -21,8 +21,9 @@ from typing import IO, Any
 
 from .client import WorkflowsClient
 from .errors import ModelsLabError
+from .sanitize import clean
 from .sweep import Sweep, SweepRun
-from .text import clean, format_seconds
+from .text import format_seconds
 
 EXIT_ALL_COMPLETED, EXIT_SOME_NOT, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_RUNS = 10_000  # a runs file longer than this is a mistake, not a sweep

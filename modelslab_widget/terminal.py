@@ -27,7 +27,8 @@ from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import ENDS, Retrying, RunState
 from .runwatch import RunWatch
-from .text import ICONS, clean, dropped_note, format_seconds, plural, step_window
+from .sanitize import clean
+from .text import ICONS, dropped_note, format_seconds, plural, step_window
 
 CURSOR_UP = "\x1b[{}A"
 CLEAR_LINE = "\x1b[2K"

@@ -1,5 +1,5 @@
-"""Words for a run, shared by every view: icons, durations, counts, the step window, text
-made safe to print, and the explanation of why watching stopped.
+"""Words for a run, shared by every view: icons, durations, counts, the step window, and the
+explanation of why watching stopped. Making untrusted text safe to print is ``sanitize``'s.
 
 Neutral ground: the card (``render``) and the terminal (``terminal``) both use these, and this
 module imports neither of them, nor ipywidgets.
@@ -8,10 +8,9 @@ module imports neither of them, nor ipywidgets.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import (
     AuthenticationError,
@@ -23,7 +22,7 @@ from .errors import (
     RateLimitError,
     ValidationError,
 )
-from .urls import without_credentials
+from .sanitize import clean, shown_url
 
 ICONS = {
     "pending": "○",
@@ -34,8 +33,6 @@ ICONS = {
     "unknown": "?",
 }
 MAX_ROWS = 12  # longer step lists show a window around the active step
-# Control, format, private-use, unassigned and line/paragraph separator characters.
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -53,25 +50,6 @@ def format_seconds(seconds: float | None) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def clean(text: object, limit: int = 500) -> str:
-    """Server text made safe to print: no escape sequences or other control characters,
-    whitespace runs as single spaces, at most ``limit`` characters."""
-    chars = []
-    for char in str(text)[: limit + 1]:
-        if char in "\t\n\r\v\f":
-            chars.append(" ")
-        elif unicodedata.category(char) in _UNPRINTABLE:
-            chars.append("?")
-        else:
-            chars.append(char)
-    result = re.sub(r" {2,}", " ", "".join(chars)).strip()
-    return result if len(result) <= limit else result[: limit - 1] + "…"
 
 
 def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int]:
@@ -248,16 +226,6 @@ def lacks_api_path(base_url: str) -> bool:
     except ValueError:
         return False
     return not path.rstrip("/").endswith("/api/v1")
-
-
-def shown_url(url: str) -> str:
-    """A URL fit to print: scheme, host, port and path; never a user name, password, query
-    or fragment (any of which may carry a credential)."""
-    bare = without_credentials(url)
-    if bare is None:
-        return "the base URL"
-    parts = urlsplit(bare)
-    return clean(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), 300)
 
 
 def error_line(words: Explanation) -> str:

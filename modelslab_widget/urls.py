@@ -8,14 +8,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 def is_web_url(url: object) -> bool:
     """An http(s) URL with a host: the only kind fetched, linked or played. ``file:``,
-    ``javascript:``, ``data:`` and ``https:///x`` (no host) never are."""
+    ``javascript:``, ``data:``, ``https:///x`` and ``http://user@/x`` (no host) never are."""
     if not isinstance(url, str):
         return False
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # e.g. "http://[::1/x.png": not a URL at all
         return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
 
 
 def url_host(url: str) -> str:

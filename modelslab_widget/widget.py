@@ -33,25 +33,18 @@ from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, RunAlreadyEndedError
 from .eta import Estimate
-from .media import (
-    OutputInfo,
-    OutputKind,
-    Thumbnail,
-    candidates_for,
-    encode_small,
-    first_that_works,
-    open_full_size,
-    save_images,
-    save_outputs,
-)
+from .images import Thumbnail, encode_small, open_full_size
+from .media import OutputInfo, OutputKind, candidates_for, first_that_works
 from .models import RunSnapshot
 from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import ENDS, WATCHING, Phase, Retrying, RunState
 from .runtime import Runtime
 from .runwatch import RunWatch
+from .sanitize import clean
+from .saving import save_images, save_outputs
 from .scheduler import Job, Scheduler, weak_callback
-from .text import clean, dropped_note, explain, format_seconds, kind_counts, pace_words
+from .text import dropped_note, explain, format_seconds, kind_counts, pace_words
 from .urls import is_web_url
 
 log = logging.getLogger("modelslab_widget")

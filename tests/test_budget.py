@@ -238,7 +238,7 @@ def test_a_queue_full_429_leaves_the_workflow_budget_alone(clock):
     slot = plan.request(FIRST)
     with pytest.raises(QueueFullError), plan.spending(slot):
         raise QueueFullError("Maximum 5 queued requests allowed.", retry_after=30, limit=5)
-    assert not plan.limited and plan.rate_limited_answers == 0
+    assert not plan.limited and plan.allowed == budget.DEFAULT_LIMIT
     assert plan.request(POLL).granted
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from modelslab_widget import render
+from modelslab_widget.text import step_window
 
 
 def steps(statuses):
@@ -19,7 +18,7 @@ def test_a_thousand_steps_show_a_window_around_the_active_one():
     assert len(view.rows) == render.MAX_ROWS
     html = "".join(view.rows)
     assert "step 600" in html and "3.0 s" in html
-    earlier, _ = render.step_window(["completed"] * 600 + ["running"] + ["pending"] * 399)
+    earlier, _ = step_window(["completed"] * 600 + ["running"] + ["pending"] * 399)
     assert 600 - render.MAX_ROWS // 2 - render.MAX_ROWS // 3 < earlier <= 600 - render.MAX_ROWS // 3
     assert f"… {earlier} earlier steps" in view.before
     assert f"… {1000 - earlier - render.MAX_ROWS} more steps" in view.after
@@ -43,13 +42,6 @@ def test_progress_counts_completed_steps():
     assert 'style="width:100%"' in render.progress_bar("completed", [])
 
 
-def test_seconds_format():
-    assert render.format_seconds(None) == "–"
-    assert render.format_seconds(4.25) == "4.2 s"
-    assert render.format_seconds(125) == "2 min 05 s"
-    assert render.format_seconds(3720) == "1 h 02 min"
-
-
 def test_links_only_for_http():
     assert render.safe_link("javascript:alert(1)", "x") == "x"
     assert 'href="https://a/b?c=1&amp;d=2"' in render.safe_link("https://a/b?c=1&d=2", "x")
@@ -59,22 +51,6 @@ def test_links_only_for_http():
 def test_unknown_status_gets_a_neutral_badge_with_its_word():
     html = render.badge("upscaling_v2")
     assert "mlw-s-unknown" in html and "Upscaling v2" in html
-
-
-@pytest.mark.parametrize("rows", [1, 2, 3, 12, 24])
-def test_the_window_holds_the_active_step_and_moves_in_jumps(rows):
-    for count in range(1, 61):
-        windows = []
-        for active in range(count + 1):  # active == count: every step completed
-            statuses = ["completed"] * active + ["running"] + ["pending"] * (count - active - 1)
-            start, end = render.step_window(statuses[:count], rows)
-            assert end - start == min(rows, count) and start >= 0 and end <= count
-            assert start <= min(active, count - 1) < end
-            if windows and windows[-1] != (start, end):
-                assert start > windows[-1][0], "the window only moves forward"
-            windows.append((start, end))
-        moves = len(set(windows)) - 1
-        assert moves <= count // max(1, rows // 2) + 1, (count, rows, sorted(set(windows)))
 
 
 # -- launcher --

@@ -50,7 +50,7 @@ from .runs import (
     step_specs,
     validate,
 )
-from .server import Server
+from .server import Backend, Server
 
 FIRST_EXECUTION_ID = 12345
 
@@ -152,7 +152,8 @@ class Simulator:
         """Bind and serve on a background thread; returns self for chaining."""
         if self._server is not None or self._stopped:
             raise RuntimeError("a Simulator starts once")
-        self._server = Server((self.host, self._port), self)
+        backend = Backend(self._wants_body, self._respond, self._count_bytes)
+        self._server = Server((self.host, self._port), backend)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
             "poll_interval": 0.05}, name=f"simulator-{self._port}", daemon=True)

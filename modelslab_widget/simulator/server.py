@@ -1,5 +1,8 @@
 """The HTTP side: a threading server that tracks its connections so stop() ends them,
-and the handler (keep-alive, HEAD, key checked before a body is read, fault delivery)."""
+and the handler (keep-alive, HEAD, key checked before a body is read, fault delivery).
+
+It knows nothing of the simulated API: what to answer comes from a ``Backend``, three
+callables the ``Simulator`` (``core``) hands it."""
 
 from __future__ import annotations
 
@@ -8,16 +11,28 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .answers import Answer
-
-if TYPE_CHECKING:
-    from .core import Simulator
 from .faults import Fault
 
 CONNECTION_TIMEOUT = 5.0  # idle keep-alive connections end by themselves after this
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What the server asks of whoever answers its requests."""
+
+    #: ``wants_body(path, headers)``: read the request's body? (Only for a request that
+    #: will use it: an unread body is cheaper than hundreds of MB read for a 401.)
+    wants_body: Callable[[str, Mapping[str, str]], bool]
+    #: ``respond(method, path, headers, body)``: the answer, and a fault to deliver it by.
+    respond: Callable[[str, str, Mapping[str, str], bytes], tuple[Answer, Fault | None]]
+    #: ``count_bytes(execution_id, size)``: ``size`` bytes of a run's file are being sent.
+    count_bytes: Callable[[int, int], None]
 
 
 class Server(ThreadingHTTPServer):
@@ -26,8 +41,8 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], simulator: Simulator) -> None:
-        self.simulator = simulator
+    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+        self.backend = backend
         self.stopping = threading.Event()
         self.connections: set[socket.socket] = set()
         self.handler_threads: set[threading.Thread] = set()
@@ -95,8 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         headers = dict(self.headers.items())
-        simulator = self.server.simulator
-        if simulator._wants_body(self.path, headers):
+        backend = self.server.backend
+        if backend.wants_body(self.path, headers):
             body = self._read_body()
         else:
             # Unread, a body would be taken for the next request; reading it could cost
@@ -104,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = b""
             if self._has_body():
                 self.close_connection = True
-        answer, fault = simulator._respond(method, self.path, headers, body)
+        answer, fault = backend.respond(method, self.path, headers, body)
         if self.close_connection:
             answer.headers["Connection"] = "close"
         self._deliver(answer, fault, head_only=method == "HEAD")
@@ -148,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         socket, so a client that has read them always finds them counted (counting after
         the write raced with the reader: it could see the bytes before the count)."""
         if served is not None:
-            self.server.simulator._count_bytes(served, len(data))
+            self.server.backend.count_bytes(served, len(data))
         self.wfile.write(data)
 
     def _send_head(self, answer: Answer) -> None:
