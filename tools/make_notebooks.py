@@ -246,8 +246,8 @@ RESULTS_CELLS = [
         "that render notebooks. In JupyterLab that copy reaches a card's output only while "
         "the card's own cell is still running, as with `first.wait()` above; `second` settles "
         "during a later cell, so a file saved from JupyterLab does not get its copy (see "
-        "*Which runs get the final state in the file* in docs/guide/sharing.md). `first.close()` and "
-        "`second.close()` stop and close the cards."
+        "*Which runs get the final state in the file* in docs/guide/sharing.md). "
+        "`first.close()` and `second.close()` stop and close the cards."
     ),
 ]
 
