@@ -174,8 +174,6 @@ class RunState:
         """No view watches the run, and it has neither ended nor given up."""
         return self.phase in (Phase.NOT_STARTED, Phase.STOPPED)
 
-    def thumbnail_for(self, index: int) -> Thumbnail | None:
-        return next((t for t in self.thumbnails if t.index == index), None)
 
 
 # What views draw of a state: the fields ``looks_like`` compares.

@@ -282,17 +282,6 @@ class RunWatch:
         if last:
             self._end()
 
-    def wants_polling(self, view: WatchView) -> bool:
-        with self._lock:
-            attachment = self._views.get(view)
-            return attachment is not None and attachment.active
-
-    def interrupted(self, view: WatchView) -> BaseException | None:
-        """Why this view stopped watching (its ``stop()`` or its timeout), else None."""
-        with self._lock:
-            attachment = self._views.get(view)
-            return attachment.interrupted if attachment is not None else None
-
     # -- waiting ------------------------------------------------------------------------
 
     def wait(self, view: WatchView, timeout: float | None = None) -> RunSnapshot:
