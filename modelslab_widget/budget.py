@@ -573,14 +573,18 @@ class SendInSlot(Generic[T]):
 
     ``start()`` asks for the slot; ``withdraw()`` drops the request while it is not on its
     way (nothing is sent after it returns True); ``send_now()`` stops waiting and sends it
-    without a slot. ``on_done(self)`` is called once it ended (``result()``, ``error``), on
-    the thread that sent it. ``budget=None``: sent at once, once. Thread-safe.
+    without a slot. ``on_done(self)`` is called once it ended (``result()``, ``error``), and
+    ``on_refused(self, error)`` after a 429 it waits to be sent again for (it may be
+    withdrawn from then on), both on the thread that sent it. ``budget=None``: sent at once,
+    once. ``cancel`` set: not sent again after a 429. Thread-safe.
     """
 
     def __init__(self, budget: WorkflowBudget | None, kind: RequestKind,
                  request: Callable[[], T], *, submit: Callable[[Callable[[], Any]], Any],
                  tries: int | None = None, cancel: threading.Event | None = None,
-                 on_done: Callable[[SendInSlot[T]], Any] | None = None) -> None:
+                 on_done: Callable[[SendInSlot[T]], Any] | None = None,
+                 on_refused: Callable[[SendInSlot[T], RateLimitError], Any] | None = None,
+                 ) -> None:
         if tries is not None and tries < 1:
             raise ValueError("tries must be at least 1")
         self.budget = budget
@@ -591,6 +595,7 @@ class SendInSlot(Generic[T]):
         self._submit = submit
         self._cancel = cancel
         self._on_done = on_done
+        self._on_refused = on_refused
         self._lock = threading.RLock()
         self._ticket = 0  # which wait for a slot is current (a superseded grant is given back)
         self._slot: Slot | None = None  # the slot waited for, until its request goes
@@ -698,19 +703,23 @@ class SendInSlot(Generic[T]):
             with self.budget.spending(slot) if self.budget is not None else _no_slot():
                 answer = self._request()
         except RateLimitError as error:
-            if self._may_send_again(error):
-                with self._lock:
-                    self._in_flight = False
-                self._ask()
+            with self._lock:
+                self._in_flight = False  # from here it may be withdrawn
+                again = self.sends_again(error)
+            if not again:
+                self._finish(error=error)
                 return
-            self._finish(error=error)
+            if self._on_refused is not None:
+                self._on_refused(self, error)
+            self._ask()
         except Exception as error:  # the caller reads it from ``error`` / ``result()``
             self._finish(error=error)
         else:
             self._finish(answer=answer)
 
-    def _may_send_again(self, error: RateLimitError) -> bool:
-        """Only after a 429 about the workflow's rate (nothing ran), within ``tries``."""
+    def sends_again(self, error: RateLimitError) -> bool:
+        """Whether a 429 is followed by another send: only one about the workflow's rate
+        (nothing ran), within ``tries``, unless ``cancel`` is set."""
         stopped = self._cancel is not None and self._cancel.is_set()
         return (not isinstance(error, QueueFullError) and self.attempts < self.tries
                 and not stopped)
