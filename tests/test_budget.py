@@ -21,7 +21,6 @@ from modelslab_widget.budget import (
     RequestKind,
     SendInSlot,
     WorkflowBudget,
-    acquire_slot,
     budget_for,
     send_in_slot,
 )
@@ -88,20 +87,6 @@ def most_in_a_window(times: list[float], since: float, window: float) -> int:
     """The most requests any window (t - window, t] held, for every t at or after ``since``."""
     return max((sum(1 for u in times if t - window < u <= t) for t in times if t >= since),
                default=0)
-
-
-def in_budget(account, workflow_id: str, send):
-    """Send a request in a slot of the workflow's budget, again after each 429 (which is
-    what a 429 asks), as the launcher and the cancel do."""
-    plan = budget_for(account, workflow_id)
-    while True:
-        slot = acquire_slot(account, workflow_id, FIRST, timeout=10)
-        assert slot is not None
-        try:
-            with plan.spending(slot):
-                return send()
-        except RateLimitError:
-            continue
 
 
 def steps_of(seconds: float) -> list[tuple[str, float]]:
@@ -470,9 +455,12 @@ def test_after_the_first_429_the_budget_keeps_to_the_limit_and_its_probes(window
     wait_for(lambda: budget_for(account, workflow).limited, timeout=5)  # heard the 429
     # A cancel and a launch of the same workflow go through the same budget.
     extra = rsim.add_run(workflow, steps=steps_of(30))
-    in_budget(account, workflow, lambda: cards.client.cancel_run(workflow, extra))
-    launched_id = in_budget(account, workflow,
-                            lambda: cards.client.run_workflow(workflow, {"prompt": "a"}))
+    plan = budget_for(account, workflow)
+    send_in_slot(plan, RequestKind.CANCEL, lambda: cards.client.cancel_run(workflow, extra),
+                 timeout=10)
+    launched_id = send_in_slot(plan, RequestKind.LAUNCH,
+                               lambda: cards.client.run_workflow(workflow, {"prompt": "a"}),
+                               timeout=10)
     widgets.append(cards(workflow, launched_id, poll_interval=0.05))
     for widget in widgets:
         assert widget.wait(30).status == "completed"
