@@ -34,6 +34,7 @@ from typing import Any
 from .budget import RequestKind, SendInSlot
 from .client import WorkflowsClient
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
+from .listeners import Listeners
 from .registry import watch_for
 from .runtime import Runtime, default_runtime
 from .runwatch import RunWatch
@@ -67,9 +68,6 @@ class LaunchPhase(Enum):
 _ENDED = frozenset({LaunchPhase.LAUNCHED, LaunchPhase.REFUSED, LaunchPhase.LOST,
                     LaunchPhase.CANCELLED})
 
-Listener = Callable[["PendingRun"], Any]
-
-
 class PendingRun:
     """One launch of ``workflow_id`` with ``params`` (see the module docstring).
 
@@ -97,7 +95,7 @@ class PendingRun:
         self._ended = threading.Event()
         self._sending: SendInSlot[int | str] | None = None
         self._in_line = False  # the account's line let it go: its turn passes if it fails
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[PendingRun] = Listeners("a view of a pending run")
 
     # -- what views read --------------------------------------------------------------------
 
@@ -121,17 +119,10 @@ class PendingRun:
             return sending.starts_in()
         return 0.0
 
-    def listen(self, callback: Listener) -> Callable[[], None]:
+    def listen(self, callback: Callable[[PendingRun], object]) -> Callable[[], None]:
         """Call ``callback(self)`` on every change (see the module docstring); returns how
         to stop."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def stop() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-        return stop
+        return self._listeners.add(callback)
 
     def wait(self, timeout: float | None = None) -> LaunchPhase:
         """Block until the launch ended (launched, refused, lost or cancelled); its phase.
@@ -265,10 +256,4 @@ class PendingRun:
         self._tell()
 
     def _tell(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(self)
-            except Exception:  # a view's failure must not stop the launch
-                log.exception("a view of a pending run failed")
+        self._listeners.tell(self)

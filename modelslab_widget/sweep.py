@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 from .account import account_queue
 from .client import WorkflowsClient, json_params
 from .errors import ModelsLabError, QueueFullError
+from .listeners import Listeners
 from .manifest import Manifest, RunRecord
 from .pending import LaunchPhase, PendingRun
 from .poller import PollPolicy
@@ -42,8 +42,6 @@ from .runtime import default_runtime
 from .runwatch import RunWatch
 from .scheduler import Scheduler, shared_scheduler
 from .text import WATCH_ERROR
-
-log = logging.getLogger("modelslab_widget")
 
 DEFAULT_MAX_QUEUED = 5  # the smallest plan's queue limit (rate-limits.mdx)
 PLANS = (5, 10, 15)  # the plans' queue limits: what an unknown account is tried for
@@ -202,7 +200,7 @@ class Sweep:
         self._post_done = threading.Event()  # no launch pending (its outcome handled)
         self._post_done.set()
         self._started = self._cancelled = self._closed = False
-        self._listeners: list[Callable[[SweepRun | None], None]] = []
+        self._listeners: Listeners[SweepRun | None] = Listeners("a sweep view")
         self._waiters: list[Callable[[], None]] = []
         self._grid: Any = None
         self.queue_full_answers = 0  # queue-full 429s this sweep's launches met
@@ -367,14 +365,7 @@ class Sweep:
     def listen(self, callback: Callable[[SweepRun | None], None]) -> Callable[[], None]:
         """Call ``callback(run)`` (None: the whole sweep) on every change, on a background
         thread; returns how to stop. What views use."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def stop() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-        return stop
+        return self._listeners.add(callback)
 
     def close(self) -> None:
         """Stop watching (launched runs go on at ModelsLab), close the grid and the manifest;
@@ -589,15 +580,10 @@ class Sweep:
     def _notify(self, run: SweepRun | None) -> None:
         with self._changed:
             self._changed.notify_all()
-            listeners = list(self._listeners)
             waiters = []
             if self._all_done():
                 waiters, self._waiters = self._waiters, []
-        for listener in listeners:
-            try:
-                listener(run)
-            except Exception:  # a view's failure must not stop the sweep
-                log.exception("a sweep view failed")
+        self._listeners.tell(run)
         for callback in waiters:
             callback()
 

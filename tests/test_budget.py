@@ -266,6 +266,13 @@ class Server:
         return send
 
 
+@pytest.fixture
+def fresh() -> tuple[FakeScheduler, WorkflowBudget]:
+    """A fake clock and a budget on it that has heard no 429."""
+    clock = FakeScheduler()
+    return clock, WorkflowBudget("w", scheduler=clock, clock=clock)
+
+
 def limited(clock: FakeScheduler, retry_after: float = 2.0) -> WorkflowBudget:
     """A budget that has just been answered 429 (``retry_after``): nothing goes before it."""
     plan = WorkflowBudget("w", window=60.0, scheduler=clock, clock=clock)
@@ -281,9 +288,8 @@ def sending(plan, kind, server, clock, **kwargs) -> SendInSlot:
     return request
 
 
-def test_a_launch_answered_429_goes_again_when_the_429_says_and_only_then():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_a_launch_answered_429_goes_again_when_the_429_says_and_only_then(fresh):
+    clock, plan = fresh
     server = Server(RateLimitError("slow down", retry_after=3.0), "exec-1")
     launch = sending(plan, RequestKind.LAUNCH, server, clock)
     launch.start()
@@ -301,9 +307,8 @@ def test_a_launch_answered_429_goes_again_when_the_429_says_and_only_then():
     ServerError("HTTP 502"), ValidationError("prompt is required", errors={}),
     QueueFullError("Maximum 5 queued requests allowed.", retry_after=30, limit=5),
 ])
-def test_a_post_is_never_sent_again_after_any_other_failure(failure):
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_a_post_is_never_sent_again_after_any_other_failure(failure, fresh):
+    clock, plan = fresh
     server = Server(failure, "exec-2")
     launch = sending(plan, RequestKind.LAUNCH, server, clock)
     launch.start()
@@ -313,9 +318,8 @@ def test_a_post_is_never_sent_again_after_any_other_failure(failure):
         launch.result()
 
 
-def test_a_post_refused_429_every_time_gives_up_after_its_tries():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_a_post_refused_429_every_time_gives_up_after_its_tries(fresh):
+    clock, plan = fresh
     server = Server(RateLimitError("slow down", retry_after=1.0))
     cancel = sending(plan, RequestKind.CANCEL, server, clock, tries=3)
     cancel.start()
@@ -324,9 +328,8 @@ def test_a_post_refused_429_every_time_gives_up_after_its_tries():
     assert all(b - a >= 1.0 for a, b in itertools.pairwise(server.sent))
 
 
-def test_a_get_answered_429_is_sent_once_its_caller_has_its_own_schedule():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_a_get_answered_429_is_sent_once_its_caller_has_its_own_schedule(fresh):
+    clock, plan = fresh
     server = Server(RateLimitError("slow down", retry_after=1.0), "schema")
     read = sending(plan, RequestKind.SCHEMA, server, clock)
     read.start()
@@ -364,9 +367,8 @@ def test_a_withdrawn_request_is_never_sent_and_gives_its_place_back():
     assert launch.done_calls == []
 
 
-def test_a_grant_already_handed_to_the_pool_is_not_sent_once_withdrawn():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_a_grant_already_handed_to_the_pool_is_not_sent_once_withdrawn(fresh):
+    clock, plan = fresh
     server = Server("exec-4")
     launch = sending(plan, RequestKind.LAUNCH, server, clock)
     launch.start()  # granted at once: the send is queued on the (fake) pool
@@ -375,9 +377,8 @@ def test_a_grant_already_handed_to_the_pool_is_not_sent_once_withdrawn():
     assert server.sent == [] and plan.request(FIRST).granted
 
 
-def test_once_on_its_way_a_request_cannot_be_withdrawn():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_once_on_its_way_a_request_cannot_be_withdrawn(fresh):
+    clock, plan = fresh
     holder: list[SendInSlot] = []
     withdrawn: list[bool] = []
 
@@ -392,17 +393,15 @@ def test_once_on_its_way_a_request_cannot_be_withdrawn():
     assert withdrawn == [False] and launch.result() == "exec-5"
 
 
-def test_send_in_slot_sends_on_the_calling_thread_when_the_slot_is_free():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_send_in_slot_sends_on_the_calling_thread_when_the_slot_is_free(fresh):
+    clock, plan = fresh
     server = Server("Execution cancelled.")
     assert send_in_slot(plan, RequestKind.CANCEL, server(clock)) == "Execution cancelled."
     assert server.threads == [threading.get_ident()] and not plan.limited
 
 
-def test_send_in_slot_raises_a_post_failure_without_sending_it_again():
-    clock = FakeScheduler()
-    plan = WorkflowBudget("w", scheduler=clock, clock=clock)
+def test_send_in_slot_raises_a_post_failure_without_sending_it_again(fresh):
+    clock, plan = fresh
     server = Server(NetworkError("no answer"), "exec-6")
     with pytest.raises(NetworkError):
         send_in_slot(plan, RequestKind.LAUNCH, server(clock))
