@@ -190,7 +190,10 @@ class AccountQueue:
 class AccountQueues:
     """The account queues of a process, one per account (``WorkflowsClient.account``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Scheduler | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._scheduler = scheduler  # None: the shared scheduler (a fake one in tests)
+        self._clock = clock
         self._lock = threading.Lock()
         self._queues: dict[Hashable, AccountQueue] = {}
 
@@ -198,7 +201,7 @@ class AccountQueues:
         with self._lock:
             queue = self._queues.get(account)
             if queue is None:
-                queue = self._queues[account] = AccountQueue()
+                queue = self._queues[account] = AccountQueue(self._scheduler, self._clock)
             return queue
 
     def reset(self) -> None:

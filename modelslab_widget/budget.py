@@ -41,11 +41,13 @@ import contextlib
 import heapq
 import itertools
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from enum import Enum
+from typing import Any, Generic, TypeVar
 
 from .errors import QueueFullError, RateLimitError
 from .scheduler import Job, Scheduler, shared_scheduler
@@ -518,3 +520,238 @@ def acquire_slot(account: Hashable, workflow_id: str, priority: int = FIRST, *,
 def note_limit(account: Hashable, workflow_id: str, rate_limit: int | None) -> None:
     """Remember a workflow's ``rate_limit`` (from its schema or the workflow list)."""
     budget_for(account, workflow_id).note_limit(rate_limit)
+
+
+# == One request of any kind, sent in its slot ===============================================
+#
+# Every request of a workflow (a poll, a schema read, a launch, a cancel) is sent the same way:
+# ask the budget for a slot (the kind decides its place in the line), send in it
+# (``WorkflowBudget.spending``), and for a POST send again only after a 429 that was about the
+# workflow's rate: a 429 means the request did not run, so a second launch or cancel cannot
+# double the first. Any other failure of a POST is final (its answer may be lost while the run
+# started); a queue-full 429 is the account's line's to handle (``account.py``), not re-sent
+# here. ``SendInSlot`` does it without holding a thread while it waits (a launch may wait
+# minutes); ``send_in_slot`` is the same on the calling thread, blocking.
+
+
+class RequestKind(Enum):
+    """What a request is: its place in the budget's line, and whether a 429 lets it go again."""
+
+    POLL = "poll"
+    SCHEMA = "schema read"
+    LAUNCH = "launch"
+    CANCEL = "cancel"
+
+    @property
+    def priority(self) -> int:
+        """Launches and cancels first (the user waits on them), then schema reads, then polls."""
+        return {RequestKind.POLL: POLL, RequestKind.SCHEMA: SCHEMA}.get(self, FIRST)
+
+    @property
+    def is_post(self) -> bool:
+        """A POST is re-sent after a 429 (it did not run); a GET's caller has its own
+        schedule (the next poll, the Reload button)."""
+        return self in (RequestKind.LAUNCH, RequestKind.CANCEL)
+
+
+POST_TRIES = 5  # sends of a POST when each is answered 429: the server's word, then give up
+WAKE = 0.1  # seconds: how often a blocked sender looks at its timeout and its cancel event
+
+T = TypeVar("T")
+
+
+class SendInSlot(Generic[T]):
+    """One request in its slot of ``budget`` (see the region comment above), sent by
+    ``submit`` (a pool: ``scheduler.submit``) once the slot is granted.
+
+    ``start()`` asks for the slot; ``withdraw()`` drops the request while it is not on its
+    way (nothing is sent after it returns True); ``send_now()`` stops waiting and sends it
+    without a slot. ``on_done(self)`` is called once it ended (``result()``, ``error``), and
+    ``on_refused(self, error)`` after a 429 it waits to be sent again for (it may be
+    withdrawn from then on), both on the thread that sent it. ``budget=None``: sent at once,
+    once. ``cancel`` set: not sent again after a 429. Thread-safe.
+    """
+
+    def __init__(self, budget: WorkflowBudget | None, kind: RequestKind,
+                 request: Callable[[], T], *, submit: Callable[[Callable[[], Any]], Any],
+                 tries: int | None = None, cancel: threading.Event | None = None,
+                 on_done: Callable[[SendInSlot[T]], Any] | None = None,
+                 on_refused: Callable[[SendInSlot[T], RateLimitError], Any] | None = None,
+                 ) -> None:
+        if tries is not None and tries < 1:
+            raise ValueError("tries must be at least 1")
+        self.budget = budget
+        self.kind = kind
+        self.tries = 1 if budget is None or not kind.is_post else tries or POST_TRIES
+        self.attempts = 0  # requests sent so far
+        self._request = request
+        self._submit = submit
+        self._cancel = cancel
+        self._on_done = on_done
+        self._on_refused = on_refused
+        self._lock = threading.RLock()
+        self._ticket = 0  # which wait for a slot is current (a superseded grant is given back)
+        self._slot: Slot | None = None  # the slot waited for, until its request goes
+        self._using: Slot | None = None  # the slot of the request on its way
+        self._in_flight = False
+        self._withdrawn = False
+        self._finished = threading.Event()
+        self._result: T | None = None
+        self.error: BaseException | None = None
+
+    # -- what callers read -----------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def withdrawn(self) -> bool:
+        return self._withdrawn
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting for its slot (not on its way, not ended)."""
+        with self._lock:
+            return not (self._in_flight or self.done or self._withdrawn)
+
+    def result(self) -> T:
+        """The answer, or the request's error raised; only once ``done``."""
+        if not self.done:
+            raise RuntimeError("the request has not been answered yet")
+        if self.error is not None:
+            raise self.error
+        return self._result  # type: ignore[return-value]
+
+    def starts_in(self) -> float:
+        """Estimated seconds until the request goes (0 once it went)."""
+        with self._lock:
+            slot = self._slot
+        return slot.starts_in() if slot is not None else 0.0
+
+    # -- what callers do -------------------------------------------------------------------
+
+    def start(self, *, inline: bool = False) -> None:
+        """Ask for the slot. ``inline``: when it is granted at once, the request is sent on
+        this thread before ``start`` returns (the caller blocks on it anyway)."""
+        self._ask(inline=inline)
+
+    def withdraw(self) -> bool:
+        """Drop the request unless it is on its way or answered: True when nothing will be
+        sent (its slot is given back)."""
+        with self._lock:
+            if self._in_flight or self.done:
+                return False
+            self._withdrawn = True
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.cancel()
+        return True
+
+    def send_now(self) -> bool:
+        """Stop waiting for the slot and send at once, in none (the user cannot wait longer;
+        the server's answer says whether it had room). False when it was not waiting."""
+        with self._lock:
+            slot = self._slot
+            if slot is None or slot.granted or not self.waiting:
+                return False
+            self._ticket += 1
+            ticket, self._slot = self._ticket, None
+        slot.cancel()
+        self._submit(lambda: self._send(ticket, None))
+        return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _ask(self, *, inline: bool = False) -> None:
+        with self._lock:
+            if self._withdrawn or self.done:
+                return
+            self._ticket += 1
+            ticket = self._ticket
+            if self.budget is None:
+                slot = None
+            else:  # the budget only queues or grants under our lock; callbacks just submit
+                slot = self.budget.request(self.kind.priority, on_grant=lambda granted: (
+                    self._submit(lambda: self._send(ticket, granted))))
+            self._slot = slot
+        if slot is None or slot.granted:
+            if inline:
+                self._send(ticket, slot)
+            else:
+                self._submit(lambda: self._send(ticket, slot))
+
+    def _send(self, ticket: int, slot: Slot | None) -> None:
+        with self._lock:
+            current = (ticket == self._ticket and not self._in_flight and not self.done
+                       and not self._withdrawn)
+            if current:
+                self._in_flight, self._slot, self._using = True, None, slot
+                self.attempts += 1
+        if not current:  # withdrawn, superseded, or this grant was delivered twice
+            if slot is not None and slot is not self._using:
+                slot.cancel()  # granted, never used: the server did not count it
+            return
+        try:
+            with self.budget.spending(slot) if self.budget is not None else _no_slot():
+                answer = self._request()
+        except RateLimitError as error:
+            with self._lock:
+                self._in_flight = False  # from here it may be withdrawn
+                again = self.sends_again(error)
+            if not again:
+                self._finish(error=error)
+                return
+            if self._on_refused is not None:
+                self._on_refused(self, error)
+            self._ask()
+        except Exception as error:  # the caller reads it from ``error`` / ``result()``
+            self._finish(error=error)
+        else:
+            self._finish(answer=answer)
+
+    def sends_again(self, error: RateLimitError) -> bool:
+        """Whether a 429 is followed by another send: only one about the workflow's rate
+        (nothing ran), within ``tries``, unless ``cancel`` is set."""
+        stopped = self._cancel is not None and self._cancel.is_set()
+        return (not isinstance(error, QueueFullError) and self.attempts < self.tries
+                and not stopped)
+
+    def _finish(self, *, answer: T | None = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            self._in_flight = False
+            self._result, self.error = answer, error
+            self._finished.set()
+        if self._on_done is not None:
+            self._on_done(self)
+
+
+@contextlib.contextmanager
+def _no_slot() -> Iterator[None]:
+    yield
+
+
+def send_in_slot(budget: WorkflowBudget | None, kind: RequestKind, request: Callable[[], T],
+                 *, cancel: threading.Event | None = None, timeout: float | None = None,
+                 tries: int | None = None) -> T:
+    """Send ``request()`` in its slot of ``budget``, on this thread, blocking until it is
+    answered (see ``SendInSlot``): returns its answer or raises its error. ``timeout``: the
+    longest wait for each slot, after which the request goes without one; ``cancel`` set:
+    it goes at once and is not sent again. ``tries``: at most this many sends of a POST, each
+    after a 429 (default ``POST_TRIES``; a GET is sent once)."""
+    handed: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
+    sending = SendInSlot(budget, kind, request, submit=handed.put, tries=tries, cancel=cancel)
+    sending.start(inline=True)
+    attempts, deadline = -1, None
+    while not sending.done:
+        if sending.attempts != attempts:  # a new wait began (the first, or after a 429)
+            attempts = sending.attempts
+            deadline = None if timeout is None else time.monotonic() + timeout
+        stop = cancel is not None and cancel.is_set()
+        if stop or (deadline is not None and time.monotonic() >= deadline):
+            sending.send_now()
+        try:
+            handed.get(timeout=WAKE)()
+        except queue.Empty:
+            continue
+    return sending.result()

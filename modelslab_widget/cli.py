@@ -24,6 +24,7 @@ from .client import WorkflowsClient, json_params, path_segment
 from .errors import ModelsLabError, RunAlreadyEndedError, ValidationError
 from .eta import use_history_file
 from .models import RunSnapshot, WorkflowSummary, format_timestamp
+from .pending import PendingRun
 from .poller import PollPolicy
 from .sanitize import clean
 from .saving import save_images
@@ -292,12 +293,15 @@ def run_command(args: argparse.Namespace) -> int:
     if client is None:
         return EXIT_WATCH_FAILED
     with client:
-        try:
-            execution_id = client.run_workflow(args.workflow_id, params)
-        except ModelsLabError as error:
-            fields = error.errors if isinstance(error, ValidationError) else None
-            return _fail(_explain_once(error, "launch", client.base_url), as_json=args.json,
-                         error=error, fields=fields)
+        # Sent now or not at all: a 429 is reported (with when to try again), not waited out.
+        pending = PendingRun(client, args.workflow_id, params, wait_for_room=False)
+        pending.start(inline=True)
+        execution_id = pending.execution_id
+        if execution_id is None:
+            refusal = pending.error or RuntimeError("the run was not started")
+            fields = refusal.errors if isinstance(refusal, ValidationError) else None
+            return _fail(_explain_once(refusal, "launch", client.base_url), as_json=args.json,
+                         error=refusal, fields=fields)
         args.execution_id = execution_id  # for Ctrl-C's words from here on
         view = sys.stderr if args.json else sys.stdout
         if not args.watch:

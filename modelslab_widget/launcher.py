@@ -16,12 +16,13 @@ button is disabled, and the button is re-enabled only ``RELAUNCH_DELAY`` after t
 (by the shared scheduler), which swallows the queued duplicate while a real second click
 still works a moment later. ``POST .../run`` itself is never retried once sent (client).
 
-Rate limits. Every launch and schema read takes a slot of the workflow's request budget
-(``budget.py``). When the budget has no room, or the POST is answered 429 (no run started),
-``launch()`` returns a ``QueuedRunWidget`` at once: it sends the POST from a pool thread when
-the budget allows, and the history row follows it like any card. A 429 saying the account's
-queue is full holds the launch (and every later one of the account, in order) in the
-account's line (``account.py``) until one of the account's runs ends; nothing else slows.
+Rate limits. Every launch is a ``PendingRun`` (``pending.py``) and every schema read is sent
+in a slot of the workflow's request budget (``budget.py``). When the budget has no room, or
+the POST is answered 429 (no run started), ``launch()`` returns a ``QueuedRunWidget`` showing
+the pending run at once: it sends the POST from a pool thread when the budget allows, and the
+history row follows it like any card. A 429 saying the account's queue is full holds the
+launch (and every later one of the account, in order) in the account's line (``account.py``)
+until one of the account's runs ends; nothing else slows.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import ipywidgets as widgets
 from traitlets import TraitError
 
 from . import render
-from .account import account_queue
-from .budget import FIRST, SCHEMA, budget_for, note_limit
+from .budget import RequestKind, budget_for, note_limit, send_in_slot
 from .checks import known_keywords
 from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError, ValidationError
+from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .images import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
+from .pending import LaunchPhase, PendingRun
 from .queued import QueuedRunWidget
 from .sanitize import shorten
 from .scheduler import Job, Scheduler, shared_scheduler
@@ -388,29 +389,17 @@ class WorkflowLauncher(widgets.VBox):
         if params is None:
             return None  # nothing sent: the fields say what to fix
         REMEMBERED[workflow_id] = dict(params)
-        account = account_queue(self._client.account)
-        if account.holding:  # the account's queue is full: the card waits in its line
-            return self._queue(workflow_id, params)
-        budget = budget_for(self._client.account, workflow_id)
-        slot = budget.request(FIRST)
-        if not slot.granted:  # over the workflow's rate limit: the card waits its turn
-            slot.cancel()
-            return self._queue(workflow_id, params)
+        pending = PendingRun(self._client, workflow_id, params, scheduler=self._scheduler,
+                             runtime=self._run_kwargs.get("runtime"))
         self._show("note", "Starting a run…")
-        try:
-            with budget.spending(slot):
-                execution_id = self._client.run_workflow(workflow_id, params)
-        except QueueFullError as error:  # no run was started: it waits for room
-            account.note_full(error)
-            return self._queue(workflow_id, params)
-        except RateLimitError:  # no run was started: send it again when allowed
-            return self._queue(workflow_id, params)
-        except ModelsLabError as error:
-            self._show_launch_error(error)
+        pending.start(inline=True)  # with room now, the POST goes here, before it returns
+        if pending.phase is LaunchPhase.LAUNCHED and pending.execution_id is not None:
+            self._message.value = ""
+            return self._watch(workflow_id, pending.execution_id, params)
+        if pending.phase.ended:  # refused, or its answer lost: the form says why
+            self._show_launch_error(pending.error or RuntimeError("the run was not started"))
             return None
-        account.sent()
-        self._message.value = ""
-        return self._watch(workflow_id, execution_id, params)
+        return self._queue(workflow_id, params, pending)  # it waits its turn: its card shows it
 
     def remove_run(self, run: WorkflowRunWidget) -> bool:
         """Remove a launch that is still queued (its card and history row); False when it
@@ -567,8 +556,8 @@ class WorkflowLauncher(widgets.VBox):
         """GET the schema within the workflow's budget (waiting at most ``SCHEMA_WAIT`` for a
         slot: the form needs it), and remember the workflow's rate limit."""
         budget = budget_for(self._client.account, workflow_id)
-        with budget.spending(budget.acquire(SCHEMA, timeout=SCHEMA_WAIT)):
-            info = self._client.get_workflow(workflow_id)
+        info = send_in_slot(budget, RequestKind.SCHEMA,
+                            lambda: self._client.get_workflow(workflow_id), timeout=SCHEMA_WAIT)
         budget.note_limit(info.rate_limit)
         return info
 
@@ -648,14 +637,15 @@ class WorkflowLauncher(widgets.VBox):
         return self._add_run(params, lambda **kwargs: WorkflowRunWidget(
             workflow_id, execution_id, client=self._client, **kwargs))
 
-    def _queue(self, workflow_id: str, params: dict[str, Any]) -> WorkflowRunWidget:
-        """A card that sends the launch when the workflow's budget allows (main thread)."""
+    def _queue(self, workflow_id: str, params: dict[str, Any],
+               pending: PendingRun) -> WorkflowRunWidget:
+        """The card of a launch waiting its turn (main thread)."""
         self._message.value = ""
         holder: list[HistoryRow] = []
 
         def make(**kwargs: Any) -> QueuedRunWidget:
             run = QueuedRunWidget(
-                workflow_id, params, client=self._client,
+                workflow_id, params, client=self._client, pending=pending,
                 on_state=lambda run: holder[0].launch_changed(run) if holder else None,
                 **kwargs)
             run.remove_button.on_click(lambda _: self.remove_run(run))
@@ -688,7 +678,7 @@ class WorkflowLauncher(widgets.VBox):
         self.open_run(run)
         return run
 
-    def _show_launch_error(self, error: ModelsLabError) -> None:
+    def _show_launch_error(self, error: Exception) -> None:
         if isinstance(error, ValidationError) and error.errors:
             self._show_field_errors(error.errors)
         elif isinstance(error, RateLimitError):

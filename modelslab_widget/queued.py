@@ -3,17 +3,17 @@ room in the account's queue.
 
 When the workflow's request budget (``budget.py``) has no room, or the account's queue is
 full (``account.py``: its launches wait in line until one of its runs ends),
-``WorkflowLauncher.launch()`` does not fail: it returns this card at once. The card says
-"Queued here: starts in N s" (no execution ID yet), sends ``POST .../run`` when the budget
-grants the launch a slot, sends it again after a 429 (a 429 means no run was started, so
-this cannot start two; a queue-full 429 puts it back at the front of the account's line)
-and never after any other failure (the card then shows why the run was not started). Once
-the server answers with an execution ID the card takes it and watches the run like any
-other card.
+``WorkflowLauncher.launch()`` does not fail: it returns this card at once. The launch itself
+is a ``PendingRun`` (``pending.py``: the slot, the POST sent again only after a 429, never
+after any other failure); the card shows it. It says "Queued here: starts in N s" (no
+execution ID yet) while the launch waits, why the run was not started when the server
+refused it, and once the server answers with an execution ID it takes the run's watch and
+watches the run like any other card.
 
 Threads: the card and every widget in it are made on the main thread, in ``__init__``; the
-POST runs on a pool thread, which then only switches the card to the run's shared watch and
-sets values. Until then the card holds a placeholder watch that never polls.
+pending run tells the card of each change from a pool thread, which then only switches the
+card to the run's shared watch and sets values. Until then the card holds a placeholder
+watch that never polls.
 """
 
 from __future__ import annotations
@@ -28,21 +28,26 @@ from typing import Any
 import ipywidgets as widgets
 
 from . import render
-from .account import account_queue
-from .budget import FIRST, Slot, budget_for
 from .client import WorkflowsClient
-from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
+from .errors import NetworkError
+from .pending import LaunchPhase, PendingRun
 from .poller import PollPolicy
-from .registry import watch_for
 from .runwatch import RunWatch
 from .scheduler import Job, Scheduler
 from .widget import DEFAULT_SLOTS, WorkflowRunWidget, close_with_parts
 
-QUEUED = "queued"  # waiting for a slot of the workflow's budget
+QUEUED = "queued"  # waiting in the account's line or for a slot of the workflow's budget
 SENDING = "sending"  # the POST is on its way
 STARTED = "started"  # the server started the run: the card watches it
-FAILED = "failed"  # the server refused (not a 429): not sent again
+FAILED = "failed"  # the server refused (not a 429), or its answer was lost: not sent again
 REMOVED = "removed"  # the user removed the queued launch: nothing was sent
+
+#: the card's ``launch_state`` for each phase of its pending run
+LAUNCH_STATES = {
+    LaunchPhase.NEW: QUEUED, LaunchPhase.HELD: QUEUED, LaunchPhase.WAITING: QUEUED,
+    LaunchPhase.SENDING: SENDING, LaunchPhase.LAUNCHED: STARTED,
+    LaunchPhase.REFUSED: FAILED, LaunchPhase.LOST: FAILED, LaunchPhase.CANCELLED: REMOVED,
+}
 
 REFRESH = 1.0  # seconds between updates of "starts in N s"
 
@@ -51,9 +56,10 @@ class QueuedRunWidget(WorkflowRunWidget):
     """A run's card made before its launch was sent (see the module docstring).
 
     ``launch_state`` is one of "queued", "sending", "started", "failed", "removed";
-    ``execution_id`` is None until "started". ``wait()`` waits for the launch, then for the
-    run; it raises the launch's error when the server refused it. ``remove()`` drops a
-    launch that is still queued.
+    ``execution_id`` is None until "started"; ``pending`` is the launch. ``wait()`` waits for
+    the launch, then for the run; it raises the launch's error when the server refused it.
+    ``remove()`` drops a launch that is still queued. Given ``pending`` (a launch already
+    started, e.g. by the launcher) the card shows it; else it makes and starts its own.
     """
 
     def __init__(
@@ -65,11 +71,11 @@ class QueuedRunWidget(WorkflowRunWidget):
         scheduler: Scheduler | None = None,
         on_state: Callable[[QueuedRunWidget], Any] | None = None,
         autostart: bool = True,
+        pending: PendingRun | None = None,
         **kwargs: Any,
     ) -> None:
         self.launch_state = QUEUED
-        self.launch_error: ModelsLabError | None = None
-        self._params = dict(params)
+        self.launch_error: Exception | None = None
         self._on_state = on_state
         self._autostart = autostart
         self._policy = PollPolicy(
@@ -79,8 +85,6 @@ class QueuedRunWidget(WorkflowRunWidget):
         )
         self._max_thumbnails = kwargs.get("max_thumbnails", DEFAULT_SLOTS)
         self._decided = threading.Event()  # set when the launch started, failed or was removed
-        self._slot: Slot | None = None
-        self._held = False  # waiting in the account's line (its queue is full)
         self._refresh_job: Job | None = None
         self._closing = False
         # A placeholder watch of its own (unique ID, never polled) until the run exists.
@@ -93,9 +97,12 @@ class QueuedRunWidget(WorkflowRunWidget):
         )
         self.remove_button.on_click(lambda _: self.remove())
         self._controls.children = (self.remove_button,)
-        self._budget = budget_for(client.account, self.workflow_id)
-        self._account = account_queue(client.account)
-        self._queue()
+        self.pending = pending or PendingRun(client, self.workflow_id, params,
+                                             runtime=kwargs.get("runtime"), scheduler=scheduler)
+        self._stop_listening = self.pending.listen(self._on_pending)
+        if pending is None:
+            self.pending.start()
+        self._on_pending(self.pending)  # what it did before the card listened
 
     # -- public API ---------------------------------------------------------------------
 
@@ -107,26 +114,12 @@ class QueuedRunWidget(WorkflowRunWidget):
     def starts_in(self) -> float | None:
         """Estimated seconds until the launch is sent (0 once it is; None while it waits for
         one of the account's runs to end)."""
-        if self._held:
-            return self._account.opens_in()
-        slot = self._slot
-        return slot.starts_in() if slot is not None and self.launch_state == QUEUED else 0.0
+        return self.pending.starts_in() if self.launch_state == QUEUED else 0.0
 
     def remove(self) -> bool:
         """Drop the launch if it is still queued; False when it was already sent."""
-        with self._lock:
-            if self.launch_state != QUEUED:
-                return False
-            self.launch_state = REMOVED
-            slot, self._slot = self._slot, None
-            if self._held:
-                self._account.remove(self._released)
-            self._show_message("note", "Removed: this run was not started.")
-            self._controls.children = ()
-        if slot is not None:
-            slot.cancel()
-        self._decide()
-        return True
+        # The pending run tells the card (``_on_pending``) before cancel() returns.
+        return self.launch_state == QUEUED and self.pending.cancel()
 
     def start(self) -> None:
         if self.launch_state == STARTED:
@@ -153,6 +146,7 @@ class QueuedRunWidget(WorkflowRunWidget):
         with self._lock:
             self._closing = True
         self.remove()
+        self._stop_listening()
         self._cancel_refresh()
         close_with_parts(self.remove_button)
         super().close()
@@ -169,85 +163,49 @@ class QueuedRunWidget(WorkflowRunWidget):
             return f"Run not started · error: {str(self.launch_error)[:200]}"
         return "Run removed before it started"
 
-    # -- the launch (pool and timer threads) --------------------------------------------
+    # -- what the pending run tells (any thread) ------------------------------------------
 
-    def _queue(self, refused: QueueFullError | None = None) -> None:
-        """Wait in the account's line while its queue is full (at the front when this launch
-        was just refused for it), then ask the workflow's budget for a launch slot."""
-        if refused is not None:
-            self._account.refused(self._released, refused)
-            held = True
-        else:
-            held = not self._account.enter(self._released)
-        if not held:
-            self._ask_budget()
-            return
+    def _on_pending(self, pending: PendingRun) -> None:
+        """Show the launch's phase; once it ended (started, refused, lost, removed), for good."""
+        phase = pending.phase
+        state = LAUNCH_STATES[phase]
         with self._lock:
-            self._held = True
-            self._show_queued()
-        self._schedule_refresh()
-
-    def _released(self) -> None:
-        """The account's turn came (a run of it ended, or its wait passed)."""
-        with self._lock:
-            self._held = False
-            still_queued = self.launch_state == QUEUED and not self._closing
-        if still_queued:
-            self._ask_budget()
-        else:
-            self._account.pass_turn()
-
-    def _ask_budget(self) -> None:
-        """Ask the workflow's budget for a slot (first in line) and say so."""
-        slot = self._budget.request(FIRST, on_grant=self._granted)
-        with self._lock:
-            self._slot = slot
-            self._show_queued()
-        if slot.granted:
-            self._granted(slot)
-        else:
+            if self.launch_state not in (QUEUED, SENDING) or (
+                    state == self.launch_state == SENDING):
+                return  # decided already (a late or repeated word)
+            self.launch_state = state
+            if state == QUEUED:
+                self._show_queued()
+            elif state == SENDING:
+                self._show_message("note", "Starting the run…")
+        if state == QUEUED:
             self._schedule_refresh()
-
-    def _granted(self, slot: Slot) -> None:
-        """On the budget's timer thread: hand the POST to the pool."""
-        self._watch.scheduler.submit(self._send, slot)
-
-    def _send(self, slot: Slot) -> None:
-        with self._lock:
-            if self.launch_state != QUEUED or self._slot is not slot:
-                slot.cancel()  # removed or closed meanwhile: nothing is sent
-                self._account.pass_turn()
-                return
-            self.launch_state = SENDING
-            self._show_message("note", "Starting the run…")
+        elif state == STARTED:
+            assert pending.watch is not None and pending.execution_id is not None
+            self._bind(pending.watch, pending.execution_id)
+            return
+        elif state == FAILED:
+            self._fail(pending.error or RuntimeError("the run was not started"))
+            return
+        elif state == REMOVED:
+            self._removed()
+            return
         self._state_changed()
-        try:
-            with self._budget.spending(slot):
-                execution_id = self.client.run_workflow(self.workflow_id, self._params)
-        except RateLimitError as error:  # nothing started: safe to send again
-            with self._lock:
-                self.launch_state = QUEUED
-            self._queue(error if isinstance(error, QueueFullError) else None)
-            self._state_changed()
-        except ModelsLabError as error:  # maybe started, maybe not: never re-sent blindly
-            self._account.pass_turn()
-            self._fail(error)
-        else:
-            self._account.sent()
-            self._bind(execution_id)
 
-    def _bind(self, execution_id: int | str) -> None:
+    def _bind(self, watch: RunWatch, execution_id: int | str) -> None:
         """The run exists: leave the placeholder for the run's shared watch, and watch."""
         with self._lock:
             placeholder = self._watch
             self._cancel_refresh()
-            self.launch_state = STARTED
             self.execution_id = execution_id
             if not self._closing:
-                self._watch = self._real_watch(placeholder, execution_id)
+                self._watch = watch
+                watch.attach(self, self._policy, thumbnail_size=self.thumbnail_size,
+                             max_thumbnails=self._max_thumbnails)
                 self._controls.children = (self._stop_button, self._resume_button)
                 self._message.value = ""
-        placeholder.detach(self)
+        if not self._closing:
+            placeholder.detach(self)
         self._decide()
         if self._closing:
             return
@@ -256,16 +214,8 @@ class QueuedRunWidget(WorkflowRunWidget):
         else:
             self._sync()
 
-    def _real_watch(self, placeholder: RunWatch, execution_id: int | str) -> RunWatch:
-        watch = watch_for(placeholder.client, self.workflow_id, execution_id,
-                          scheduler=placeholder.scheduler)
-        watch.attach(self, self._policy, thumbnail_size=self.thumbnail_size,
-                     max_thumbnails=self._max_thumbnails)
-        return watch
-
-    def _fail(self, error: ModelsLabError) -> None:
+    def _fail(self, error: Exception) -> None:
         with self._lock:
-            self.launch_state = FAILED
             self.launch_error = error
             self._cancel_refresh()
             if isinstance(error, NetworkError):
@@ -276,6 +226,14 @@ class QueuedRunWidget(WorkflowRunWidget):
                 self._show_message("error", "The run was not started", str(error))
             self._controls.children = ()
             self.error = str(error)
+        self._decide()
+
+    def _removed(self) -> None:
+        with self._lock:
+            self._cancel_refresh()
+            if not self._closing:
+                self._show_message("note", "Removed: this run was not started.")
+                self._controls.children = ()
         self._decide()
 
     def _decide(self) -> None:
@@ -295,8 +253,8 @@ class QueuedRunWidget(WorkflowRunWidget):
             elapsed=None, finished=False, steps=[],
         )
         starts = _starts_text(self.starts_in())
-        if self._held:
-            limit = self._account.limit
+        if self.pending.phase is LaunchPhase.HELD:
+            limit = self.pending.account_limit
             size = f"{limit} queued runs" if limit else "its queued runs"
             self._show_message(
                 "note", f"Queued here: {starts}",

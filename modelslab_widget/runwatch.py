@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .budget import FIRST, WorkflowBudget
+from .budget import RequestKind, WorkflowBudget, send_in_slot
 from .client import WorkflowsClient
-from .errors import AuthenticationError, ModelsLabError, RateLimitError, RunAlreadyEndedError
+from .errors import AuthenticationError, ModelsLabError, RunAlreadyEndedError
 from .eta import DurationHistory, Estimate
 from .images import Thumbnail
 from .loader import OutputsLoader
@@ -418,22 +418,11 @@ class RunWatch:
     def _send_cancel(self) -> str:
         """POST the cancel in a slot of the workflow's budget (cancels go before every poll,
         and past a 429's ``retry_after``); a 429 cancelled nothing, so it is sent again."""
-        budget = self._poller.budget
-        stop = self._loader_cancelled
-        for attempt in range(1, CANCEL_RATE_LIMITED_TRIES + 1):
-            spending = contextlib.nullcontext() if budget is None else budget.spending(
-                budget.acquire(FIRST, timeout=MAX_CANCEL_WAIT, cancel=stop))
-            try:
-                with spending:
-                    return self.client.cancel_run(self.workflow_id, self.execution_id)
-            except RateLimitError as error:
-                if attempt == CANCEL_RATE_LIMITED_TRIES or stop.is_set():
-                    raise
-                if budget is None:  # no budget to wait in: wait as the server asks
-                    seconds = 1.0 if error.retry_after is None else error.retry_after
-                    if stop.wait(min(max(0.0, seconds), MAX_CANCEL_WAIT)):
-                        raise
-        raise AssertionError("unreachable")
+        return send_in_slot(
+            self._poller.budget, RequestKind.CANCEL,
+            lambda: self.client.cancel_run(self.workflow_id, self.execution_id),
+            cancel=self._loader_cancelled, timeout=MAX_CANCEL_WAIT,
+            tries=CANCEL_RATE_LIMITED_TRIES)
 
     # -- the one place the state changes ----------------------------------------------------
 

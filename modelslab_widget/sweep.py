@@ -4,12 +4,12 @@ A sweep is a list of parameter sets (``Sweep.grid`` makes the product of some ax
 launches them in order, at most ``max_queued`` of its runs queued or running at once (the
 account's queue limit when known, else 5, the smallest plan's, tried one launch beyond until
 a queue-full 429 names the limit: 5, 10 or 15 by plan), each launch in the workflow's
-request budget (``budget.py``) and in the account's launch line (``account.py``): a
-queue-full 429 lowers ``max_queued`` to the limit it names and the launch waits for one of
-the account's runs to end. A launch is sent once, and again only after a 429 (nothing was
-started then). A refusal (a 422 and its field messages) is kept as that run's result and the
-others go on; a launch whose answer was lost may have started a run, so it is shown as lost
-and never re-sent by itself.
+request budget (``budget.py``) and in the account's launch line (``account.py``), each a
+``PendingRun`` (``pending.py``): a queue-full 429 lowers ``max_queued`` to the limit it names
+and the launch waits for one of the account's runs to end. A launch is sent once, and again
+only after a 429 (nothing was started then). A refusal (a 422 and its field messages) is kept
+as that run's result and the others go on; a launch whose answer was lost may have started a
+run, so it is shown as lost and never re-sent by itself.
 
 Every launch is written to the manifest (``manifest.py``) before it is sent and after its
 answer, so ``Sweep.resume(manifest)`` in a new kernel watches the runs already launched and
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,18 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from .account import account_queue
-from .budget import FIRST, Slot, budget_for
 from .client import WorkflowsClient, json_params
-from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
+from .errors import ModelsLabError, QueueFullError
+from .listeners import Listeners
 from .manifest import Manifest, RunRecord
+from .pending import LaunchPhase, PendingRun
 from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import RunState
+from .runtime import default_runtime
 from .runwatch import RunWatch
 from .scheduler import Scheduler, shared_scheduler
 from .text import WATCH_ERROR
-
-log = logging.getLogger("modelslab_widget")
 
 DEFAULT_MAX_QUEUED = 5  # the smallest plan's queue limit (rate-limits.mdx)
 PLANS = (5, 10, 15)  # the plans' queue limits: what an unknown account is tried for
@@ -187,7 +186,6 @@ class Sweep:
         self.client = client or WorkflowsClient(api_key, base_url=base_url)
         self._scheduler = scheduler or shared_scheduler()
         self._account = account_queue(self.client.account)
-        self._budget = budget_for(self.client.account, workflow_id)
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.runs = [SweepRun(self, index, p) for index, p in enumerate(params)]
@@ -196,12 +194,13 @@ class Sweep:
         # Not told and not yet learnt from a queue-full 429: the sweep tries one launch
         # beyond max_queued; accepted, the account is on a larger plan (``PLANS``).
         self._limit_known = max_queued is not None or self._account.limit is not None
-        self._sending: SweepRun | None = None
-        self._slot: Slot | None = None  # the budget slot the launch on its way asked for
-        self._post_done = threading.Event()
+        self._sending: SweepRun | None = None  # the run whose launch is pending
+        self._pending: PendingRun | None = None  # its launch
+        self._refusals_heard = 0  # of the pending launch's 429s
+        self._post_done = threading.Event()  # no launch pending (its outcome handled)
         self._post_done.set()
         self._started = self._cancelled = self._closed = False
-        self._listeners: list[Callable[[SweepRun | None], None]] = []
+        self._listeners: Listeners[SweepRun | None] = Listeners("a sweep view")
         self._waiters: list[Callable[[], None]] = []
         self._grid: Any = None
         self.queue_full_answers = 0  # queue-full 429s this sweep's launches met
@@ -324,18 +323,12 @@ class Sweep:
         cancels were accepted."""
         with self._lock:
             self._cancelled = True
-            held, slot = self._sending, self._slot
-            unsent = held is not None and (self._account.remove(self._released) or (
-                slot is not None and not slot.granted))
-            if held is not None and unsent:  # in the account's line or the budget's: unsent
-                if slot is not None:
-                    slot.cancel()
-                self._sending = None
-                self._skip(held)
-                self._post_done.set()
+            pending = self._pending
             for run in self.runs:
                 if run.state == WAITING:
                     self._skip(run)
+        if pending is not None:
+            pending.cancel()  # unsent (in the account's line or the budget's): its run skipped
         self._post_done.wait(CANCEL_WAIT)  # a launch on its way: its answer tells if it ran
         with self._lock:
             running = [run for run in self.runs if run.active and run.watch is not None]
@@ -372,14 +365,7 @@ class Sweep:
     def listen(self, callback: Callable[[SweepRun | None], None]) -> Callable[[], None]:
         """Call ``callback(run)`` (None: the whole sweep) on every change, on a background
         thread; returns how to stop. What views use."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def stop() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-        return stop
+        return self._listeners.add(callback)
 
     def close(self) -> None:
         """Stop watching (launched runs go on at ModelsLab), close the grid and the manifest;
@@ -388,9 +374,9 @@ class Sweep:
             if self._closed:
                 return
             self._closed = self._cancelled = True
-            held, self._sending = self._sending, None
-        if held is not None:
-            self._account.remove(self._released)
+            pending = self._pending
+        if pending is not None:
+            pending.cancel()  # not sent; the manifest keeps it unsent, for a resume
         for run in self.runs:
             if run.watch is not None:
                 run.watch.detach(run)
@@ -455,90 +441,78 @@ class Sweep:
             run = next((r for r in self.runs if r.state == WAITING), None)
             if run is None:
                 return
-            run.state, self._sending = SENDING, run
+            pending = PendingRun(self.client, self.workflow_id, run.params,
+                                 runtime=default_runtime().with_parts(scheduler=self._scheduler))
+            run.state, self._sending, self._pending = SENDING, run, pending
+            self._refusals_heard = 0
             self._post_done.clear()
+        pending.listen(lambda changed: self._launch_changed(run, changed))
         self._notify(run)
-        if self._account.enter(self._released):
-            self._ask_slot(run)
+        pending.start()
 
-    def _released(self) -> None:
-        """The account's line let our launch go (one of its runs ended, or its wait passed)."""
-        with self._lock:
-            run = self._sending if not self._cancelled else None
-        if run is None:
-            self._account.pass_turn()
-            self._post_done.set()
-            return
-        self._ask_slot(run)
+    def _launch_changed(self, run: SweepRun, pending: PendingRun) -> None:
+        """What the run's pending launch did (on the thread that did it)."""
+        phase = pending.phase
+        if phase is LaunchPhase.SENDING:
+            self._manifest.event(run.index, "sending")  # synced before the POST goes
+        elif phase in (LaunchPhase.WAITING, LaunchPhase.HELD) \
+                and pending.refusals > self._refusals_heard:
+            self._refusals_heard = pending.refusals
+            self._not_started(run, pending)
+        elif phase is LaunchPhase.LAUNCHED:
+            self._launched(run, pending)
+            self._pump()
+        elif phase is LaunchPhase.LOST:
+            self._settle_unlaunched(run, LOST, f"no answer to the launch: {pending.error}")
+            self._pump()
+        elif phase is LaunchPhase.REFUSED:
+            self._settle_unlaunched(run, REFUSED, str(pending.error))
+            self._pump()
+        elif phase is LaunchPhase.CANCELLED:
+            self._unsent(run)
 
-    def _ask_slot(self, run: SweepRun) -> None:
-        slot = self._budget.request(FIRST, on_grant=lambda granted: self._scheduler.submit(
-            self._send, run, granted))
+    def _not_started(self, run: SweepRun, pending: PendingRun) -> None:
+        """A 429: nothing was started. It is sent again when allowed (a full queue: first in
+        the account's line, once one of its runs ends); not at all once the sweep is
+        cancelled."""
+        error = pending.last_refusal
         with self._lock:
-            self._slot = slot
-        if slot.granted:
-            self._scheduler.submit(self._send, run, slot)
-
-    def _send(self, run: SweepRun, slot: Slot) -> None:
-        with self._lock:
-            if self._cancelled or self._sending is not run:
-                slot.cancel()
-                self._account.pass_turn()
-                self._post_done.set()
-                return
-        self._manifest.event(run.index, "sending")
-        try:
-            with self._budget.spending(slot):
-                execution_id = self.client.run_workflow(self.workflow_id, run.params)
-        except RateLimitError as error:  # nothing started: it may be sent again
-            self._not_started(run, error)
-            return
-        except NetworkError as error:  # maybe started, maybe not: never re-sent by itself
-            self._account.pass_turn()
-            self._settle_unlaunched(run, LOST, f"no answer to the launch: {error}")
-        except ModelsLabError as error:
-            self._account.pass_turn()
-            self._settle_unlaunched(run, REFUSED, str(error))
-        else:
-            self._account.sent()
-            self._launched(run, execution_id)
-        self._pump()
-
-    def _not_started(self, run: SweepRun, error: RateLimitError) -> None:
-        """A 429: nothing was started. Again when allowed (a full queue: first in the
-        account's line, once one of its runs ends); not at all once the sweep is cancelled."""
-        with self._lock:
-            if self._cancelled:
-                self._sending = None
-                self._skip(run)
-            elif isinstance(error, QueueFullError):
+            cancelled = self._cancelled
+            if not cancelled and isinstance(error, QueueFullError):
                 self.queue_full_answers += 1
                 others = sum(1 for r in self.runs if r.active and r is not run)
                 if error.limit or not self._limit_known:
                     self.max_queued = max(1, error.limit or min(self.max_queued, others or 1))
                     self._limit_known = True
-            cancelled = self._cancelled
         if cancelled:
-            self._account.pass_turn()
-            self._post_done.set()
-            self._notify(run)
+            pending.cancel()  # cancel() came while it was on its way: it is not sent again
             return
         self._manifest.event(run.index, "requeued")
-        if isinstance(error, QueueFullError):
-            self._account.refused(self._released, error)
-        else:
-            self._ask_slot(run)
 
-    def _launched(self, run: SweepRun, execution_id: int | str) -> None:
+    def _unsent(self, run: SweepRun) -> None:
+        """The launch was cancelled before it was sent: skipped (closed: left unsent in the
+        manifest, so a resume launches it)."""
         with self._lock:
-            run.state, run.execution_id = LAUNCHED, execution_id
-            self._sending = None
+            if self._sending is run:
+                self._sending = self._pending = None
+            if run.state == SENDING:
+                if self._closed:
+                    run.state = WAITING
+                else:
+                    self._skip(run)
+        self._post_done.set()
+        self._notify(run)
+
+    def _launched(self, run: SweepRun, pending: PendingRun) -> None:
+        with self._lock:
+            run.state, run.execution_id = LAUNCHED, pending.execution_id
+            self._sending = self._pending = None
             active = sum(1 for r in self.runs if r.active)
             if not self._limit_known and active > self.max_queued:  # a larger plan
                 self.max_queued = next((plan for plan in PLANS if plan >= active), active)
             cancelled = self._cancelled
-        self._manifest.event(run.index, "launched", execution_id=execution_id)
-        self._watch_run(run)
+        self._manifest.event(run.index, "launched", execution_id=pending.execution_id)
+        self._watch_run(run, pending.watch)
         self._post_done.set()
         if cancelled:  # cancel() came while this launch was on its way
             self._cancel_run(run)
@@ -554,7 +528,7 @@ class Sweep:
     def _settle_unlaunched(self, run: SweepRun, state: str, error: str) -> None:
         with self._lock:
             run.state, run.error = state, error
-            self._sending = None
+            self._sending = self._pending = None
         self._manifest.event(run.index, state, error=error)
         self._post_done.set()
         self._run_changed(run)
@@ -564,10 +538,11 @@ class Sweep:
         run.state = SKIPPED
         self._manifest.event(run.index, SKIPPED)
 
-    def _watch_run(self, run: SweepRun) -> None:
+    def _watch_run(self, run: SweepRun, watch: RunWatch | None = None) -> None:
+        """Watch a launched run (``watch``: its launch's, else the registry's)."""
         assert run.execution_id is not None
-        watch = watch_for(self.client, self.workflow_id, run.execution_id,
-                          scheduler=self._scheduler)
+        watch = watch or watch_for(self.client, self.workflow_id, run.execution_id,
+                                   scheduler=self._scheduler)
         with self._lock:
             run.watch = watch
         watch.attach(run, self.policy, thumbnail_size=self.thumbnail_size,
@@ -605,15 +580,10 @@ class Sweep:
     def _notify(self, run: SweepRun | None) -> None:
         with self._changed:
             self._changed.notify_all()
-            listeners = list(self._listeners)
             waiters = []
             if self._all_done():
                 waiters, self._waiters = self._waiters, []
-        for listener in listeners:
-            try:
-                listener(run)
-            except Exception:  # a view's failure must not stop the sweep
-                log.exception("a sweep view failed")
+        self._listeners.tell(run)
         for callback in waiters:
             callback()
 

@@ -143,6 +143,7 @@ def fake_runtime() -> tuple[Any, list[FakePoller]]:
         pollers.append(FakePoller(*args, **kwargs))
         return pollers[-1]
 
-    runtime = Runtime(clock, Budgets(scheduler=clock, clock=clock), AccountQueues(),  # type: ignore[arg-type]
+    runtime = Runtime(clock, Budgets(scheduler=clock, clock=clock),  # type: ignore[arg-type]
+                      AccountQueues(scheduler=clock, clock=clock),  # type: ignore[arg-type]
                       DurationHistory(), clock=clock, poller=poller)
     return runtime, pollers

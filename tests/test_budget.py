@@ -7,20 +7,36 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from modelslab_widget import WorkflowRunWidget, budget
-from modelslab_widget.budget import FIRST, POLL, WorkflowBudget, acquire_slot, budget_for
-from modelslab_widget.errors import QueueFullError, RateLimitError
+from modelslab_widget.budget import (
+    FIRST,
+    POLL,
+    SCHEMA,
+    RequestKind,
+    SendInSlot,
+    WorkflowBudget,
+    budget_for,
+    send_in_slot,
+)
+from modelslab_widget.errors import (
+    NetworkError,
+    QueueFullError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
 from modelslab_widget.launcher import WorkflowLauncher
 from modelslab_widget.queued import QueuedRunWidget
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
 
 from .conftest import wait_for
-from .fake_clock import FakeClock
+from .fake_clock import FakeClock, FakeScheduler
 
 WINDOW = 3.0  # seconds: the compressed minute of these tests
 SCALE = WINDOW / 60.0
@@ -71,20 +87,6 @@ def most_in_a_window(times: list[float], since: float, window: float) -> int:
     """The most requests any window (t - window, t] held, for every t at or after ``since``."""
     return max((sum(1 for u in times if t - window < u <= t) for t in times if t >= since),
                default=0)
-
-
-def in_budget(account, workflow_id: str, send):
-    """Send a request in a slot of the workflow's budget, again after each 429 (which is
-    what a 429 asks), as the launcher and the cancel do."""
-    plan = budget_for(account, workflow_id)
-    while True:
-        slot = acquire_slot(account, workflow_id, FIRST, timeout=10)
-        assert slot is not None
-        try:
-            with plan.spending(slot):
-                return send()
-        except RateLimitError:
-            continue
 
 
 def steps_of(seconds: float) -> list[tuple[str, float]]:
@@ -242,6 +244,190 @@ def test_a_queue_full_429_leaves_the_workflow_budget_alone(clock):
     assert plan.request(POLL).granted
 
 
+# -- one call for every kind of request: send_in_slot / SendInSlot, on a fake clock -----------
+
+
+class Server:
+    """A request a test scripts: each call takes the next answer (an exception is raised)."""
+
+    def __init__(self, *answers) -> None:
+        self.answers = list(answers)
+        self.sent: list[float] = []
+        self.threads: list[int] = []
+
+    def __call__(self, clock: FakeClock | None = None):
+        def send():
+            self.sent.append(clock.now if clock is not None else 0.0)
+            self.threads.append(threading.get_ident())
+            answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+        return send
+
+
+@pytest.fixture
+def fresh() -> tuple[FakeScheduler, WorkflowBudget]:
+    """A fake clock and a budget on it that has heard no 429."""
+    clock = FakeScheduler()
+    return clock, WorkflowBudget("w", scheduler=clock, clock=clock)
+
+
+def limited(clock: FakeScheduler, retry_after: float = 2.0) -> WorkflowBudget:
+    """A budget that has just been answered 429 (``retry_after``): nothing goes before it."""
+    plan = WorkflowBudget("w", window=60.0, scheduler=clock, clock=clock)
+    plan.request(POLL).rate_limited(retry_after)
+    return plan
+
+
+def sending(plan, kind, server, clock, **kwargs) -> SendInSlot:
+    done: list[SendInSlot] = []
+    request = SendInSlot(plan, kind, server(clock), submit=clock.submit,
+                         on_done=done.append, **kwargs)
+    request.done_calls = done  # type: ignore[attr-defined]
+    return request
+
+
+def test_a_launch_answered_429_goes_again_when_the_429_says_and_only_then(fresh):
+    clock, plan = fresh
+    server = Server(RateLimitError("slow down", retry_after=3.0), "exec-1")
+    launch = sending(plan, RequestKind.LAUNCH, server, clock)
+    launch.start()
+    clock.run_due()
+    assert server.sent == [1000.0] and not launch.done  # refused: it waits its turn again
+    clock.advance(2.9)
+    assert len(server.sent) == 1
+    clock.advance(0.2)
+    assert server.sent == [1000.0, 1003.0] and launch.result() == "exec-1"
+    assert launch.attempts == 2 and launch.done_calls == [launch]
+
+
+@pytest.mark.parametrize("failure", [
+    NetworkError("connection reset"),  # the answer was lost: the run may have started
+    ServerError("HTTP 502"), ValidationError("prompt is required", errors={}),
+    QueueFullError("Maximum 5 queued requests allowed.", retry_after=30, limit=5),
+])
+def test_a_post_is_never_sent_again_after_any_other_failure(failure, fresh):
+    clock, plan = fresh
+    server = Server(failure, "exec-2")
+    launch = sending(plan, RequestKind.LAUNCH, server, clock)
+    launch.start()
+    clock.advance(600)
+    assert len(server.sent) == 1 and launch.error is failure
+    with pytest.raises(type(failure)):
+        launch.result()
+
+
+def test_a_post_refused_429_every_time_gives_up_after_its_tries(fresh):
+    clock, plan = fresh
+    server = Server(RateLimitError("slow down", retry_after=1.0))
+    cancel = sending(plan, RequestKind.CANCEL, server, clock, tries=3)
+    cancel.start()
+    clock.advance(600)
+    assert len(server.sent) == 3 and isinstance(cancel.error, RateLimitError)
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(server.sent))
+
+
+def test_a_get_answered_429_is_sent_once_its_caller_has_its_own_schedule(fresh):
+    clock, plan = fresh
+    server = Server(RateLimitError("slow down", retry_after=1.0), "schema")
+    read = sending(plan, RequestKind.SCHEMA, server, clock)
+    read.start()
+    clock.advance(60)
+    assert len(server.sent) == 1 and isinstance(read.error, RateLimitError)
+    assert plan.limited  # the budget heard the 429
+
+
+def test_waiting_requests_go_cancel_first_then_schema_then_poll():
+    clock = FakeScheduler()
+    plan = limited(clock, retry_after=2.0)
+    order: list[str] = []
+    made = []
+    for kind in (RequestKind.POLL, RequestKind.SCHEMA, RequestKind.CANCEL):
+        made.append(SendInSlot(plan, kind, lambda kind=kind: order.append(kind.value),
+                               submit=clock.submit))
+        made[-1].start()
+    assert order == []
+    clock.advance(600)
+    assert order == ["cancel", "schema read", "poll"]
+    assert [k.priority for k in (RequestKind.LAUNCH, RequestKind.CANCEL, RequestKind.SCHEMA,
+                                 RequestKind.POLL)] == [FIRST, FIRST, SCHEMA, POLL]
+
+
+def test_a_withdrawn_request_is_never_sent_and_gives_its_place_back():
+    clock = FakeScheduler()
+    plan = limited(clock)
+    server = Server("exec-3")
+    launch = sending(plan, RequestKind.LAUNCH, server, clock)
+    launch.start()
+    assert plan.waiting == 1 and launch.waiting and launch.starts_in() == pytest.approx(2.0)
+    assert launch.withdraw()
+    clock.advance(600)
+    assert server.sent == [] and plan.waiting == 0 and not launch.done
+    assert launch.done_calls == []
+
+
+def test_a_grant_already_handed_to_the_pool_is_not_sent_once_withdrawn(fresh):
+    clock, plan = fresh
+    server = Server("exec-4")
+    launch = sending(plan, RequestKind.LAUNCH, server, clock)
+    launch.start()  # granted at once: the send is queued on the (fake) pool
+    assert launch.withdraw()
+    clock.run_due()
+    assert server.sent == [] and plan.request(FIRST).granted
+
+
+def test_once_on_its_way_a_request_cannot_be_withdrawn(fresh):
+    clock, plan = fresh
+    holder: list[SendInSlot] = []
+    withdrawn: list[bool] = []
+
+    def request():
+        withdrawn.append(holder[0].withdraw())
+        return "exec-5"
+
+    launch = SendInSlot(plan, RequestKind.LAUNCH, request, submit=clock.submit)
+    holder.append(launch)
+    launch.start()
+    clock.run_due()
+    assert withdrawn == [False] and launch.result() == "exec-5"
+
+
+def test_send_in_slot_sends_on_the_calling_thread_when_the_slot_is_free(fresh):
+    clock, plan = fresh
+    server = Server("Execution cancelled.")
+    assert send_in_slot(plan, RequestKind.CANCEL, server(clock)) == "Execution cancelled."
+    assert server.threads == [threading.get_ident()] and not plan.limited
+
+
+def test_send_in_slot_raises_a_post_failure_without_sending_it_again(fresh):
+    clock, plan = fresh
+    server = Server(NetworkError("no answer"), "exec-6")
+    with pytest.raises(NetworkError):
+        send_in_slot(plan, RequestKind.LAUNCH, server(clock))
+    assert len(server.sent) == 1
+
+
+@pytest.mark.parametrize("hurry", ["timeout", "cancel"])
+def test_send_in_slot_past_its_timeout_or_cancelled_goes_without_a_slot(hurry):
+    clock = FakeScheduler()  # never advanced: the slot would never come
+    plan = limited(clock, retry_after=30.0)
+    server = Server(RateLimitError("still busy", retry_after=30.0), "exec-7")
+    stop = threading.Event()
+    stop.set()
+    kwargs = {"timeout": 0.0} if hurry == "timeout" else {"cancel": stop}
+    with pytest.raises(RateLimitError):  # sent without a slot; its 429 waits in the budget
+        send_in_slot(plan, RequestKind.CANCEL, server(clock), tries=1, **kwargs)
+    assert len(server.sent) == 1 and plan.waiting == 0
+
+
+def test_send_in_slot_without_a_budget_sends_once():
+    server = Server(RateLimitError("slow down", retry_after=1.0), "x")
+    with pytest.raises(RateLimitError):
+        send_in_slot(None, RequestKind.CANCEL, server())
+    assert len(server.sent) == 1
+
+
 # -- over real sockets ----------------------------------------------------------------------
 
 
@@ -268,9 +454,12 @@ def test_after_the_first_429_the_budget_keeps_to_the_limit_and_its_probes(window
     wait_for(lambda: budget_for(account, workflow).limited, timeout=5)  # heard the 429
     # A cancel and a launch of the same workflow go through the same budget.
     extra = rsim.add_run(workflow, steps=steps_of(30))
-    in_budget(account, workflow, lambda: cards.client.cancel_run(workflow, extra))
-    launched_id = in_budget(account, workflow,
-                            lambda: cards.client.run_workflow(workflow, {"prompt": "a"}))
+    plan = budget_for(account, workflow)
+    send_in_slot(plan, RequestKind.CANCEL, lambda: cards.client.cancel_run(workflow, extra),
+                 timeout=10)
+    launched_id = send_in_slot(plan, RequestKind.LAUNCH,
+                               lambda: cards.client.run_workflow(workflow, {"prompt": "a"}),
+                               timeout=10)
     widgets.append(cards(workflow, launched_id, poll_interval=0.05))
     for widget in widgets:
         assert widget.wait(30).status == "completed"

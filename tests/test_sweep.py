@@ -16,7 +16,7 @@ import pytest
 
 from modelslab_widget import Sweep, WorkflowsClient
 from modelslab_widget.manifest import read
-from modelslab_widget.simulator import Simulator
+from modelslab_widget.simulator import Fault, Simulator
 
 from .conftest import wait_for
 
@@ -182,3 +182,16 @@ def test_an_account_on_a_larger_plan_is_found_one_launch_beyond_at_a_time(tmp_pa
             assert sim.runs_started(workflow) == 14
         finally:
             sweep.close()
+
+
+def test_a_429_is_recorded_requeued_and_the_launch_sent_again_once(sim, sweeps):
+    workflow = sim.add_workflow(parameters=PARAMETERS, steps=STEPS)
+    sim.post_faults(workflow, [Fault("rate_limit", retry_after=0.2)])
+    with WorkflowsClient(sim.api_key, base_url=sim.base_url) as client:
+        sweep = sweeps(workflow, [{"prompt": "a cat"}, {"prompt": "a fox"}], client=client)
+        assert sweep.wait(30) == {"completed": 2}
+        sweep.close()
+    events = [json.loads(line) for line in sweep.manifest.read_text().splitlines()[1:]]
+    first = [event["state"] for event in events if event["run"] == 0]
+    assert first == ["sending", "requeued", "sending", "launched", "ended"]
+    assert sim.request_count("run") == 3 and sim.runs_started(workflow) == 2
