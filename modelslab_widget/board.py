@@ -292,7 +292,7 @@ class RunBoard(widgets.VBox):
         self.thumbnail_size = whole_number(thumbnail_size, "thumbnail_size", 1)
         self.max_thumbnails = whole_number(max_thumbnails, "max_thumbnails", 0)
         known_keywords(widget_kwargs, card_options(), "RunBoard")
-        _policy_from(dict(widget_kwargs))  # a bad poll_interval, timeout, ... fails here
+        PollPolicy.from_options(dict(widget_kwargs))  # a bad poll_interval, timeout, ... fails here
         self.scheduler = scheduler or shared_scheduler()
         self._defaults = widget_kwargs
         self._owns_client = client is None
@@ -398,7 +398,7 @@ class RunBoard(widgets.VBox):
     ) -> BoardRow:
         path_segment(workflow_id, "workflow_id")
         path_segment(execution_id, "execution_id")
-        policy = _policy_from(kwargs)
+        policy = PollPolicy.from_options(kwargs)
         client: WorkflowsClient | None = kwargs.pop("client", None)
         api_key, base_url = kwargs.pop("api_key", None), kwargs.pop("base_url", None)
         owns = client is None and (api_key is not None or base_url is not None)
@@ -409,7 +409,7 @@ class RunBoard(widgets.VBox):
         return BoardRow(self, watch, policy, widget_kwargs=kwargs)
 
     def _row_for_widget(self, widget: WorkflowRunWidget) -> BoardRow:
-        return BoardRow(self, widget.run_watch, _policy_from(self._defaults),
+        return BoardRow(self, widget.run_watch, PollPolicy.from_options(self._defaults),
                         widget_kwargs={}, widget=widget)
 
     def _layout_rows(self) -> None:
@@ -460,16 +460,6 @@ class RunBoard(widgets.VBox):
                 pending = sum(1 for r in self.runs if not r.settled)
                 raise TimeoutError(f"{pending} run(s) still going after {timeout:g} s") from None
         return self.counts()
-
-def _policy_from(kwargs: dict[str, Any]) -> PollPolicy:
-    """The polling part of a row's keyword arguments (the rest are for its card)."""
-    defaults = PollPolicy()
-    return PollPolicy(
-        kwargs.get("poll_interval", defaults.interval), kwargs.get("timeout"),
-        kwargs.get("max_failures", defaults.max_failures),
-        kwargs.get("backoff_base", defaults.backoff_base),
-    )
-
 
 def _row_look(state: RunState) -> tuple[Any, ...]:
     """What a row draws of a state: not the retries (a row keeps its last state through

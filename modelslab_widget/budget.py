@@ -27,11 +27,12 @@ reads, launches, cancels) asks its ``WorkflowBudget`` for a slot:
   before schema reads (``SCHEMA``) before polls (``POLL``); a poll's key is when it wants to
   go (the run whose next state change is expected soonest first, the rest in turn).
 
-A ``Slot`` is one request: ``request()`` (non-blocking, a callback on grant) or
-``acquire_slot()`` (blocking, for background threads) hands one out; the caller then reports
-``slot.done()`` once the answer came, ``slot.rate_limited(retry_after)`` for a 429, or
-``slot.cancel()`` if it never sent the request. Callbacks run on the scheduler's timer thread
-(or on the caller's thread when granted at once) and must be quick: hand I/O to a pool.
+A ``Slot`` is one request: ``request()`` hands one out (a callback on grant); the caller then
+reports ``slot.done()`` once the answer came, ``slot.rate_limited(retry_after)`` for a 429, or
+``slot.cancel()`` if it never sent the request. ``send_in_slot()`` does all of it for one
+request of any kind (``RequestKind``), sending a POST again only after a 429. Callbacks run
+on the scheduler's timer thread (or on the caller's thread when granted at once) and must be
+quick: hand I/O to a pool.
 Imports nothing of the package but ``scheduler``.
 """
 
@@ -158,21 +159,6 @@ class WorkflowBudget:
             heapq.heappush(self._waiting, slot)
             granted = self._pump_locked(now)
         _deliver(granted)
-        return slot
-
-    def acquire(self, priority: int = FIRST, *, timeout: float | None = None,
-                cancel: threading.Event | None = None) -> Slot | None:
-        """Block until a slot is granted (for background threads); None when ``timeout``
-        passed or ``cancel`` was set first (nothing is then held)."""
-        event = threading.Event()
-        slot = self.request(priority, on_grant=lambda _: event.set())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not slot.granted:
-            left = None if deadline is None else deadline - time.monotonic()
-            if (left is not None and left <= 0) or (cancel is not None and cancel.is_set()):
-                slot.cancel()
-                return slot if slot.granted else None  # granted in the very last moment
-            event.wait(0.1 if left is None else min(left, 0.1))
         return slot
 
     # -- learning ---------------------------------------------------------------------------
@@ -506,15 +492,6 @@ def shared_budgets() -> Budgets:
 def budget_for(account: Hashable, workflow_id: str) -> WorkflowBudget:
     """The process's budget of a workflow (``account``: ``WorkflowsClient.account``)."""
     return _shared.for_workflow(account, workflow_id)
-
-
-def acquire_slot(account: Hashable, workflow_id: str, priority: int = FIRST, *,
-                 timeout: float | None = None,
-                 cancel: threading.Event | None = None) -> Slot | None:
-    """Block (on a background thread) until the workflow's budget grants a request, e.g.
-    a cancel: ``slot = acquire_slot(client.account, wf, FIRST)``, send, then ``slot.done()``
-    or, for a 429, ``slot.rate_limited(error.retry_after)`` and ask again."""
-    return budget_for(account, workflow_id).acquire(priority, timeout=timeout, cancel=cancel)
 
 
 def note_limit(account: Hashable, workflow_id: str, rate_limit: int | None) -> None:

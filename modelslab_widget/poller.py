@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +67,15 @@ class PollPolicy:
             raise ValueError("max_failures must be at least 1")
         if not self.backoff_base >= 0:
             raise ValueError("backoff_base must not be negative")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PollPolicy:
+        """The policy in a card's keyword options (``poll_interval``, ``timeout``,
+        ``max_failures``, ``backoff_base``; the defaults for those not given): how a board
+        row or a queued card polls like the card it stands for."""
+        return cls(options.get("poll_interval", cls.interval), options.get("timeout"),
+                   options.get("max_failures", cls.max_failures),
+                   options.get("backoff_base", cls.backoff_base))
 
     def backoff(self, failures: int, retry_after: float | None) -> float:
         """Exponential back-off with full jitter above the interval; never below a 429's wait."""

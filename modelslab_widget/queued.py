@@ -78,11 +78,7 @@ class QueuedRunWidget(WorkflowRunWidget):
         self.launch_error: Exception | None = None
         self._on_state = on_state
         self._autostart = autostart
-        self._policy = PollPolicy(
-            kwargs.get("poll_interval", PollPolicy.interval), kwargs.get("timeout"),
-            kwargs.get("max_failures", PollPolicy.max_failures),
-            kwargs.get("backoff_base", PollPolicy.backoff_base),
-        )
+        self._policy = PollPolicy.from_options(kwargs)
         self._max_thumbnails = kwargs.get("max_thumbnails", DEFAULT_SLOTS)
         self._decided = threading.Event()  # set when the launch started, failed or was removed
         self._refresh_job: Job | None = None
