@@ -52,7 +52,7 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.installed $(KERNEL6_VENV)/.installed browser-deps lint wheel-check docs
 	JUPYTER_PATH=$(KERNEL6_JUPYTER)$${JUPYTER_PATH:+:$$JUPYTER_PATH} \
-		$(PY) -m pytest -ra
+		$(PY) -m pytest -ra -n 3 --dist loadfile
 
 # The long soak (1,000 runs in a row, 200 at once): a few minutes, so not in `make test`.
 soak: $(VENV)/.installed

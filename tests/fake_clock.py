@@ -85,6 +85,25 @@ class FakeScheduler(FakeClock):
     def run_due(self) -> None:
         self.advance(0)
 
+    @property
+    def ticker(self) -> Any:
+        """The once-a-second ticker every card shares, ticking on this clock."""
+        from modelslab_widget.scheduler import Ticker
+
+        if getattr(self, "_ticker", None) is None:
+            self._ticker = Ticker(self)  # type: ignore[arg-type]
+        return self._ticker
+
+    def advance_until(self, condition: Callable[[], object], step: float = 0.05,
+                      limit: float = 3600.0) -> None:
+        """Move time on in ``step`` s until ``condition()`` holds; fail past ``limit`` s."""
+        moved = 0.0
+        while not condition():
+            if moved >= limit:
+                raise AssertionError(f"not met within {limit} s of fake time: {condition}")
+            self.advance(step)
+            moved += step
+
 
 class FakePoller:
     """A poller a test drives: ``answer``, ``fail``, ``pace`` and ``finish`` call the watch

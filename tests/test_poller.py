@@ -11,7 +11,8 @@ import pytest
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.scheduler import Scheduler
 
-from .conftest import wait_for
+from .conftest import fast_client, wait_for
+from .fake_clock import FakeScheduler
 
 
 class _Listener:
@@ -28,24 +29,29 @@ class _Listener:
         pass
 
 
-def test_a_poller_whose_listener_is_garbage_stops(sim, client):
+def test_a_poller_whose_listener_is_garbage_stops():
+    """On a fake clock the simulator shares: once the listener is garbage the poller goes
+    inactive at its next poll, and twenty intervals later it has sent nothing more."""
     import gc
 
-    from modelslab_widget.poller import PollPolicy, RunPoller
-    from modelslab_widget.simulator import DEMO_WORKFLOW_ID
+    from modelslab_widget.poller import RunPoller
+    from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Simulator
 
-    seen: list = []
-    listener = _Listener(seen)
-    eid = sim.add_run(steps=[("Long", 30)])
-    poller = RunPoller(client, DEMO_WORKFLOW_ID, eid, listener, PollPolicy(interval=0.05))
-    poller.start()
-    wait_for(lambda: len(seen) >= 2)
-    del listener
-    gc.collect()
-    wait_for(lambda: not poller.active, timeout=3)
-    count = sim.request_count("status", execution_id=eid)
-    time.sleep(0.3)
-    assert sim.request_count("status", execution_id=eid) == count
+    clock = FakeScheduler(start=time.monotonic())  # the poller times its polls by monotonic
+    with Simulator(clock=clock) as sim, fast_client(sim) as client:
+        seen: list = []
+        listener = _Listener(seen)
+        eid = sim.add_run(steps=[("Long", 7200)])
+        poller = RunPoller(client, DEMO_WORKFLOW_ID, eid, listener, PollPolicy(interval=0.05),
+                           scheduler=clock)
+        poller.start()
+        clock.advance_until(lambda: len(seen) >= 2)
+        del listener
+        gc.collect()
+        clock.advance_until(lambda: not poller.active, limit=1.0)
+        count = sim.request_count("status", execution_id=eid)
+        clock.advance(1.0)
+        assert sim.request_count("status", execution_id=eid) == count
 
 
 @pytest.mark.parametrize("retry_after", [math.inf, 1e12])

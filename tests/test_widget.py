@@ -14,9 +14,10 @@ from ipywidgets.widgets.widget import _instances as live_widgets
 
 from modelslab_widget import MissingKeyError, WorkflowRunWidget, WorkflowsClient, watch
 from modelslab_widget.errors import AuthenticationError, NotFoundError, ServerError
-from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
+from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
 
-from .conftest import card_markup, our_threads, wait_for
+from .conftest import card_markup, fast_client, our_threads, wait_for
+from .fake_clock import FakeScheduler
 
 FAST = [("Text to Image", 0.3), ("Image Upscaler", 0.3)]
 
@@ -100,20 +101,26 @@ def test_live_running_state_is_seen_before_completion(sim, make):
     assert statuses == ["pending", "running", "completed"]
 
 
-def test_stop_means_no_further_requests_and_resume_finishes(sim, make):
-    eid = sim.add_run(steps=[("Long", 1.0)])
-    widget = make(eid)
-    wait_for(lambda: widget.polls >= 2)
-    widget.stop()
-    count = sim.request_count("status", execution_id=eid)
-    time.sleep(0.5)
-    assert sim.request_count("status", execution_id=eid) == count
-    assert not widget.watching and "Stopped watching" in widget.message_html
-    assert widget._resume_button.layout.display != "none"
-    with pytest.raises(RuntimeError, match="stopped"):
-        widget.wait(1)
-    widget._resume_button.click()
-    assert widget.wait(10).status == "completed"
+def test_stop_means_no_further_requests_and_resume_finishes(make):
+    """The simulator and the card's scheduler share a fake clock: after Stop, 10 s (a
+    hundred polls' worth) pass without one request; Resume then watches to the end."""
+    clock = FakeScheduler(start=time.monotonic())  # the poller times its polls by monotonic
+    with Simulator(clock=clock) as fsim, fast_client(fsim) as fclient:
+        eid = fsim.add_run(steps=[("Long", 1.0)])
+        widget = make(eid, client=fclient, scheduler=clock)
+        clock.advance_until(lambda: widget.polls >= 2)
+        widget.stop()
+        count = fsim.request_count("status", execution_id=eid)
+        clock.advance(10)
+        assert fsim.request_count("status", execution_id=eid) == count
+        assert not widget.watching and "Stopped watching" in widget.message_html
+        assert widget._resume_button.layout.display != "none"
+        with pytest.raises(RuntimeError, match="stopped"):
+            widget.wait(1)
+        widget._resume_button.click()
+        clock.advance_until(lambda: widget.run_watch.done_for(widget))
+        assert fsim.request_count("status", execution_id=eid) > count
+        assert widget.wait(0).status == "completed"
 
 
 def test_timeout_ends_watching_with_a_clear_error(sim, make):
@@ -220,12 +227,15 @@ def test_an_answer_that_changes_nothing_sends_nothing(make):
             "steps": [{"name": "Text to Image", "status": "running", "started_at": started},
                       {"name": "Image Upscaler", "status": "pending"}]}
     widget = make(1, autostart=False)
+    running = RunSnapshot.from_api(body).steps[0]
+    shown = running.seconds()
     widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 1)  # as the poller would
     views = [widget._status_view, widget._message, *widget._steps_view.widgets()[:-1]]
     changed: list[str] = []
     for view in views:
         view.observe(lambda change: changed.append(change["new"]), "value")
-    time.sleep(0.15)  # the elapsed figures (0.1 s resolution) have moved by now
+    # until the elapsed figures (0.1 s resolution) have moved: a re-render would show it
+    wait_for(lambda: running.seconds() - shown >= 0.15, step=0.01)
     widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 2)
     assert changed == []
     widget._render()  # what the tick does: the header and the running row, nothing else
