@@ -50,31 +50,14 @@ class FakeClock:
         self.now = until
 
 
-class FakeTicker:
-    """The scheduler's once-a-second ticker, ticked by the test (``tick()``)."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], Any]] = []
-
-    def add(self, callback: Callable[[], Any]) -> None:
-        if callback not in self.callbacks:
-            self.callbacks.append(callback)
-
-    def discard(self, owner: Any) -> None:
-        self.callbacks = [c for c in self.callbacks if getattr(c, "__self__", None) is not owner]
-
-    def tick(self) -> None:
-        for callback in list(self.callbacks):
-            callback()
-
-
 class FakeScheduler(FakeClock):
     """A FakeClock that also takes the scheduler's other work: downloads and pool jobs run
-    as jobs due now (at the next ``advance``, or ``run_due()``); its ticker ticks when told."""
+    as jobs due now (at the next ``advance``, or ``run_due()``); its ticker is the real
+    ``Ticker``, ticking on this clock."""
 
     def __init__(self, start: float = 1000.0) -> None:
         super().__init__(start)
-        self.ticker = FakeTicker()
+        self._ticker: Any = None
 
     def submit_download(self, host: str, fn: Callable[..., Any], *args: Any) -> FakeJob:
         return self.call_at(self.now, lambda: fn(*args))
@@ -90,7 +73,7 @@ class FakeScheduler(FakeClock):
         """The once-a-second ticker every card shares, ticking on this clock."""
         from modelslab_widget.scheduler import Ticker
 
-        if getattr(self, "_ticker", None) is None:
+        if self._ticker is None:
             self._ticker = Ticker(self)  # type: ignore[arg-type]
         return self._ticker
 

@@ -466,7 +466,9 @@ def test_after_the_first_429_the_budget_keeps_to_the_limit_and_its_probes(window
     times, refused = attempts(rsim, workflow)
     # Requests already on their way when the first 429 was answered are not the budget's.
     assert most_in_a_window(times, refused[0] + 0.3, WINDOW) <= budget.PROBE * limit
-    assert len(refused) <= 3, refused
+    on_their_way = [t for t in refused if t <= refused[0] + 0.3]
+    assert len(on_their_way) <= len(runs), refused  # at most one in flight per card
+    assert len(refused) - len(on_their_way) <= 2, refused  # the budget's own: refused probes
     assert rsim.request_count("cancel", execution_id=extra) == 1
 
 
