@@ -18,11 +18,12 @@ still works a moment later. ``POST .../run`` itself is never retried once sent (
 
 Rate limits. Every launch is a ``PendingRun`` (``pending.py``) and every schema read is sent
 in a slot of the workflow's request budget (``budget.py``). When the budget has no room, or
-the POST is answered 429 (no run started), ``launch()`` returns a ``QueuedRunWidget`` showing
-the pending run at once: it sends the POST from a pool thread when the budget allows, and the
-history row follows it like any card. A 429 saying the account's queue is full holds the
-launch (and every later one of the account, in order) in the account's line (``account.py``)
-until one of the account's runs ends; nothing else slows.
+the POST is answered 429 (no run started), ``launch()`` returns at once a card showing the
+pending run (a ``QueuedRunWidget``, the ordinary card given a ``pending=``): it sends the
+POST from a pool thread when the budget allows, and the history row follows it like any
+card. A 429 saying the account's queue is full holds the launch (and every later one of the
+account, in order) in the account's line (``account.py``) until one of the account's runs
+ends; nothing else slows.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .client import WorkflowsClient, path_segment
 from .errors import ModelsLabError, NetworkError, RateLimitError, ValidationError
 from .images import encode_small
 from .models import Parameter, WorkflowInfo, WorkflowSummary
-from .pending import LaunchPhase, PendingRun
+from .pending import REMOVED, STARTED, LaunchPhase, PendingRun
 from .queued import QueuedRunWidget
 from .sanitize import shorten
 from .scheduler import Job, Scheduler, shared_scheduler
@@ -240,7 +241,7 @@ class HistoryRow:
         run.observe(self._on_status, "status")
         self.render()  # the first answer may have come before we observed
 
-    def launch_changed(self, run: QueuedRunWidget) -> None:
+    def launch_changed(self, run: WorkflowRunWidget) -> None:
         """A queued launch was sent, started, refused or removed (any thread)."""
         self.render()
 
@@ -252,10 +253,9 @@ class HistoryRow:
         status = run.status if run is not None else "unknown"
         run_id = str(run.execution_id) if run is not None and run.execution_id is not None else ""
         error = run.error if run is not None and status == "failed" else ""
-        state = run.launch_state if isinstance(run, QueuedRunWidget) else "started"
-        if state != "started":  # no execution ID yet: say what the launch is doing
-            status = {"queued": "queued_here", "sending": "queued_here",
-                      "failed": "not_started", "removed": "removed"}[state]
+        state = run.launch_state if run is not None else STARTED
+        if state != STARTED:  # no execution ID yet: say what the launch is doing
+            status = render.LAUNCH_STATUS[state]
             error = str(run.launch_error or "") if run is not None else ""
         markup = render.history_row(self.number, status, run_id, self.prompt, error,
                                     PROMPT_PREVIEW)
@@ -404,9 +404,9 @@ class WorkflowLauncher(widgets.VBox):
     def remove_run(self, run: WorkflowRunWidget) -> bool:
         """Remove a launch that is still queued (its card and history row); False when it
         was already sent (main thread, like the card's Remove button)."""
-        if not isinstance(run, QueuedRunWidget) or run not in self.runs:
+        if run.pending is None or run not in self.runs:
             return False
-        if not run.remove() and run.launch_state != "removed":  # the card's own button first
+        if not run.remove() and run.launch_state != REMOVED:  # the card's own button first
             return False
         index = self.runs.index(run)
         row = self.history.pop(index)

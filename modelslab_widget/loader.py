@@ -50,7 +50,7 @@ class OutputsLoader:
         self._on_output = on_output
         self._on_thumbnail = on_thumbnail
         self._on_idle = on_idle
-        self._run_name = run_name
+        self.run_name = run_name  # for log lines
         self._lock = threading.Lock()
         self._loaded = (0, 0)  # (size, count) of the thumbnails loaded or loading
         self._loading = 0
@@ -112,7 +112,7 @@ class OutputsLoader:
                 thumb = load_thumbnail(self._client, index, candidates, size,
                                        cancel=self._cancel)
         except Exception as exc:  # whatever went wrong, the watch must hear of this output
-            log.exception("loading output %d of run %s failed", index, self._run_name)
+            log.exception("loading output %d of run %s failed", index, self.run_name)
             thumb = Thumbnail(index, candidates[0], error=f"could not load ({exc})")
         finally:
             with self._lock:

@@ -6,9 +6,10 @@ then for its slot of the workflow's request budget (``budget.py``), then sends
 about the workflow's rate waits for the budget's next slot, a queue-full 429 goes back to the
 front of the account's line. Any other failure is final, because a second POST could start a
 second run: the server refused it (``REFUSED``: a 422 and its field messages, a 404, ...), or
-its answer never came and the run may have started anyway (``LOST``). Once the server answers
-with an execution ID the pending run holds that run's shared watch (``registry.watch_for``)
-for its views to attach to.
+its answer never came and the run may have started anyway (``LOST``). Its run's watch
+(``watch``) exists from the start, so a card can attach to it before the run does; once the
+server answers with an execution ID the watch is bound to that run (``RunWatch.bind``) and
+filed where every other view of the run finds it (``registry``).
 
 Its phases (``LaunchPhase``)::
 
@@ -35,7 +36,7 @@ from .budget import RequestKind, SendInSlot
 from .client import WorkflowsClient
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .listeners import Listeners
-from .registry import watch_for
+from .registry import unlaunched_watch
 from .runtime import Runtime, default_runtime
 from .runwatch import RunWatch
 from .scheduler import Scheduler
@@ -50,7 +51,7 @@ class LaunchPhase(Enum):
     HELD = "held"  # in the account's line: its queue is full
     WAITING = "waiting"  # for its slot of the workflow's budget
     SENDING = "sending"  # the POST is on its way
-    LAUNCHED = "launched"  # the server started the run: ``execution_id`` and ``watch`` are set
+    LAUNCHED = "launched"  # the server started the run: ``execution_id`` is set, ``watch`` bound
     REFUSED = "refused"  # the server refused it (not sent again): ``error`` says why
     LOST = "lost"  # no answer came: it may have started a run; never sent again
     CANCELLED = "cancelled"  # cancelled before it was sent: nothing was sent
@@ -68,6 +69,19 @@ class LaunchPhase(Enum):
 _ENDED = frozenset({LaunchPhase.LAUNCHED, LaunchPhase.REFUSED, LaunchPhase.LOST,
                     LaunchPhase.CANCELLED})
 
+# What a view calls a launch's phase (a card's ``launch_state``, the launcher's history).
+QUEUED = "queued"  # waiting in the account's line or for a slot of the workflow's budget
+SENDING = "sending"  # the POST is on its way
+STARTED = "started"  # the server started the run
+FAILED = "failed"  # the server refused (not a 429), or its answer was lost: not sent again
+REMOVED = "removed"  # removed before it was sent: nothing was sent
+
+LAUNCH_STATES = {
+    LaunchPhase.NEW: QUEUED, LaunchPhase.HELD: QUEUED, LaunchPhase.WAITING: QUEUED,
+    LaunchPhase.SENDING: SENDING, LaunchPhase.LAUNCHED: STARTED,
+    LaunchPhase.REFUSED: FAILED, LaunchPhase.LOST: FAILED, LaunchPhase.CANCELLED: REMOVED,
+}
+
 class PendingRun:
     """One launch of ``workflow_id`` with ``params`` (see the module docstring).
 
@@ -84,7 +98,8 @@ class PendingRun:
         self.runtime = (runtime or default_runtime()).with_parts(scheduler=scheduler)
         self.wait_for_room = wait_for_room
         self.execution_id: int | str | None = None
-        self.watch: RunWatch | None = None
+        #: the run's watch: no execution ID until the launch is answered (``watch.launched``)
+        self.watch: RunWatch = unlaunched_watch(client, self.workflow_id, runtime=self.runtime)
         self.error: Exception | None = None  # why it was refused or lost
         self.last_refusal: RateLimitError | None = None  # the latest 429 it waited after
         self.refusals = 0  # 429s that answered it (each started nothing)
@@ -220,9 +235,9 @@ class PendingRun:
     def _launched(self, execution_id: int | str) -> None:
         if self.wait_for_room:
             self._account.sent()
-        watch = watch_for(self.client, self.workflow_id, execution_id, runtime=self.runtime)
+        self.watch.bind(execution_id)
         with self._lock:
-            self.execution_id, self.watch = execution_id, watch
+            self.execution_id = execution_id
             self._phase = LaunchPhase.LAUNCHED
         self._end()
 

@@ -51,6 +51,21 @@ class WatchRegistry:
             client.close()
         return existing
 
+    def unlaunched(self, client: WorkflowsClient, workflow_id: str, *,
+                   runtime: Runtime | None = None) -> RunWatch:
+        """A watch for a launch not answered yet; filed under its run by ``adopt`` once
+        ``RunWatch.bind`` gives it the execution ID."""
+        return RunWatch(client, workflow_id, None, runtime=runtime, registry=self)
+
+    def adopt(self, watch: RunWatch) -> None:
+        """File a watch that has just learnt its run's ID. Should another view have made a
+        watch of that run first, this one stays unregistered and ends with its last view."""
+        key = (watch.client.account, watch.workflow_id, str(watch.execution_id),
+               id(watch.runtime.scheduler))
+        with self._lock:
+            if self._watches.setdefault(key, watch) is watch:
+                watch.registry_key = key
+
     def rekey(self, watch: RunWatch, key: Key) -> None:
         """File a watch under a new key (its client's key changed). Should another watch
         hold that key already, this one stays unregistered and ends with its last view."""
@@ -81,3 +96,9 @@ def watch_for(client: WorkflowsClient, workflow_id: str, execution_id: int | str
     """The process's watch of this run (see ``WatchRegistry.watch_for``)."""
     return _shared.watch_for(client, workflow_id, execution_id, runtime=runtime,
                              scheduler=scheduler, owns_client=owns_client)
+
+
+def unlaunched_watch(client: WorkflowsClient, workflow_id: str, *,
+                     runtime: Runtime | None = None) -> RunWatch:
+    """A watch of the process for a launch not answered yet (see ``WatchRegistry``)."""
+    return _shared.unlaunched(client, workflow_id, runtime=runtime)

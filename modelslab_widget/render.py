@@ -419,6 +419,11 @@ def launcher_header(name: str, description: str, any_required: bool, parameters:
     )
 
 
+#: What the status badge says of a launch with no run yet, by its ``launch_state``.
+LAUNCH_STATUS = {"queued": "queued_here", "sending": "queued_here", "failed": "not_started",
+                 "removed": "removed"}
+
+
 def history_row(
     number: int, status: str, execution_id: str, prompt: str, error: str, preview: int
 ) -> str:

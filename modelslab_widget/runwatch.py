@@ -14,6 +14,10 @@ Views come and go: ``attach()``, then ``want()`` polling and ``pause()`` it; the
 while any attached view wants it, and the last view to ``detach()`` ends it. The registry
 (``registry.py``) hands every view of the same run the same watch; the watch holds its views
 weakly, views hold their watch. Nothing here imports ipywidgets.
+
+A launch that has not been answered yet (``pending.py``) has a watch too, with no execution
+ID: its views attach to it from the start, and ``bind()`` gives it the run's ID once the
+server answers. Until then nothing is polled.
 """
 
 from __future__ import annotations
@@ -103,7 +107,7 @@ class RunWatch:
         self,
         client: WorkflowsClient,
         workflow_id: str,
-        execution_id: int | str,
+        execution_id: int | str | None,
         *,
         runtime: Runtime | None = None,
         scheduler: Scheduler | None = None,
@@ -111,6 +115,7 @@ class RunWatch:
         owns_client: bool = False,
         registry: WatchRegistry | None = None,
     ) -> None:
+        """``execution_id`` None: the watch of a launch not answered yet (see ``bind``)."""
         self.runtime = (runtime or default_runtime()).with_parts(scheduler=scheduler,
                                                                  history=history)
         self.client = client
@@ -135,12 +140,31 @@ class RunWatch:
             on_thumbnail=weak_callback(self._on_thumbnail), on_idle=weak_callback(self._on_idle),
             run_name=str(execution_id),
         )
-        self._poller: Poller = self.runtime.poller(
-            client, self.workflow_id, execution_id, listener=self,
+        self._budget = self.runtime.budgets.for_workflow(client.account, self.workflow_id)
+        self._poller: Poller = _NoRunYet(self._budget) if execution_id is None \
+            else self._make_poller(execution_id)
+
+    def _make_poller(self, execution_id: int | str) -> Poller:
+        return self.runtime.poller(
+            self.client, self.workflow_id, execution_id, listener=self,
             policy=PollPolicy(), scheduler=self.scheduler,
-            next_change=weak_callback(self._next_change),
-            budget=self.runtime.budgets.for_workflow(client.account, self.workflow_id),
+            next_change=weak_callback(self._next_change), budget=self._budget,
         )
+
+    def bind(self, execution_id: int | str) -> None:
+        """The launch this watch was made for was answered with ``execution_id``: file the
+        watch under its run, and poll it if a view already wants that."""
+        with self._changing():
+            if self.execution_id is not None:
+                raise RuntimeError(f"this watch already watches run {self.execution_id}")
+            self.execution_id = execution_id
+            self._poller = self._make_poller(execution_id)
+            self._loader.run_name = str(execution_id)
+            if self._registry is not None:
+                self._registry.adopt(self)
+            if self._state.phase is Phase.NOT_STARTED and any(
+                    a.active for a in self._views.values()):
+                self._start_session()
 
     # -- what views read ----------------------------------------------------------------
 
@@ -183,6 +207,11 @@ class RunWatch:
     @property
     def cancel_error(self) -> ModelsLabError | None:
         return self._state.cancel_error
+
+    @property
+    def launched(self) -> bool:
+        """The run exists: the watch knows its execution ID."""
+        return self.execution_id is not None
 
     @property
     def polls(self) -> int:
@@ -258,6 +287,8 @@ class RunWatch:
                 self._start_view_timeout(view, attachment)
             if self._state.ended:
                 self._load_more_thumbnails()
+            elif not self.launched:
+                pass  # bind() starts polling once the run exists
             elif self._state.phase in (Phase.NOT_STARTED, Phase.STOPPED) or (
                     self._state.phase is Phase.GAVE_UP and self._told is self._state):
                 # (Retry after an error only once every view was shown it: a want() from
@@ -395,6 +426,8 @@ class RunWatch:
         that completed first stays completed). A POST, so it is re-sent only after a 429 (the
         request did not run then). Raises the client's error when refused:
         RunAlreadyEndedError, NotFoundError, AuthenticationError, ..."""
+        if not self.launched:
+            raise RuntimeError("the run has not been launched yet: there is nothing to cancel")
         with self._changing():
             self._transition(cancelling=True, cancel_error=None)
         try:
@@ -418,9 +451,11 @@ class RunWatch:
     def _send_cancel(self) -> str:
         """POST the cancel in a slot of the workflow's budget (cancels go before every poll,
         and past a 429's ``retry_after``); a 429 cancelled nothing, so it is sent again."""
+        execution_id = self.execution_id
+        assert execution_id is not None  # cancel() refuses a run not launched
         return send_in_slot(
             self._poller.budget, RequestKind.CANCEL,
-            lambda: self.client.cancel_run(self.workflow_id, self.execution_id),
+            lambda: self.client.cancel_run(self.workflow_id, execution_id),
             cancel=self._loader_cancelled, timeout=MAX_CANCEL_WAIT,
             tries=CANCEL_RATE_LIMITED_TRIES)
 
@@ -620,6 +655,26 @@ class RunWatch:
         sure not to end yet (``Estimate.far_from_end``)."""
         estimate = self.history.estimate(snapshot, workflow_id=self.workflow_id)
         return None if estimate is None else (estimate.next_change, estimate.far_from_end)
+
+
+class _NoRunYet:
+    """The poller of a watch whose launch has not been answered: there is nothing to poll."""
+
+    polls = 0
+    active = False
+
+    def __init__(self, budget: WorkflowBudget | None) -> None:
+        self.policy = PollPolicy()
+        self.budget = budget
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def poll_soon(self) -> None:
+        pass
 
 
 def _shown(snapshot: RunSnapshot) -> tuple[Any, ...]:

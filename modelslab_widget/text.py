@@ -7,6 +7,7 @@ module imports neither of them, nor ipywidgets.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ def step_window(statuses: Sequence[str], rows: int = MAX_ROWS) -> tuple[int, int
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why watching stopped, for people: a title, the detail, and what to do next."""
+    """A notice for people (why watching stopped, why a launch waits): a title, the detail,
+    and what to do next."""
 
     title: str
     text: str
@@ -295,3 +297,24 @@ def counts_text(counts: dict[str, int]) -> str:
     order = [s for s in COUNT_ORDER if counts.get(s)]
     order += sorted(s for s in counts if s not in COUNT_ORDER and counts[s])
     return " · ".join(f"{counts[s]} {'not watched' if s == WATCH_ERROR else s}" for s in order)
+
+
+def starts_words(seconds: float | None) -> str:
+    """When a launch waiting its turn is sent: "starts in 4 s"."""
+    if seconds is None:
+        return "starts when one of the account's runs ends"
+    return f"starts in {math.ceil(seconds)} s"
+
+
+def queued_words(seconds: float | None, held_by_account: bool,
+                 account_limit: int | None) -> Explanation:
+    """The notice of a launch waiting its turn: for the account's queue (``held_by_account``)
+    or for the workflow's rate limit."""
+    title = f"Queued here: {starts_words(seconds)}"
+    if held_by_account:
+        size = f"{account_limit} queued runs" if account_limit else "its queued runs"
+        why = (f"The account's queue is full (ModelsLab allows {size} at a time); the run is "
+               "sent when one of them ends.")
+    else:
+        why = "The workflow's rate limit is reached; the run is sent as soon as it allows."
+    return Explanation(title, why, "Remove it to not start it.")

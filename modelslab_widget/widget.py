@@ -3,13 +3,18 @@
 The card is a thin ipywidgets view of a ``RunWatch`` (``runwatch.py``), which polls, learns
 durations, loads thumbnails and settles; the card mirrors it into traits (``status``,
 ``steps``, ``error``, ``output_urls``, ``polls``) and draws. Several cards of one run share
-one watch. Every child widget is created here, on the main thread, in ``__init__``; the
-background threads only set values, layouts and children, which ipykernel forwards from any
-thread. They never print or display, so output routing (ipykernel 6 and 7) is not involved.
+one watch. Given a ``PendingRun`` (``pending.py``: a launch waiting its turn) instead of an
+execution ID, the card shows the launch ("Queued here: starts in 4 s", with Remove) on the
+pending run's watch, and the run on that same watch once the server started it.
+
+Every child widget is created here, on the main thread, in ``__init__``; the background
+threads only set values, layouts and children, which ipykernel forwards from any thread.
+They never print or display, so output routing (ipykernel 6 and 7) is not involved.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -31,11 +36,12 @@ from . import render
 from .aio import DeferredUpdates, in_colab, until_done
 from .checks import known_keywords, whole_number
 from .client import WorkflowsClient, path_segment
-from .errors import ModelsLabError, RunAlreadyEndedError
+from .errors import ModelsLabError, NetworkError, RunAlreadyEndedError
 from .eta import Estimate
 from .images import Thumbnail, encode_small, open_full_size
 from .media import OutputInfo, OutputKind, candidates_for, first_that_works
 from .models import RunSnapshot
+from .pending import LAUNCH_STATES, QUEUED, SENDING, STARTED, LaunchPhase, PendingRun
 from .poller import PollPolicy
 from .registry import watch_for
 from .runstate import ENDS, WATCHING, Phase, Retrying, RunState
@@ -44,7 +50,15 @@ from .runwatch import RunWatch
 from .sanitize import clean
 from .saving import save_images, save_outputs
 from .scheduler import Job, Scheduler, weak_callback
-from .text import dropped_note, explain, format_seconds, kind_counts, pace_words
+from .text import (
+    dropped_note,
+    explain,
+    format_seconds,
+    kind_counts,
+    pace_words,
+    queued_words,
+    starts_words,
+)
 from .urls import is_web_url
 
 log = logging.getLogger("modelslab_widget")
@@ -59,6 +73,7 @@ COLAB_HINT = (
     "call run.wait() (or await run.wait_async())."
 )
 CONFIRM_SECONDS = 4.0  # how long "Confirm cancel" waits for the second click
+LAUNCH_REFRESH = 1.0  # seconds between updates of a queued launch's "starts in N s"
 MAX_FULL_IMAGES = 8  # full-size images images() holds by default (each may be 100s of MB)
 CARD_LAYOUT = {
     "border": "1px solid var(--jp-border-color2, #e0e0e0)",
@@ -168,6 +183,12 @@ class WorkflowRunWidget(widgets.VBox):
     Polling runs on a shared background thread, so the kernel stays free. ``wait()`` blocks
     until the run ends; ``stop()``/``start()`` pause and resume this card (other views of the
     same run keep watching); ``close()`` ends it.
+
+    ``pending`` instead of ``execution_id``: the card of a launch not answered yet (see the
+    module docstring). ``launch_state`` is then "queued", "sending", "started", "failed" or
+    "removed" ("started" for a card made with an execution ID); ``execution_id`` is None until
+    "started"; ``remove()`` drops a launch still queued; ``on_launch(card)`` is called on each
+    change of ``launch_state``.
     """
 
     status = Unicode("unknown", help="The run's status; 'unknown' before the first answer.")
@@ -179,7 +200,7 @@ class WorkflowRunWidget(widgets.VBox):
     def __init__(
         self,
         workflow_id: str,
-        execution_id: int | str,
+        execution_id: int | str | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -195,10 +216,15 @@ class WorkflowRunWidget(widgets.VBox):
         scheduler: Scheduler | None = None,
         label: str | None = None,
         runtime: Runtime | None = None,
+        pending: PendingRun | None = None,
+        on_launch: Callable[[WorkflowRunWidget], Any] | None = None,
         **kwargs: Any,
     ) -> None:
         path_segment(workflow_id, "workflow_id")  # refuse bad IDs before any widget exists
-        path_segment(execution_id, "execution_id")
+        if (execution_id is None) == (pending is None):
+            raise ValueError("give the run's execution_id, or pending= (a launch not sent yet)")
+        if pending is None:
+            path_segment(execution_id, "execution_id")
         policy = PollPolicy(poll_interval, timeout, max_failures, backoff_base)  # validates
         whole_number(thumbnail_size, "thumbnail_size", 1)
         whole_number(max_thumbnails, "max_thumbnails", 0)
@@ -210,7 +236,15 @@ class WorkflowRunWidget(widgets.VBox):
         #: what tells this run apart (e.g. its prompt): in the header, the text form, a board
         self.label = clean(label, 200) if label else ""
         self.workflow_id = str(workflow_id)
-        self.execution_id = execution_id
+        self.execution_id = execution_id if pending is None else pending.execution_id
+        self.pending = pending
+        self.launch_state = STARTED if pending is None else QUEUED
+        self.launch_error: Exception | None = None  # why the pending run was not started
+        self.on_launch = on_launch
+        self._autostart = autostart
+        self._launch_decided = threading.Event()  # started, failed or removed
+        self._refresh_job: Job | None = None  # the next "starts in N s"
+        self._closing = False
         self.thumbnail_size = thumbnail_size
         self.on_complete = on_complete
         self.snapshot: RunSnapshot | None = None
@@ -220,8 +254,9 @@ class WorkflowRunWidget(widgets.VBox):
         self._completed_for_user = False  # on_complete called for this settling
         self._drawn: RunState | None = None  # the watch's state this card shows
         self._full_images: list[Any] | None = None
-        self._watch: RunWatch = watch_for(
-            client or WorkflowsClient(api_key, base_url=base_url), workflow_id, execution_id,
+        self._watch: RunWatch = pending.watch if pending is not None else watch_for(
+            client or WorkflowsClient(api_key, base_url=base_url), workflow_id,
+            execution_id,  # type: ignore[arg-type]  # (given when pending is not)
             runtime=runtime, scheduler=scheduler, owns_client=client is None,
         )
         self._build_views(max_thumbnails)
@@ -233,14 +268,25 @@ class WorkflowRunWidget(widgets.VBox):
         self.observe(self._on_status_change, "status")
         self.observe(lambda _: self._update_cancel_button(), "status")
         self._sync()
-        if autostart:
-            self.start()
+        if pending is None:
+            self._launch_decided.set()
+            if autostart:
+                self.start()
+            return
+        self._stop_listening = pending.listen(self._on_pending)
+        if pending.phase is LaunchPhase.NEW:
+            pending.start()
+        self._on_pending(pending)  # what it did before the card listened
 
     # -- public API ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start (or resume) watching; once the run has ended, show its final state."""
+        """Start (or resume) watching; once the run has ended, show its final state. A launch
+        not answered yet is watched once its run started."""
         with self._lock:
+            if self.launch_state != STARTED:
+                self._autostart = True
+                return
             state = self._watch.state_for(self)
             if state.wanted and (state.phase in WATCHING or state.ended):
                 return  # already watching, or already showing the end
@@ -266,6 +312,14 @@ class WorkflowRunWidget(widgets.VBox):
         """Stop watching and fetching, and close this widget's views."""
         if getattr(self, "_watch", None) is None:  # __init__ failed before watching existed
             return
+        if self.pending is not None:
+            with self._lock:
+                self._closing = True
+            self.remove()
+            if hasattr(self, "_stop_listening"):
+                self._stop_listening()
+            self._cancel_refresh()
+            self._launch_decided.set()
         self._cancel_tick()
         self._watch.detach(self)
         close_with_parts(*self._owned_widgets())
@@ -276,12 +330,20 @@ class WorkflowRunWidget(widgets.VBox):
         """Block until the run has ended and its thumbnails are ready, and return the last
         snapshot. A failed or cancelled run returns normally. Raises ``TimeoutError`` when
         ``timeout`` passes first, or the error that ended watching (``AuthenticationError``,
-        ``NotFoundError``, ``ServerError``, ...)."""
+        ``NotFoundError``, ``ServerError``, ...). A launch not answered yet is waited for
+        first: its refusal is raised, RuntimeError if it was removed."""
+        began = time.monotonic()
+        if not self._launch_decided.wait(timeout):
+            raise TimeoutError(f"the queued run did not start within {timeout:g} s")
+        self._check_launched()
         if self._watch.never_started(self):
             self.start()  # autostart=False: wait() starts watching (not after stop())
+        left = _time_left(timeout, began)
         if self._updates is not None:
-            return self._wait_applying(timeout)
-        return self._watch.wait(self, timeout)
+            return self._wait_applying(left, timeout)
+        if not self._watch.wait_done(self, left):
+            raise TimeoutError(f"the run did not finish within {timeout:g} s")
+        return self._watch.outcome(self)
 
     def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Download the run's full-size outputs into ``directory`` (file names from the URLs,
@@ -329,6 +391,8 @@ class WorkflowRunWidget(widgets.VBox):
         the client's error when refused: ``RunAlreadyEndedError`` (the run had already ended),
         ``NotFoundError``, ``AuthenticationError``, ... A stopped card cancels too, and then
         watches again to show how the run ended."""
+        if self.launch_state != STARTED and self.remove():
+            return "Removed before it was sent: no run was started."
         message = self._watch.cancel()
         self._follow_after_cancel()
         return message
@@ -362,8 +426,33 @@ class WorkflowRunWidget(widgets.VBox):
     @property
     def settled(self) -> bool:
         """True once ``wait()`` would return or raise at once: the run ended and its
-        thumbnails are in, or watching stopped."""
-        return self._watch.done_for(self)
+        thumbnails are in, or watching stopped, or the launch was refused or removed."""
+        launched = self.launch_state == STARTED
+        return (not launched and self._launch_decided.is_set()) or (
+            launched and self._watch.done_for(self))
+
+    @property
+    def queued(self) -> bool:
+        """A launch not sent yet, or on its way (no execution ID yet)."""
+        return self.launch_state in (QUEUED, SENDING)
+
+    @property
+    def remove_button(self) -> widgets.Button:
+        """The **Remove** button of a queued launch (hidden otherwise)."""
+        return self._remove_button
+
+    def starts_in(self) -> float | None:
+        """Estimated seconds until a queued launch is sent (0 once it is; None while it waits
+        for one of the account's runs to end)."""
+        if self.pending is None or self.launch_state != QUEUED:
+            return 0.0
+        return self.pending.starts_in()
+
+    def remove(self) -> bool:
+        """Drop the launch if it is still queued; False when it was already sent."""
+        # The pending run tells the card (``_on_pending``) before cancel() returns.
+        return self.pending is not None and self.launch_state == QUEUED \
+            and self.pending.cancel()
 
     @property
     def watching(self) -> bool:
@@ -399,6 +488,8 @@ class WorkflowRunWidget(widgets.VBox):
         return self._watch.estimate()
 
     def __repr__(self) -> str:
+        if self.launch_state != STARTED:
+            return self._launch_repr()
         steps = self.steps
         done = sum(1 for step in steps if step.get("status") == "completed")
         parts = [f"Run {clean(self.execution_id, 200)}", *([self.label] if self.label else []),
@@ -411,6 +502,117 @@ class WorkflowRunWidget(widgets.VBox):
         if self.error:
             parts.append(f"error: {clean(self.error, 200)}")
         return " · ".join(parts)
+
+    # -- a launch not answered yet (``pending``) -----------------------------------------
+
+    def _on_pending(self, pending: PendingRun) -> None:
+        """Show the launch's phase (any thread); once it ended (started, refused, lost,
+        removed), for good."""
+        state = LAUNCH_STATES[pending.phase]
+        with self._lock:
+            if not self.queued or state == self.launch_state == SENDING or self._closing:
+                return  # decided already (a late or repeated word), or closed
+            self.launch_state = state
+            if state == STARTED:
+                self.execution_id = pending.execution_id
+                self._message.value = ""
+            elif pending.phase.ended:
+                self.launch_error = pending.error
+                self.error = str(pending.error or "")
+            self._draw_launch()
+        if state == QUEUED:
+            self._schedule_refresh()
+        else:
+            self._cancel_refresh()
+        if state == STARTED:
+            if self._autostart:
+                self.start()
+            else:
+                self._sync()
+        if pending.phase.ended:
+            self._launch_decided.set()
+        if self.on_launch is not None:
+            self.on_launch(self)
+
+    def _draw_launch(self) -> None:
+        """Header, notice and buttons for the launch's state (lock held)."""
+        self._render()
+        self._update_controls()
+        pending = self.pending
+        if self.launch_state == QUEUED and pending is not None:
+            held = pending.phase is LaunchPhase.HELD
+            self._show_message("note", *astuple(
+                queued_words(self.starts_in(), held, pending.account_limit)))
+        elif self.launch_state == SENDING:
+            self._show_message("note", "Starting the run…")
+        elif isinstance(self.launch_error, NetworkError):
+            self._show_message("error", "No answer from ModelsLab", str(self.launch_error),
+                               "The run may have started anyway: check before launching again.")
+        elif self.launch_error is not None:
+            self._show_message("error", "The run was not started", str(self.launch_error))
+        elif self.launch_state != STARTED:
+            self._show_message("note", "Removed: this run was not started.")
+
+    def _schedule_refresh(self) -> None:
+        with self._lock:
+            self._cancel_refresh()
+            if self.launch_state == QUEUED and not self._closing:
+                self._refresh_job = self._watch.scheduler.call_later(
+                    LAUNCH_REFRESH, weak_callback(self._refresh), in_pool=False)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            self._refresh_job = None
+            if self.launch_state != QUEUED or self._closing:
+                return
+            self._draw_launch()
+        self._schedule_refresh()
+
+    def _cancel_refresh(self) -> None:
+        job, self._refresh_job = self._refresh_job, None
+        if job is not None:
+            job.cancel()
+
+    def _check_launched(self) -> None:
+        """After the launch was decided: raise why it did not start a run."""
+        if self.launch_error is not None:
+            raise self.launch_error
+        if self.launch_state != STARTED:
+            raise RuntimeError("the queued run was removed before it started")
+
+    async def _launch_decided_async(self, timeout: float | None) -> None:
+        """``await`` the launch's decision without blocking the event loop."""
+        if self._launch_decided.is_set() or self.pending is None:
+            return
+        loop = asyncio.get_running_loop()
+        decided = loop.create_future()
+
+        def settle() -> None:
+            if not decided.done():
+                decided.set_result(None)
+
+        def heard(pending: PendingRun) -> None:
+            if pending.phase.ended:
+                loop.call_soon_threadsafe(settle)
+
+        stop = self.pending.listen(heard)
+        try:
+            heard(self.pending)  # (it may have ended before the listener was added)
+            await asyncio.wait_for(decided, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the queued run did not start within {timeout:g} s") from None
+        finally:
+            stop()
+        self._launch_decided.wait()  # the card's own word comes right after the pending's
+
+    def _launch_repr(self) -> str:
+        if self.launch_state == QUEUED:
+            return f"Run queued here · {starts_words(self.starts_in())}"
+        if self.launch_state == SENDING:
+            return "Run queued here · starting"
+        if self.launch_error is not None:
+            return f"Run not started · error: {clean(str(self.launch_error), 200)}"
+        return "Run removed before it started"
 
     # -- the watch shows us its state (background threads) ------------------------------
 
@@ -595,12 +797,19 @@ class WorkflowRunWidget(widgets.VBox):
         self._confirm_job: Job | None = None
         self._stop_button.on_click(lambda _: self.stop())
         self._resume_button.on_click(lambda _: self.start())
+        self._remove_button = widgets.Button(
+            description="Remove", icon="trash", tooltip="Do not start this run",
+            layout=widgets.Layout(width="auto", display="none"),
+        )
         self._cancel_button.on_click(lambda _: self._cancel_clicked())
+        self._remove_button.on_click(lambda _: self.remove())
+        buttons = (self._stop_button, self._cancel_button, self._resume_button,
+                   self._remove_button)
         # Buttons keep their labels: they never shrink, the header beside them wraps instead.
-        for button in (self._stop_button, self._cancel_button, self._resume_button):
+        for button in buttons:
             button.layout.flex = "0 0 auto"
         self._controls = widgets.HBox(  # never squeezed: "Confirm cancel" stays readable
-            [self._stop_button, self._cancel_button, self._resume_button],
+            list(buttons),
             layout=widgets.Layout(flex="0 0 auto"),
         )
         self._bar_view = widgets.HTML(layout=widgets.Layout(margin="0"))
@@ -618,7 +827,7 @@ class WorkflowRunWidget(widgets.VBox):
     def _owned_widgets(self) -> list[widgets.Widget]:
         return [
             self._style, self._status_view, self._stop_button, self._resume_button,
-            self._cancel_button,
+            self._cancel_button, self._remove_button,
             self._controls, self._top, self._bar_view, *self._steps_view.widgets(), self._message,
             *self._gallery.widgets(), *self._travel_widgets(),
         ]
@@ -631,10 +840,11 @@ class WorkflowRunWidget(widgets.VBox):
         with self._lock:
             state = self.watch_state
             estimate = self._watch.estimate()
+            launched = self.launch_state == STARTED
             markup = render.summary(
-                status=self.status,
+                status=self.status if launched else render.LAUNCH_STATUS[self.launch_state],
                 workflow_id=self.workflow_id,
-                execution_id=str(self.execution_id),
+                execution_id=str(self.execution_id) if launched else "not started yet",
                 label=self.label,
                 elapsed=self._watch.elapsed(),
                 finished=self._watch.ended,
@@ -691,9 +901,11 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _update_controls(self) -> None:
         state = self._watch.state_for(self)
-        self._stop_button.layout.display = "" if state.watching else "none"
-        self._resume_button.layout.display = "" if not state.watching and not state.ended \
-            else "none"
+        launched = self.launch_state == STARTED
+        self._remove_button.layout.display = "" if self.launch_state == QUEUED else "none"
+        self._stop_button.layout.display = "" if launched and state.watching else "none"
+        self._resume_button.layout.display = "" if launched and not state.watching \
+            and not state.ended else "none"
         retry = state.gave_up and not isinstance(state.error, TimeoutError)
         self._resume_button.description = "Retry" if retry else "Resume"
         self._update_cancel_button()
@@ -797,9 +1009,15 @@ class WorkflowRunWidget(widgets.VBox):
     async def wait_async(self, timeout: float | None = None) -> RunSnapshot:
         """``await`` the run: returns the final snapshot like ``wait()`` and raises what it
         raises, while the event loop (other coroutines in the kernel) keeps running."""
+        began = time.monotonic()
+        await self._launch_decided_async(timeout)
+        self._check_launched()
         if self._watch.never_started(self):
             self.start()  # autostart=False, as wait()
-        await until_done(self._watch, self, timeout, self._updates)
+        try:
+            await until_done(self._watch, self, _time_left(timeout, began), self._updates)
+        except TimeoutError:
+            raise TimeoutError(f"the run did not finish within {timeout:g} s") from None
         return self._watch.outcome(self)
 
     def _ipython_display_(self) -> None:
@@ -864,7 +1082,7 @@ class WorkflowRunWidget(widgets.VBox):
         updates = getattr(self, "_updates", None)  # None until __init__ set it up
         return updates is not None and updates.defer(lambda: method(*args))
 
-    def _wait_applying(self, timeout: float | None) -> RunSnapshot:
+    def _wait_applying(self, timeout: float | None, asked: float | None) -> RunSnapshot:
         """``wait()`` in Colab: apply the card's queued updates on this thread until done."""
         updates = self._updates
         assert updates is not None
@@ -877,7 +1095,7 @@ class WorkflowRunWidget(widgets.VBox):
                 return self._watch.outcome(self)
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"the run did not finish within {timeout:g} s")
+                raise TimeoutError(f"the run did not finish within {asked:g} s")
             updates.wait(left)
 
     def _pace_note(self) -> str:
@@ -888,6 +1106,11 @@ class WorkflowRunWidget(widgets.VBox):
             return ""
         return render.message("note", pace_words(seconds), "",
                               "Every view and launch of this workflow shares its rate limit.")
+
+
+def _time_left(timeout: float | None, began: float) -> float | None:
+    """What is left of ``timeout`` seconds counted from ``began`` (monotonic); None: no limit."""
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
 
 
 def close_with_parts(*items: widgets.Widget) -> None:
@@ -904,10 +1127,15 @@ def _close_parts(item: widgets.Widget) -> None:
             child.close()
 
 
+_ONE_CARD_ONLY = frozenset({"pending", "on_launch"})  # not options a board passes to its cards
+
+
 def card_options() -> list[str]:
     """The keyword options of a card (what a board or a launcher passes on to its cards)."""
     parameters = inspect.signature(WorkflowRunWidget.__init__).parameters.values()
-    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and p.name not in _ONE_CARD_ONLY]
+
 
 
 def watch(workflow_id: str, execution_id: int | str, **kwargs: Any) -> WorkflowRunWidget:

@@ -8,6 +8,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from modelslab_widget.scheduler import Ticker
+
 
 class FakeJob:
     def __init__(self, due: float, fn: Callable[[], Any]) -> None:
@@ -71,8 +73,6 @@ class FakeScheduler(FakeClock):
     @property
     def ticker(self) -> Any:
         """The once-a-second ticker every card shares, ticking on this clock."""
-        from modelslab_widget.scheduler import Ticker
-
         if self._ticker is None:
             self._ticker = Ticker(self)  # type: ignore[arg-type]
         return self._ticker

@@ -23,7 +23,7 @@ from modelslab_widget.errors import (
 from modelslab_widget.pending import LaunchPhase, PendingRun
 from modelslab_widget.poller import PollPolicy
 from modelslab_widget.registry import watch_for
-from modelslab_widget.runstate import RunState
+from modelslab_widget.runstate import Phase, RunState
 from modelslab_widget.simulator import Fault
 
 from .conftest import fast_client
@@ -61,7 +61,7 @@ class Launches:
     the fake clock), each with the phases its listener heard."""
 
     def __init__(self) -> None:
-        runtime, _ = fake_runtime()
+        runtime, self.pollers = fake_runtime()
         self.clock = runtime.scheduler
         self.runtime = runtime.with_parts(accounts=AccountQueues(self.clock, self.clock))
         self.heard: dict[PendingRun, list[LaunchPhase]] = {}
@@ -101,6 +101,26 @@ def test_a_launch_waits_its_slot_posts_once_and_binds_to_its_runs_watch(launches
     assert not launches.account(client).holding
 
 
+def test_views_attached_before_the_answer_watch_the_run_on_the_same_watch(launches):
+    """A view attaches to the launch's watch before the run exists: nothing is polled (there
+    is nothing to poll) until the answer binds the watch, and then that same watch polls."""
+    client = LaunchingClient(44, clock=launches.clock)
+    pending = PendingRun(client, "wf", {"prompt": "a cat"}, runtime=launches.runtime)
+    watch, view = pending.watch, Follower()
+    watch.attach(view, PollPolicy(interval=0.05))
+    watch.want(view)
+    assert not watch.launched and watch.state.phase is Phase.NOT_STARTED
+    assert launches.pollers == [] and watch.polls == 0
+    pending.start()
+    launches.clock.run_due()
+    assert pending.phase is P.LAUNCHED and pending.watch is watch and watch.execution_id == 44
+    assert watch.state.phase is Phase.POLLING and launches.pollers[-1].active
+    assert watch is watch_for(client, "wf", 44, runtime=launches.runtime)  # filed under its run
+    with pytest.raises(RuntimeError, match="already watches run 44"):
+        watch.bind(45)
+    watch.detach(view)
+
+
 def test_a_429_is_sent_again_when_it_says_and_only_then(launches):
     pending, client = launches.launch(RateLimitError("slow down", retry_after=4.0), 42)
     assert pending.phase is P.WAITING and pending.refusals == 1
@@ -121,7 +141,8 @@ def test_any_other_failure_ends_it_and_nothing_is_sent_again(launches, failure, 
     pending, client = launches.launch(failure, 43)
     launches.clock.advance(600)
     assert pending.phase is phase and pending.error is failure
-    assert len(client.sent) == 1 and pending.execution_id is None and pending.watch is None
+    assert len(client.sent) == 1 and pending.execution_id is None
+    assert not pending.watch.launched and pending.watch.execution_id is None
     assert launches.heard[pending] == [P.WAITING, P.SENDING, phase]
 
 
@@ -252,7 +273,7 @@ class Follower:
 
 
 def follow(pending: PendingRun, views: dict[PendingRun, Follower]) -> None:
-    if pending.phase is P.LAUNCHED and pending.watch is not None:
+    if pending.phase is P.LAUNCHED:
         views[pending] = Follower()
         pending.watch.attach(views[pending], PollPolicy(interval=0.05))
         pending.watch.want(views[pending])

@@ -58,7 +58,9 @@ def cards() -> Iterator[Cards]:
 def test_over_the_rate_limit_it_says_when_it_starts_then_watches_the_run(cards):
     cards.limit_budget(10.0)
     card, client = cards.card(61)
+    watch = card.run_watch
     assert card.launch_state == "queued" and card.queued and card.execution_id is None
+    assert set(card.buttons) == {"Remove"} and "Queued here" in card.header_html
     assert card.starts_in() == pytest.approx(10.0)
     assert "Queued here: starts in 10 s" in card.message_html
     assert "rate limit is reached" in card.message_html
@@ -70,7 +72,8 @@ def test_over_the_rate_limit_it_says_when_it_starts_then_watches_the_run(cards):
     assert card.run_watch is card.pending.watch and not card.queued
     assert cards.told[-2:] == ["sending", "started"]
     cards.pollers[-1].answer(RunSnapshot(status="running", execution_id=61, workflow_id="wf"))
-    assert card.status == "running"
+    assert card.status == "running" and card.run_watch is watch  # one watch, all along
+    assert set(card.buttons) == {"Stop", "Cancel run"} and "Run 61" in card.header_html
 
 
 def test_with_the_accounts_queue_full_it_waits_for_one_of_its_runs(cards):
@@ -127,6 +130,28 @@ def test_it_shows_a_launch_started_elsewhere(cards):
     card, _ = cards.card(client=client, pending=pending)
     assert card.launch_state == "started" and card.execution_id == 66
     assert len(client.sent) == 1
+
+
+def test_a_card_made_not_to_start_watches_once_waited_for(cards):
+    card, _ = cards.card(67, autostart=False)
+    cards.clock.run_due()  # the budget has room: the launch goes
+    assert card.launch_state == "started" and not card.watching  # launched, not watched
+    with pytest.raises(TimeoutError):
+        card.wait(0)  # wait() starts watching; the fake poller never answers
+    assert card.watching and cards.pollers[-1].active
+
+
+def test_a_queued_card_is_awaited_like_any_card(sim):
+    import asyncio
+
+    workflow = sim.add_workflow(steps=[("Text to Image", 0.1)])
+    with fast_client(sim) as client:
+        card = QueuedRunWidget(workflow, {"prompt": "a cat"}, client=client,
+                               poll_interval=0.05)
+        try:
+            assert asyncio.run(card.wait_async(10)).status == "completed"
+        finally:
+            card.close()
 
 
 def test_over_sockets_a_queued_card_starts_its_run_once_and_watches_it(sim):
