@@ -345,6 +345,24 @@ class RunBoard(widgets.VBox):
         with self._lock:
             return list(self._rows)
 
+    @property
+    def counts_html(self) -> str:
+        """The counts line on top of the table as shown ("3 running · 5 completed")."""
+        return self._counts.value
+
+    @property
+    def counts_view(self) -> widgets.HTML:
+        """The counts line's view, redrawn at most every ``COUNTS_INTERVAL`` seconds however
+        many rows change: observe its ``value`` to see each redraw."""
+        return self._counts
+
+    @property
+    def table_widgets(self) -> tuple[widgets.Widget, ...]:
+        """The table as shown, top to bottom: each run's row (its ``BoardRow.box``),
+        followed by the run's full card while the row is expanded."""
+        with self._lock:
+            return tuple(self._table.children)
+
     def counts(self) -> dict[str, int]:
         """Rows by status, e.g. ``{"running": 3, "completed": 5, "failed": 1}``; a row whose
         watching ended on an error (bad key, unknown run, ...) counts as ``"error"``."""

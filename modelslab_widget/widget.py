@@ -138,6 +138,15 @@ class _Gallery:
         self.box.children = ()
         self.box.layout.display = "none"
 
+    def shown_html(self) -> tuple[str, ...]:
+        """Per slot on show, in output order, the HTML it shows (its caption widget's)."""
+        return tuple(caption.value for caption in self.captions[: self.shown])
+
+    def shown_images(self) -> tuple[tuple[bytes, str] | None, ...]:
+        """Per slot on show, the thumbnail its Image shows, or None when it shows none."""
+        return tuple((image.value, image.format) if image in slot.children else None
+                     for image, slot in zip(self.images[: self.shown], self.slots, strict=False))
+
     def widgets(self) -> list[widgets.Widget]:
         return [*self.images, *self.captions, *self.slots, self.more, self.box]
 
@@ -472,9 +481,62 @@ class WorkflowRunWidget(widgets.VBox):
         return self._status_view.value + self._bar_view.value
 
     @property
+    def header_view(self) -> widgets.HTML:
+        """The header's own view (status, run, elapsed time, steps done; ``header_html`` adds
+        the bar): observe its ``value`` to see each redraw, which is one message to the
+        browser."""
+        return self._status_view
+
+    @property
+    def step_rows_html(self) -> tuple[str, ...]:
+        """The step list as shown, a line each: "Waiting for the first steps…" or how many
+        earlier steps are hidden, then a row per step in view, then how many later steps are
+        hidden (a long run shows a window of its steps, not all of them)."""
+        with self._lock:
+            return tuple(line.value for line in self._steps_view.box.children)
+
+    @property
+    def step_views(self) -> tuple[widgets.HTML, ...]:
+        """Every view of the step list, on show or spare, in order: the line above the rows,
+        each row, the line below. Each is its own widget, so a step that changed sends
+        only its row: observe a view's ``value`` to see it redrawn."""
+        rows = self._steps_view
+        return (rows.before, *rows.rows, rows.after)
+
+    @property
     def message_html(self) -> str:
         """The notice or error panel under the steps as shown ("" when there is none)."""
         return self._message.value
+
+    @property
+    def message_view(self) -> widgets.HTML:
+        """The view of the notice or error panel (``message_html`` is its text): observe its
+        ``value`` to see each redraw."""
+        return self._message
+
+    @property
+    def output_slots_html(self) -> tuple[str, ...]:
+        """Per output with a slot in the gallery (the first ``max_thumbnails``, once the run
+        completed), in output order, the HTML the slot shows: "Loading…", an image's
+        caption, why the image could not be shown, a player (video, audio) or a tile with
+        the output's type, size and link. Empty before the run completed."""
+        with self._lock:
+            return self._gallery.shown_html()
+
+    @property
+    def output_slot_images(self) -> tuple[tuple[bytes, str] | None, ...]:
+        """Per output with a slot in the gallery, as ``output_slots_html``: the thumbnail
+        the slot shows as ``(encoded bytes, "jpeg" | "png")``, or None when it shows no
+        image (another kind of output, a thumbnail still loading or unavailable)."""
+        with self._lock:
+            return self._gallery.shown_images()
+
+    @property
+    def more_outputs_html(self) -> str:
+        """The line after the gallery's slots that links the outputs beyond them ("3 more:
+        #5, #6, #7"); "" when every output has a slot."""
+        with self._lock:
+            return self._gallery.more.value
 
     @property
     def buttons(self) -> dict[str, widgets.Button]:

@@ -38,8 +38,7 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, step: float
 
 def card_markup(widget) -> str:
     """The card as the browser shows it: the header, then the step rows on display."""
-    rows = widget._steps_view.box.children
-    return "".join([widget._status_view.value, *(row.value for row in rows)])
+    return "".join([widget.header_view.value, *widget.step_rows_html])
 
 
 def ours(thread: threading.Thread) -> bool:

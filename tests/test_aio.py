@@ -172,7 +172,7 @@ def colab(monkeypatch):
 def _threads_setting(widget: WorkflowRunWidget) -> set[str]:
     seen: set[str] = set()
     widget.observe(lambda _: seen.add(threading.current_thread().name), names="status")
-    widget._status_view.observe(
+    widget.header_view.observe(
         lambda _: seen.add(threading.current_thread().name), names="value"
     )
     return seen

@@ -34,14 +34,14 @@ def test_fifty_runs_reach_their_final_states_with_correct_counts(sim, board):
     outcomes = ["completed"] * 25 + ["failed"] * 15 + ["cancelled"] * 10
     rng.shuffle(outcomes)
     updates: list[str] = []
-    board._counts.observe(lambda change: updates.append(change["new"]), "value")
+    board.counts_view.observe(lambda change: updates.append(change["new"]), "value")
     started = time.monotonic()
     for outcome in outcomes:
         steps = [("Text to Image", rng.uniform(0.1, 0.3)), ("Upscale", rng.uniform(0.1, 0.3))]
         board.add(DEMO_WORKFLOW_ID, sim.add_run(steps=steps, outcome=outcome))
     assert board.wait(30) == {"completed": 25, "failed": 15, "cancelled": 10}
     took = time.monotonic() - started
-    wait_for(lambda: "25 completed · 15 failed · 10 cancelled" in board._counts.value, 2)
+    wait_for(lambda: "25 completed · 15 failed · 10 cancelled" in board.counts_html, 2)
     # The counts line is throttled: a few renders a second, not one per change.
     assert len(updates) <= 50 + took / 0.25 + 3
     for row, outcome in zip(board.runs, outcomes, strict=True):
@@ -83,11 +83,11 @@ def test_expanding_a_row_shows_the_full_widget_and_collapsing_closes_it(sim, boa
     row.toggle.click()
     card = row.widget
     assert isinstance(card, WorkflowRunWidget) and row.expanded
-    assert board._table.children == (row.box, card, other.box)
+    assert board.table_widgets == (row.box, card, other.box)
     assert row.toggle.icon == "chevron-down"
     assert card.wait(10).status == "completed" and card.thumbnails
     row.toggle.click()
-    assert board._table.children == (row.box, other.box) and row.widget is None
+    assert board.table_widgets == (row.box, other.box) and row.widget is None
     assert card.comm is None and len(live_widgets) == after_rows > before
 
 
@@ -100,7 +100,7 @@ def test_an_existing_widget_is_followed_and_left_open(sim, board, client):
         assert board.wait(10) == {"completed": 1}
         assert called == [widget] and row.view.value.count("<img ") == 1
         row.toggle.click()
-        assert board._table.children == (row.box, widget)
+        assert board.table_widgets == (row.box, widget)
         board.close()
         assert widget.comm is not None and widget.on_complete == called.append
         # A widget added after it finished shows its thumbnails at once.

@@ -153,7 +153,7 @@ def check_thousand_steps(w: WorkflowRunWidget) -> None:
     assert len(w.steps) == 1000 and all(s["status"] == "completed" for s in w.steps)
     view = card_markup(w)
     assert "1000/1000 steps" in view and f"… {1000 - render.MAX_ROWS} earlier steps" in view
-    assert len(w._steps_view.box.children) <= render.MAX_ROWS + 2
+    assert len(w.step_rows_html) <= render.MAX_ROWS + 2
     assert len(view) < 8_000, "a long step list must be windowed, not rendered whole"
 
 
@@ -419,7 +419,7 @@ def test_image_fault(no_leftover_threads, counted_widgets, sim, client, row):
         assert snapshot.status == widget.status == "completed" and widget.error == ""
         assert sim.request_count("status", execution_id=eid) == 1
         assert sim.request_count("image", execution_id=eid) == row.requests + 1
-        caption = widget._gallery.captions[0].value
+        caption = widget.output_slots_html[0]
         if row.reason:
             assert len(widget.thumbnails) == 1  # the good second output still shows
             [reason] = widget.thumbnail_errors.values()
@@ -429,7 +429,8 @@ def test_image_fault(no_leftover_threads, counted_widgets, sim, client, row):
             assert len(widget.thumbnails) == 2 and not widget.thumbnail_errors
             first = widget.thumbnails[0]
             assert max(first.size) <= 128 and first.mode in ("RGB", "RGBA")
-            assert widget._gallery.images[0].format == row.fmt
+            shown = widget.output_slot_images[0]
+            assert shown is not None and shown[1] == row.fmt
             width, height = first.size
             assert (height > width) == row.portrait
             # an animated GIF shows its first frame as a still
@@ -465,9 +466,8 @@ def test_non_web_output_urls_are_never_fetched_nor_linked(no_leftover_threads,
         assert snapshot.status == "completed" and widget.error == ""
         assert sim.request_count("image") == 0
         assert widget.thumbnails == [] and len(widget.thumbnail_errors) == 4
-        markup = "\n".join([c.value for c in widget._gallery.captions] +
-                           [widget._gallery.more.value])
-        assert "5 more" in widget._gallery.more.value
+        markup = "\n".join([*widget.output_slots_html, widget.more_outputs_html])
+        assert len(widget.output_slots_html) == 4 and "5 more" in widget.more_outputs_html
         lowered = re.sub(r"\s", "", markup.lower())
         for scheme in ("javascript:", "file:", "data:", "vbscript:"):
             assert f'href="{scheme}' not in lowered

@@ -65,7 +65,9 @@ def make(client):
 
 def press(button: widgets.Button) -> None:
     """A click as the front end delivers it (a comm message handled on the main thread)."""
-    button._handle_button_msg(None, {"event": "click"}, [])
+    button.comm.handle_msg({"content": {"data": {"method": "custom",
+                                                 "content": {"event": "click"}}},
+                            "buffers": []})
 
 
 def test_form_from_the_documented_schema(documented, make):
@@ -137,7 +139,7 @@ def test_a_double_click_launches_one_run(sim, documented, make):
 
 def invalid(widget: widgets.Widget) -> bool:
     """Whether the browser shows the widget in the error style (its synced CSS classes)."""
-    return "mlw-invalid" in widget._dom_classes
+    return "mlw-invalid" in widget.get_state("_dom_classes")["_dom_classes"]
 
 
 def test_every_field_is_checked_at_once_before_anything_is_sent(sim, make):

@@ -17,7 +17,7 @@ from modelslab_widget.errors import AuthenticationError, NotFoundError, ServerEr
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator
 
 from .conftest import card_markup, fast_client, our_threads, wait_for
-from .fake_clock import FakeScheduler
+from .fake_clock import FakeScheduler, fake_runtime
 
 FAST = [("Text to Image", 0.3), ("Image Upscaler", 0.3)]
 
@@ -42,7 +42,7 @@ def make(sim, client):
 
 def all_html(widget: WorkflowRunWidget) -> str:
     parts = [card_markup(widget), widget.message_html]
-    parts += [caption.value for caption in widget._gallery.captions]
+    parts += widget.output_slots_html
     return "\n".join(parts)
 
 
@@ -57,7 +57,9 @@ def test_completed_run_shows_steps_and_thumbnails(sim, make):
     assert [t.size for t in widget.thumbnails] == [(128, 96)] * 3
     assert widget.polls >= 3 and widget.snapshot is snapshot
     assert "Completed" in card_markup(widget) and "2/2 steps" in card_markup(widget)
-    assert all(image.value[:2] == b"\xff\xd8" for image in widget._gallery.images[:3])  # JPEG
+    shown = widget.output_slot_images
+    assert len(shown) == 3 and all(image is not None and image[1] == "jpeg"
+                                   and image[0][:2] == b"\xff\xd8" for image in shown)
     assert repr(widget).startswith(f"Run {eid} · completed · 2/2 steps · ")
     assert repr(widget).endswith("3 images")
 
@@ -114,10 +116,10 @@ def test_stop_means_no_further_requests_and_resume_finishes(make):
         clock.advance(10)
         assert fsim.request_count("status", execution_id=eid) == count
         assert not widget.watching and "Stopped watching" in widget.message_html
-        assert widget._resume_button.layout.display != "none"
+        assert "Resume" in widget.buttons and "Stop" not in widget.buttons
         with pytest.raises(RuntimeError, match="stopped"):
             widget.wait(1)
-        widget._resume_button.click()
+        widget.buttons["Resume"].click()
         clock.advance_until(lambda: widget.run_watch.done_for(widget))
         assert fsim.request_count("status", execution_id=eid) > count
         assert widget.wait(0).status == "completed"
@@ -129,7 +131,7 @@ def test_timeout_ends_watching_with_a_clear_error(sim, make):
     with pytest.raises(TimeoutError, match=r"Stopped watching after 0\.4 s"):
         widget.wait(5)
     assert "time limit" in widget.message_html and not widget.watching
-    assert widget._resume_button.layout.display != "none"
+    assert "Resume" in widget.buttons
 
 
 def test_wait_timeout_raises_timeout_error(sim, make):
@@ -145,7 +147,7 @@ def test_bad_key_ends_watching_at_once(sim, make):
     with pytest.raises(AuthenticationError):
         widget.wait(5)
     assert widget.polls == 1 and "API key" in widget.error and not widget.watching
-    assert widget._resume_button.description == "Retry"
+    assert "Retry" in widget.buttons and "Resume" not in widget.buttons
 
 
 def test_unknown_run_ends_watching_at_once(sim, make):
@@ -185,7 +187,7 @@ def test_bad_images_get_placeholders_and_the_rest_still_show(sim, make):
     widget = make(sim.add_run(steps=FAST, images=3, image_faults=faults))
     widget.wait(10)
     assert len(widget.thumbnails) == 1 and len(widget.thumbnail_errors) == 2
-    captions = [c.value for c in widget._gallery.captions]
+    captions = widget.output_slots_html
     assert "unavailable" in captions[0] and "not an image" in captions[0]
     assert "unavailable" not in captions[1] and "unavailable" in captions[2]
 
@@ -193,7 +195,8 @@ def test_bad_images_get_placeholders_and_the_rest_still_show(sim, make):
 def test_outputs_beyond_the_slots_are_listed_as_links(sim, make):
     widget = make(sim.add_run(steps=FAST, images=3), max_thumbnails=2)
     widget.wait(10)
-    assert len(widget.thumbnails) == 2 and "1 more" in widget._gallery.more.value
+    assert len(widget.thumbnails) == 2 and len(widget.output_slots_html) == 2
+    assert "1 more" in widget.more_outputs_html
 
 
 def test_step_names_are_escaped(sim, make):
@@ -226,21 +229,23 @@ def test_an_answer_that_changes_nothing_sends_nothing(make):
                                                "started_at": started},
             "steps": [{"name": "Text to Image", "status": "running", "started_at": started},
                       {"name": "Image Upscaler", "status": "pending"}]}
-    widget = make(1, autostart=False)
+    runtime, pollers = fake_runtime()  # the tick comes when the test moves the fake clock
+    widget = make(1, runtime=runtime)
+    [poller] = pollers
     running = RunSnapshot.from_api(body).steps[0]
     shown = running.seconds()
-    widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 1)  # as the poller would
-    views = [widget._status_view, widget._message, *widget._steps_view.widgets()[:-1]]
+    poller.answer(RunSnapshot.from_api(body))
+    views = [widget.header_view, widget.message_view, *widget.step_views]
     changed: list[str] = []
     for view in views:
         view.observe(lambda change: changed.append(change["new"]), "value")
     # until the elapsed figures (0.1 s resolution) have moved: a re-render would show it
     wait_for(lambda: running.seconds() - shown >= 0.15, step=0.01)
-    widget.run_watch.on_snapshot(RunSnapshot.from_api(body), 2)
+    poller.answer(RunSnapshot.from_api(body))
     assert changed == []
-    widget._render()  # what the tick does: the header and the running row, nothing else
+    runtime.scheduler.advance(1.0)  # the tick: the header and the running row, nothing else
     touched = {id(view) for view in views if view.value in changed}
-    assert touched == {id(widget._status_view), id(widget._steps_view.rows[0])}
+    assert touched == {id(widget.header_view), id(widget.step_views[1])}
 
 
 def test_a_step_row_is_only_touched_when_its_step_changed(sim, make):
@@ -263,7 +268,7 @@ def test_a_step_row_is_only_touched_when_its_step_changed(sim, make):
             touched.append((index, change["new"]))
         return changed
 
-    for index, row in enumerate(widget._steps_view.rows[:3]):
+    for index, row in enumerate(widget.step_views[1:4]):  # the first three rows
         row.observe(watch_row(index), "value")
     widget.start()
     widget.wait(15)
@@ -411,23 +416,16 @@ MIXED = ("png", "mp4", "wav", "glb")
 LONG = [("Text to Video", 60.0)]
 
 
-def slot_markup(widget: WorkflowRunWidget, index: int) -> str:
-    """What the gallery shows in output ``index``'s slot (its HTML parts)."""
-    slot = widget._gallery.slots[index]
-    return "".join(child.value for child in slot.children if hasattr(child, "value")
-                   and isinstance(child.value, str))
-
-
 def test_mixed_outputs_show_by_kind_in_output_order(sim, make):
     eid = sim.add_run(steps=FAST, outputs=MIXED)
     widget = make(eid, thumbnail_size=128)
     snapshot = widget.wait(10)
     urls = list(snapshot.outputs)
     assert len(urls) == 4 and len(widget.thumbnails) == 1 and widget.thumbnail_errors == {}
-    image_slot = widget._gallery.slots[0]
-    assert widget._gallery.images[0] in image_slot.children
-    assert widget._gallery.images[0].value[:2] == b"\xff\xd8"  # the PNG's JPEG thumbnail
-    video, audio, model = (slot_markup(widget, i) for i in (1, 2, 3))
+    image, *others = widget.output_slot_images
+    assert image is not None and image[0][:2] == b"\xff\xd8"  # the PNG's JPEG thumbnail
+    assert others == [None, None, None]  # video, audio and 3D: no Image in their slots
+    video, audio, model = widget.output_slots_html[1:]
     assert f'<video controls preload="metadata" playsinline src="{urls[1]}"' in video
     assert "width:128px" in video and f'href="{urls[1]}"' in video and "MP4" in video
     assert f'<audio controls preload="metadata" src="{urls[2]}"' in audio
@@ -448,8 +446,9 @@ def test_a_six_megabyte_video_is_never_downloaded_into_the_kernel(sim, make):
     _, bare = snapshot.outputs
     assert "." not in bare.rsplit("/", 1)[-1]
     assert [info.kind.value for info in widget.run_watch.outputs_in_order()] == ["video"] * 2
-    assert f'src="{bare}"' in slot_markup(widget, 1) and "<video" in slot_markup(widget, 1)
-    assert "6.0 MB" in slot_markup(widget, 1)  # the probe learnt the size
+    video = widget.output_slots_html[1]
+    assert f'src="{bare}"' in video and "<video" in video
+    assert "6.0 MB" in video  # the probe learnt the size
     assert sim.request_count("head", eid) == 1  # only the extension-less one was probed
     assert repr(widget).endswith("2 videos") and widget.thumbnails == []
 
@@ -460,8 +459,8 @@ def test_extension_less_outputs_are_probed_for_their_kind(sim, make):
     widget.wait(10)
     kinds = [info.kind.value for info in widget.run_watch.outputs_in_order()]
     assert kinds == ["image", "audio", "model3d"]
-    assert len(widget.thumbnails) == 1 and "<audio" in slot_markup(widget, 1)
-    assert "3D model" in slot_markup(widget, 2)
+    assert len(widget.thumbnails) == 1 and "<audio" in widget.output_slots_html[1]
+    assert "3D model" in widget.output_slots_html[2]
     assert repr(widget).endswith("1 image, 1 audio, 1 file")
 
 
@@ -472,7 +471,8 @@ def test_output_markup_is_escaped_and_only_web_urls_play(sim, client, make):
     eid = sim.add_run(steps=FAST, status_faults=[Fault("json", body=body)])
     widget = make(eid)
     widget.wait(10)
-    markup = "".join(slot_markup(widget, i) for i in range(3))
+    assert len(widget.output_slots_html) == 3
+    markup = "".join(widget.output_slots_html)
     assert "<script>" not in markup and "&lt;script&gt;" in markup
     assert markup.count("<video") == 1 and "<audio" not in markup  # the http one only
     assert "javascript:" not in markup.replace("javascript:alert(1)//x.mp4", "")
