@@ -84,12 +84,6 @@ class AccountQueue:
             self._line.appendleft(send)
             self._arm()
 
-    def note_full(self, error: QueueFullError) -> None:
-        """A queue-full 429 of a launch that is not held here (it joins through ``enter``)."""
-        with self._lock:
-            self._note_full(error)
-            self._arm()
-
     def sent(self) -> None:
         """A launch was accepted: the queue had room; it opens when nobody is behind it."""
         with self._lock:

@@ -60,11 +60,6 @@ class LaunchPhase(Enum):
     def ended(self) -> bool:
         return self in _ENDED
 
-    @property
-    def unsent(self) -> bool:
-        """Nothing is on its way yet: ``cancel()`` still stops it."""
-        return self in (LaunchPhase.NEW, LaunchPhase.HELD, LaunchPhase.WAITING)
-
 
 _ENDED = frozenset({LaunchPhase.LAUNCHED, LaunchPhase.REFUSED, LaunchPhase.LOST,
                     LaunchPhase.CANCELLED})

@@ -262,10 +262,6 @@ class RunWatch:
         snapshot = self._state.snapshot
         return self._loader.kinds(snapshot.outputs if snapshot is not None else ())
 
-    def views(self) -> list[Any]:
-        with self._lock:
-            return list(self._views.keys())
-
     # -- views come and go ----------------------------------------------------------------
 
     def attach(self, view: WatchView, policy: PollPolicy, *, thumbnail_size: int = 0,

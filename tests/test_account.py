@@ -103,8 +103,11 @@ def test_a_removed_launch_is_never_let_go_and_its_turn_passes_on(queue, clock):
 
 
 def test_an_ended_run_with_nobody_waiting_opens_the_queue(queue):
+    log: list[str] = []
+    refused = Launch("a", log)
     queue.run_active("run")
-    queue.note_full(FULL)  # a launch refused outside the line (it then joins it)
-    assert queue.holding
+    queue.refused(refused, FULL)
+    assert queue.remove(refused)  # its card was removed: nobody waits, the queue is full
+    assert queue.holding and queue.waiting == 0
     queue.run_ended("run")
-    assert not queue.holding
+    assert not queue.holding and log == []
