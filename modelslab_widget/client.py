@@ -60,7 +60,7 @@ from .transport import (
     byte_count,
     cancel_event,
     cancel_scope,
-    capped_chunks,
+    capped_body,
     current_deadline,
     deadline_passed,
     deadline_scope,
@@ -478,7 +478,7 @@ class WorkflowsClient:
                 with self._send("GET", url, api=False) as response:
                     if response.status_code != 200:
                         raise error(f"HTTP {response.status_code} fetching the output")
-                    yield self._iter_capped(response, max_bytes, what="output", error=error)
+                    yield capped_body(response, max_bytes, "output", error)
             except (NetworkError, ServerError) as exc:
                 failure = error(str(exc))  # raised below, outside this handler: no context
         if failure is not None:
@@ -588,7 +588,8 @@ class WorkflowsClient:
             deadline_scope(self.deadline),
             self._send(method, url, json_body=json_body) as response,
         ):
-            raw = self._redacted(self._read_capped(response, MAX_JSON_BYTES, what="answer"))
+            body_chunks = capped_body(response, MAX_JSON_BYTES, "answer", ResponseFormatError)
+            raw = self._redacted(b"".join(body_chunks))
             body = self._decode_json(raw, response)
             log.debug("%s %s -> HTTP %s", method, url, response.status_code)
             if not 200 <= response.status_code < 300:
@@ -715,31 +716,6 @@ class WorkflowsClient:
         # caller sees a bare exception whose frames hold the request and its key.
         reason = self._redact_text(str(exc)[:300])
         return ModelsLabError(f"{where} failed: {type(exc).__name__}: {reason}")
-
-    def _read_capped(
-        self,
-        response: requests.Response,
-        limit: int,
-        *,
-        what: str,
-        error: type[ModelsLabError] = ResponseFormatError,
-    ) -> bytes:
-        return b"".join(self._iter_capped(response, limit, what=what, error=error))
-
-    def _iter_capped(
-        self,
-        response: requests.Response,
-        limit: int,
-        *,
-        what: str,
-        error: type[ModelsLabError] = ResponseFormatError,
-    ) -> Iterator[bytes]:
-        """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
-        deadline (the watchdog ends a read that would outlast it)."""
-        declared = byte_count(response.headers.get("Content-Length"))
-        if declared is not None and declared > limit:
-            raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
-        return capped_chunks(response, limit, what, error)
 
     @staticmethod
     def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
