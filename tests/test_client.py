@@ -1,10 +1,10 @@
 """WorkflowsClient against the simulator over real loopback HTTP: parsing, error mapping,
-retries, path quoting, image fetching and secrecy of the API key."""
+retries, redirects, path quoting, deadlines and secrecy of the API key. Output downloads
+are tested in test_downloads.py."""
 
 from __future__ import annotations
 
 import datetime
-import http.server
 import logging
 import threading
 import time
@@ -18,11 +18,9 @@ from modelslab_widget import WorkflowsClient
 from modelslab_widget.errors import (
     APIError,
     AuthenticationError,
-    ImageError,
     ModelsLabError,
     NetworkError,
     NotFoundError,
-    OutputError,
     QueueFullError,
     RateLimitError,
     ResponseFormatError,
@@ -253,67 +251,6 @@ def test_plain_http_to_a_remote_host_warns():
         WorkflowsClient("k", base_url="https://api.example.com/api/v1")
 
 
-# -- images -------------------------------------------------------------------------------
-
-
-def test_fetch_image_returns_the_served_bytes(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    data = client.fetch_image(url)
-    assert data.startswith(b"\x89PNG")
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["file:///etc/passwd", "javascript:alert(1)", "data:image/png;base64,AA", "ftp://x/y.png", ""],
-)
-def test_fetch_image_refuses_non_http_urls(client, url):
-    with pytest.raises(ImageError, match="non-http"):
-        client.fetch_image(url)
-
-
-def test_fetch_image_caps_bytes(sim, client):
-    eid = sim.add_run(
-        steps=[("Only", 0.0)], images=1, image_faults={0: Fault("huge", size=3_000_000)}
-    )
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    with pytest.raises(ImageError, match="allowed"):
-        client.fetch_image(url, max_bytes=1_000_000)
-
-
-def test_fetch_image_maps_http_errors(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1, image_faults={0: Fault("http", status=404)})
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    with pytest.raises(ImageError, match="404"):
-        client.fetch_image(url)
-
-
-class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
-    seen: typing.ClassVar[list] = []
-
-    def do_GET(self):
-        type(self).seen.append(dict(self.headers))
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"abc")
-
-    def log_message(self, *args):
-        pass
-
-
-def test_image_hosts_never_receive_the_key():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _HeaderRecorder)
-    thread = threading.Thread(target=server.handle_request)
-    thread.start()
-    with WorkflowsClient("secret-key-xyz", base_url="http://127.0.0.1:1/api/v1") as c:
-        assert c.fetch_image(f"http://127.0.0.1:{server.server_port}/a.png") == b"abc"
-    thread.join(5)
-    server.server_close()
-    headers = {k.lower(): v for k, v in _HeaderRecorder.seen[0].items()}
-    assert "key" not in headers and headers["user-agent"].startswith("modelslab-widget/")
-
-
 # -- a canned server over a real loopback socket, for answers the simulator does not give ------
 
 
@@ -435,54 +372,11 @@ def test_a_cancel_whose_answer_never_completes_is_not_sent_twice(drip):
     assert drip.connections == 1  # it reached the server: never re-sent
 
 
-def test_a_download_dripping_its_headers_is_cut_off_at_its_deadline(drip):
-    # The drip server stands for a remote image host (hence allow_private_outputs).
-    with WorkflowsClient("k", base_url="https://api.example.com/api/v1", timeout=(1.0, 0.5),
-                         download_deadline=1.0, allow_private_outputs=True) as c:
-        started = time.monotonic()
-        with (
-            pytest.raises(OutputError, match="within 1 s"),
-            c.open_output(f"{drip.origin}/files/video.mp4") as chunks,
-        ):
-            b"".join(chunks)
-        assert time.monotonic() - started < 2.5
-
-
 def test_a_fast_call_leaves_its_connection_usable(sim, client):
     eid = sim.add_run(steps=FAST)
     for _ in range(3):
         assert client.get_run(DEMO_WORKFLOW_ID, eid).execution_id == eid
     assert sim.connection_count == 1  # the watchdog never touched a finished call's socket
-
-
-# -- probing outputs -------------------------------------------------------------------------
-
-
-def test_probe_uses_head_when_it_names_a_type(canned):
-    canned.routes[("HEAD", "/out/1")] = (200, b"x" * 5000, {"Content-Type": "video/mp4"})
-    with canned_client(canned) as c:
-        found = c.probe(f"{canned.origin}/out/1")
-    assert found.content_type == "video/mp4" and found.content_length == 5000
-    assert found.head == b"" and [m for m, _, _ in canned.requests] == ["HEAD"]
-    assert "key" not in {k.lower() for k in canned.requests[0][2]}
-
-
-def test_probe_reads_at_most_4_kb_when_the_server_ignores_range(canned):
-    body = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 3_000_000
-    canned.routes[("HEAD", "/out/2")] = (405, b"", {})
-    canned.routes[("GET", "/out/2")] = (200, body, {"Content-Type": "application/octet-stream"})
-    with canned_client(canned) as c:
-        found = c.probe(f"{canned.origin}/out/2")
-    assert found.head == body[:4096]
-    assert found.content_length == len(body)
-    get = next(h for m, _, h in canned.requests if m == "GET")
-    assert get["Range"] == "bytes=0-4095" and "key" not in {k.lower() for k in get}
-
-
-def test_probe_refuses_non_http_urls(canned):
-    with canned_client(canned) as c, pytest.raises(OutputError, match="non-http"):
-        c.probe("file:///etc/passwd")
-    assert canned.requests == []
 
 
 def test_client_caps_retry_after():
@@ -509,7 +403,6 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it():
 
 
 def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
-
     from modelslab_widget.models import MAX_STEPS
 
     body = ('{"status":"success","execution":{"id":42,"status":"running"},"steps":['
@@ -526,66 +419,7 @@ def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
     assert peak < 100e6, f"one poll peaked at {peak / 1e6:.0f} MB"  # json.loads: ~700 MB
 
 
-def test_a_content_length_that_is_no_number_is_ignored(canned):
-    # "²".isdigit() is true, int("²") raises: the body is read up to its real end instead.
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {
-        "Content-Length": "²", "Connection": "close"})
-    with canned_client(canned) as c, c.open_output(f"{canned.origin}/files/a.png") as chunks:
-        assert b"".join(chunks) == b"\x89PNG-bytes"
-
-
-# -- which addresses output downloads may reach ------------------------------------------------
-
-
-@pytest.mark.parametrize(("address", "kind"), [
-    ("8.8.8.8", "public"), ("127.0.0.2", "loopback"), ("::1", "loopback"),
-    ("0.0.0.0", "loopback"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
-    ("10.1.2.3", "private"), ("192.168.0.1", "private"), ("fd00::1", "private"),
-    ("100.64.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("224.0.0.1", "reserved"),
-])
-def test_address_kinds(address, kind):
-    from modelslab_widget.transport import address_kind
-
-    assert address_kind(address) == kind
-
-
-def test_a_public_apis_outputs_on_loopback_are_refused_unless_allowed(canned):
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
-    url = f"{canned.origin}/files/a.png"
-    public = "https://api.example.invalid/api/v1"
-    with WorkflowsClient("k" * 12, base_url=public) as c:
-        with pytest.raises(ImageError, match=r"127\.0\.0\.1, a loopback address"):
-            c.fetch_image(url)
-        with pytest.raises(OutputError, match=r"allow_private_outputs=True"):
-            c.probe(url)
-    assert canned.requests == []  # refused before anything was sent
-    with WorkflowsClient("k" * 12, base_url="https://api.example.invalid/api/v1",
-                         allow_private_outputs=True) as c:
-        assert c.fetch_image(url) == b"\x89PNG-bytes"
-
-
-def test_a_loopback_api_fetches_loopback_outputs_unless_told_not_to(canned):
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
-    url = f"{canned.origin}/files/a.png"
-    with canned_client(canned) as c:  # the simulator's case: all on this machine
-        assert c.fetch_image(url) == b"\x89PNG-bytes"
-    with (
-        canned_client(canned, allow_private_outputs=False) as c,
-        pytest.raises(ImageError, match="loopback"),
-    ):
-        c.fetch_image(url)
-
-
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/",
-                                    "http://10.0.0.1/admin", "http://[fe80::1]/x"])
-def test_a_redirect_to_an_inner_address_is_refused(canned, target):
-    canned.routes[("GET", "/files/a.png")] = (302, b"", {"Location": target})
-    with canned_client(canned, timeout=(1.0, 1.0)) as c:
-        started = time.monotonic()
-        with pytest.raises(ImageError, match=r"output from .*, a (link-local|private) address"):
-            c.fetch_image(f"{canned.origin}/files/a.png")
-    assert time.monotonic() - started < 1.0  # refused, never connected (which would hang)
-    assert canned.count("GET", "/files/a.png") == 1
+# -- a full account queue is told apart from a workflow's rate limit --------------------------
 
 
 def test_a_full_account_queue_is_told_apart_from_a_rate_limit(sim, client):
@@ -633,16 +467,6 @@ def test_a_redirects_gzip_bomb_body_is_never_read(canned):
     assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
 
 
-def test_an_output_redirects_gzip_bomb_body_is_never_read(canned):
-    canned.routes[("GET", "/files/a.png")] = bomb_redirect("/files/b.png")
-    canned.routes[("GET", "/files/b.png")] = (200, b"\x89PNG-bytes", {})
-    with canned_client(canned) as c:
-        data, peak = peak_memory_growth(
-            lambda: c.fetch_image(f"{canned.origin}/files/a.png", max_bytes=1_000_000))
-    assert data == b"\x89PNG-bytes"
-    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
-
-
 def test_a_redirect_off_the_api_host_and_back_never_carries_the_key_again(canned):
     other = CannedServer({("GET", "/elsewhere"): (302, b"", {"Location": f"{canned.origin}/back"})})
     canned.routes[("GET", RUN_7)] = (302, b"", {"Location": f"{other.origin}/elsewhere"})
@@ -666,9 +490,6 @@ def test_a_malformed_redirect_is_a_models_lab_error_without_the_key(canned):
     assert "no http(s) URL" in str(info.value)
     assert key_sightings(info.value, TRACED_KEY) == []
     assert canned.count("GET", RUN_7) == 1
-    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ImageError) as info:
-        c.fetch_image("http://[::1/x.png")
-    assert key_sightings(info.value, TRACED_KEY) == []
 
 
 @pytest.mark.parametrize(("params", "named"), [
@@ -726,15 +547,6 @@ def test_a_base_url_with_credentials_is_refused_without_showing_them(where, monk
     with pytest.raises(ValueError, match=r"\.netrc") as info:
         WorkflowsClient("k" * 12, base_url=base_url if where == "argument" else None)
     assert not [text for text in exception_texts(info.value) if URL_PASSWORD in text]
-
-
-def test_an_output_urls_credentials_are_not_shown():
-    with WorkflowsClient("k" * 12, base_url="http://127.0.0.1:9/api/v1", retries=0) as c:
-        with pytest.raises(ImageError) as info:
-            c.fetch_image(f"http://user:{URL_PASSWORD}@127.0.0.1:9/a.png")
-        assert "127.0.0.1:9/a.png" in str(info.value)
-        assert URL_PASSWORD not in str(info.value) and URL_PASSWORD not in repr(info.value)
-        assert URL_PASSWORD not in repr(c)
 
 
 def test_a_gateways_credentials_go_in_netrc_as_the_refusal_says(canned, tmp_path, monkeypatch):
