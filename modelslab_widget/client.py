@@ -9,7 +9,8 @@ keeps its promise of no request after ``stop()``.
 
 Every call also has a wall-clock deadline covering connect, headers and body together; the
 watchdog that enforces it, the output address policy and the cancellable ``Retry`` live in
-``transport.py``.
+``transport.py``. Output files are fetched by ``downloads.py`` through this client's sender,
+bound to send no key: ``fetch_image``, ``open_output`` and ``probe`` hand their calls to it.
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from ._version import __version__
+from .downloads import (
+    DOWNLOAD_DEADLINE,
+    MAX_IMAGE_BYTES,
+    MAX_OUTPUT_BYTES,
+    OutputFetcher,
+    OutputProbe,
+)
 from .errors import (
     AuthenticationError,
     ImageError,
@@ -57,10 +64,9 @@ from .transport import (
     Cancelled,
     RefusedAddress,
     address_scope,
-    byte_count,
     cancel_event,
     cancel_scope,
-    capped_chunks,
+    capped_body,
     current_deadline,
     deadline_passed,
     deadline_scope,
@@ -70,9 +76,7 @@ from .transport import (
     is_loopback,
     key_pattern,
     key_safe_session_class,
-    media_type,
     next_hop,
-    read_prefix,
     retry_policy,
     watched_adapter_class,
 )
@@ -86,26 +90,8 @@ log = logging.getLogger("modelslab_widget")
 DEFAULT_BASE_URL = "https://modelslab.com/api/v1"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 MAX_JSON_BYTES = 10 * 1024 * 1024  # a status answer is a few kB; anything this big is broken
-MAX_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_RETRY_AFTER = 86_400.0  # a day: longer waits are not believed
 MAX_REDIRECTS = 5  # the API does not redirect; a few hops for a proxy, then it is a loop
-MAX_OUTPUT_BYTES = 2 * 1024**3  # a saved output (a long video) may be big, never unbounded
-DOWNLOAD_DEADLINE = 600.0  # seconds for one whole output download, connect to last byte
-PROBE_BYTES = 4096  # enough for any container's magic bytes
-# Content types that say nothing about what a file is; a probe then looks at its first bytes.
-_VAGUE_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream",
-                          "application/binary", "application/unknown"})
-
-
-@dataclass(frozen=True)
-class OutputProbe:
-    """What an output URL serves, learnt without downloading it: the HEAD answer's type and
-    length, and (when those say nothing) up to ``PROBE_BYTES`` first bytes."""
-
-    url: str
-    content_type: str | None = None
-    content_length: int | None = None
-    head: bytes = b""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -304,7 +290,7 @@ class WorkflowsClient:
 
     ``api_key`` defaults to ``$MODELSLAB_API_KEY``, ``base_url`` to ``$MODELSLAB_BASE_URL``
     and then to the public API. The key is sent only in the ``key`` header of API requests
-    (never to image hosts) and never shown.
+    (never to output hosts: see ``downloads.py``) and never shown.
     """
 
     def __init__(
@@ -453,11 +439,8 @@ class WorkflowsClient:
         cancel: threading.Event | None = None,
     ) -> bytes:
         """Download an output image (http/https only, at most ``max_bytes``) without the key."""
-        with self.open_output(url, max_bytes=max_bytes, cancel=cancel, error=ImageError,
-                              deadline=self.deadline) as chunks:
-            return b"".join(chunks)
+        return self._outputs().fetch_image(url, max_bytes, cancel=cancel)
 
-    @contextlib.contextmanager
     def open_output(
         self,
         url: str,
@@ -466,59 +449,19 @@ class WorkflowsClient:
         cancel: threading.Event | None = None,
         error: type[ImageError] = OutputError,
         deadline: float | None = None,
-    ) -> Iterator[Iterator[bytes]]:
+    ) -> contextlib.AbstractContextManager[Iterator[bytes]]:
         """Stream an output file (http/https only, never with the key) as chunks of bytes, at
         most ``max_bytes`` in all and within ``download_deadline`` seconds from connect to
         last byte; failures raise ``error`` (OutputError unless told)."""
-        self._check_output_url(url, error)
-        failure: ModelsLabError | None = None
-        with cancel_scope(cancel), address_scope(self.output_address_kinds()), \
-                deadline_scope(deadline or self.download_deadline):
-            try:
-                with self._send("GET", url, api=False) as response:
-                    if response.status_code != 200:
-                        raise error(f"HTTP {response.status_code} fetching the output")
-                    yield self._iter_capped(response, max_bytes, what="output", error=error)
-            except (NetworkError, ServerError) as exc:
-                failure = error(str(exc))  # raised below, outside this handler: no context
-        if failure is not None:
-            raise failure
+        return self._outputs().open(url, max_bytes=max_bytes, cancel=cancel, error=error,
+                                    deadline=deadline)
 
     @key_free_errors
     def probe(self, url: str, *, cancel: threading.Event | None = None) -> OutputProbe:
         """Learn what an output URL serves without downloading it: a HEAD request, then, when
         it gives no telling content type, a ``Range: bytes=0-4095`` GET of which at most 4 KB
         are read even if the server ignores the range (that connection is then closed)."""
-        self._check_output_url(url, OutputError)
-        content_type: str | None = None
-        length: int | None = None
-        failure: ModelsLabError | None = None
-        with cancel_scope(cancel), address_scope(self.output_address_kinds()), \
-                deadline_scope(self.deadline):
-            try:
-                with self._send("HEAD", url, api=False) as response:
-                    if response.status_code == 200:
-                        content_type = media_type(response.headers.get("Content-Type"))
-                        length = byte_count(response.headers.get("Content-Length"))
-                if content_type not in _VAGUE_TYPES and content_type is not None:
-                    return OutputProbe(url, content_type, length)
-                extra = {"Range": f"bytes=0-{PROBE_BYTES - 1}"}
-                with self._send("GET", url, api=False, extra_headers=extra) as response:
-                    if response.status_code not in (200, 206):
-                        raise OutputError(f"HTTP {response.status_code} probing the output")
-                    head = read_prefix(response, PROBE_BYTES)
-                    content_type = content_type or media_type(
-                        response.headers.get("Content-Type")
-                    )
-                    if response.status_code == 206:
-                        total = response.headers.get("Content-Range", "").rpartition("/")[2]
-                        length = byte_count(total) or length  # the whole file's size
-                    elif length is None:
-                        length = byte_count(response.headers.get("Content-Length"))
-                    return OutputProbe(url, content_type, length, head)
-            except (NetworkError, ServerError) as exc:
-                failure = OutputError(str(exc))
-        raise failure
+        return self._outputs().probe(url, cancel=cancel)
 
     def close(self) -> None:
         self._session.close()
@@ -556,7 +499,8 @@ class WorkflowsClient:
             )
 
     def output_address_kinds(self) -> frozenset[str]:
-        """The kinds of address (see ``address_kind``) output downloads may reach."""
+        """The kinds of address (see ``address_kind``) output downloads may reach, and so
+        may an API call's redirects once they leave the API's host."""
         if self.allow_private_outputs:
             return frozenset(ADDRESS_KINDS)
         if self.allow_private_outputs is False:
@@ -566,6 +510,11 @@ class WorkflowsClient:
             kinds = set(host_kinds(host).values()) - {"reserved"}
             self._base_kinds = frozenset({"public", *kinds})
         return self._base_kinds
+
+    def _outputs(self) -> OutputFetcher:
+        """This client's downloads, made per call (see ``OutputFetcher`` for why)."""
+        return OutputFetcher(functools.partial(self._send, api=False), self.output_address_kinds,
+                             deadline=self.deadline, download_deadline=self.download_deadline)
 
     def _request_json(
         self,
@@ -588,7 +537,8 @@ class WorkflowsClient:
             deadline_scope(self.deadline),
             self._send(method, url, json_body=json_body) as response,
         ):
-            raw = self._redacted(self._read_capped(response, MAX_JSON_BYTES, what="answer"))
+            body_chunks = capped_body(response, MAX_JSON_BYTES, "answer", ResponseFormatError)
+            raw = self._redacted(b"".join(body_chunks))
             body = self._decode_json(raw, response)
             log.debug("%s %s -> HTTP %s", method, url, response.status_code)
             if not 200 <= response.status_code < 300:
@@ -715,41 +665,6 @@ class WorkflowsClient:
         # caller sees a bare exception whose frames hold the request and its key.
         reason = self._redact_text(str(exc)[:300])
         return ModelsLabError(f"{where} failed: {type(exc).__name__}: {reason}")
-
-    def _read_capped(
-        self,
-        response: requests.Response,
-        limit: int,
-        *,
-        what: str,
-        error: type[ModelsLabError] = ResponseFormatError,
-    ) -> bytes:
-        return b"".join(self._iter_capped(response, limit, what=what, error=error))
-
-    def _iter_capped(
-        self,
-        response: requests.Response,
-        limit: int,
-        *,
-        what: str,
-        error: type[ModelsLabError] = ResponseFormatError,
-    ) -> Iterator[bytes]:
-        """The body in chunks as they arrive, at most ``limit`` bytes, within the call's
-        deadline (the watchdog ends a read that would outlast it)."""
-        declared = byte_count(response.headers.get("Content-Length"))
-        if declared is not None and declared > limit:
-            raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
-        return capped_chunks(response, limit, what, error)
-
-    @staticmethod
-    def _check_output_url(url: object, error: type[ModelsLabError]) -> None:
-        scheme: str | None = None
-        with contextlib.suppress(ValueError):  # "http://[::1/x" is no URL at all
-            scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
-        if scheme is None:
-            raise error("refused to fetch a URL that cannot be parsed")
-        if scheme not in ("http", "https"):
-            raise error(f"refused to fetch a non-http(s) URL (scheme {scheme!r})")
 
     def _redact_text(self, text: str) -> str:
         if self._key_pattern is None:

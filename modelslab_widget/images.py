@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .client import MAX_IMAGE_BYTES, WorkflowsClient
+from .client import WorkflowsClient
+from .downloads import MAX_IMAGE_BYTES
 from .errors import ImageError, ModelsLabError
 from .media import first_that_works
 

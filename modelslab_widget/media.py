@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-from .client import OutputProbe, WorkflowsClient
+from .client import WorkflowsClient
+from .downloads import OutputProbe
 from .errors import ImageError, ModelsLabError
 from .urls import is_web_url
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .client import MAX_OUTPUT_BYTES, WorkflowsClient
+from .client import WorkflowsClient
+from .downloads import MAX_OUTPUT_BYTES
 from .errors import ModelsLabError, OutputError
 from .images import ALLOWED_IMAGE_FORMATS, image_extension
 from .media import (

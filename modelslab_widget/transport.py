@@ -445,6 +445,18 @@ def capped_chunks(
         raise failure
 
 
+def capped_body(
+    response: requests.Response, limit: int, what: str, error: type[ModelsLabError]
+) -> Iterator[bytes]:
+    """The body in chunks as they arrive, at most ``limit`` bytes, within the call's deadline
+    (the watchdog ends a read that would outlast it). A declared length over the cap is
+    refused now, before the caller takes a chunk (or opens a file for them)."""
+    declared = byte_count(response.headers.get("Content-Length"))
+    if declared is not None and declared > limit:
+        raise error(f"the {what} is {declared:,} bytes, more than the {limit:,} allowed")
+    return capped_chunks(response, limit, what, error)
+
+
 def read_prefix(response: requests.Response, limit: int) -> bytes:
     """At most ``limit`` bytes of the body, whatever the server sends after them."""
     from urllib3.exceptions import HTTPError

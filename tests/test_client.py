@@ -1,21 +1,16 @@
 """WorkflowsClient against the simulator over real loopback HTTP: parsing, error mapping,
-retries, path quoting, image fetching and secrecy of the API key."""
+retries, redirects, path quoting, deadlines and secrecy of the API key. Output downloads
+are tested in test_downloads.py."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import functools
-import http.server
-import json
 import logging
-import socket
 import threading
 import time
 import tracemalloc
 import typing
 import warnings
-import zlib
 
 import pytest
 
@@ -23,11 +18,9 @@ from modelslab_widget import WorkflowsClient
 from modelslab_widget.errors import (
     APIError,
     AuthenticationError,
-    ImageError,
     ModelsLabError,
     NetworkError,
     NotFoundError,
-    OutputError,
     QueueFullError,
     RateLimitError,
     ResponseFormatError,
@@ -37,6 +30,16 @@ from modelslab_widget.errors import (
 )
 from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault
 from tests.conftest import wait_for
+from tests.loopback import (
+    TRACED_KEY,
+    CannedServer,
+    DripServer,
+    bomb_redirect,
+    canned_client,
+    json_answer,
+    key_sightings,
+    peak_memory_growth,
+)
 
 FAST = [("Text to Image", 0.2), ("Image Upscaler", 0.2)]
 
@@ -248,127 +251,7 @@ def test_plain_http_to_a_remote_host_warns():
         WorkflowsClient("k", base_url="https://api.example.com/api/v1")
 
 
-# -- images -------------------------------------------------------------------------------
-
-
-def test_fetch_image_returns_the_served_bytes(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1)
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    data = client.fetch_image(url)
-    assert data.startswith(b"\x89PNG")
-
-
-@pytest.mark.parametrize(
-    "url",
-    ["file:///etc/passwd", "javascript:alert(1)", "data:image/png;base64,AA", "ftp://x/y.png", ""],
-)
-def test_fetch_image_refuses_non_http_urls(client, url):
-    with pytest.raises(ImageError, match="non-http"):
-        client.fetch_image(url)
-
-
-def test_fetch_image_caps_bytes(sim, client):
-    eid = sim.add_run(
-        steps=[("Only", 0.0)], images=1, image_faults={0: Fault("huge", size=3_000_000)}
-    )
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    with pytest.raises(ImageError, match="allowed"):
-        client.fetch_image(url, max_bytes=1_000_000)
-
-
-def test_fetch_image_maps_http_errors(sim, client):
-    eid = sim.add_run(steps=[("Only", 0.0)], images=1, image_faults={0: Fault("http", status=404)})
-    url = client.get_run(DEMO_WORKFLOW_ID, eid).outputs[0]
-    with pytest.raises(ImageError, match="404"):
-        client.fetch_image(url)
-
-
-class _HeaderRecorder(http.server.BaseHTTPRequestHandler):
-    seen: typing.ClassVar[list] = []
-
-    def do_GET(self):
-        type(self).seen.append(dict(self.headers))
-        self.send_response(200)
-        self.send_header("Content-Length", "3")
-        self.end_headers()
-        self.wfile.write(b"abc")
-
-    def log_message(self, *args):
-        pass
-
-
-def test_image_hosts_never_receive_the_key():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _HeaderRecorder)
-    thread = threading.Thread(target=server.handle_request)
-    thread.start()
-    with WorkflowsClient("secret-key-xyz", base_url="http://127.0.0.1:1/api/v1") as c:
-        assert c.fetch_image(f"http://127.0.0.1:{server.server_port}/a.png") == b"abc"
-    thread.join(5)
-    server.server_close()
-    headers = {k.lower(): v for k, v in _HeaderRecorder.seen[0].items()}
-    assert "key" not in headers and headers["user-agent"].startswith("modelslab-widget/")
-
-
 # -- a canned server over a real loopback socket, for answers the simulator does not give ------
-
-
-Answer = tuple[int, bytes, dict[str, str]]
-
-
-class CannedServer:
-    """Serves fixed answers by (method, path) on 127.0.0.1 and records every request."""
-
-    def __init__(self, routes: dict[tuple[str, str], Answer]) -> None:
-        self.routes = routes
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
-        canned = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _answer(self) -> None:
-                canned.requests.append((self.command, self.path, dict(self.headers)))
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                status, body, headers = canned.routes.get(
-                    (self.command, self.path), (404, b'{"message": "no route"}', {})
-                )
-                self.send_response(status)
-                if "Content-Length" not in headers:
-                    self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                if self.command != "HEAD":
-                    with contextlib.suppress(OSError):  # a client that read enough hangs up
-                        self.wfile.write(body)
-
-            do_GET = do_POST = do_HEAD = _answer
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="simulator-canned")
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def count(self, method: str, path: str) -> int:
-        return sum(1 for m, p, _ in self.requests if (m, p) == (method, path))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
-def json_answer(status: int, body: object, **headers: str) -> Answer:
-    return status, json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
 
 
 @pytest.fixture
@@ -379,11 +262,6 @@ def canned() -> typing.Iterator[CannedServer]:
 
 
 CANCEL = "/api/v1/workflows/wf-1/runs/42/cancel"
-
-
-def canned_client(server: CannedServer, key: str = "secret-key-xyz", **options: typing.Any):
-    return WorkflowsClient(key, base_url=f"{server.origin}/api/v1", backoff_factor=0.01,
-                           **options)
 
 
 def test_cancel_run_returns_the_servers_message(canned):
@@ -466,47 +344,6 @@ def test_list_workflows_garbage_is_a_format_error(canned):
 # -- the wall-clock deadline -----------------------------------------------------------------
 
 
-class DripServer:
-    """A raw socket server that sends the status line and headers one byte every
-    ``interval`` seconds, forever: each read gets data, so no socket timeout ever fires."""
-
-    def __init__(self, interval: float = 0.1) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.interval = interval
-        self.stopping = threading.Event()
-        self.connections = 0
-        self.thread = threading.Thread(target=self._serve, name="simulator-drip")
-        self.thread.start()
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        self.listener.settimeout(0.05)
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            threading.Thread(target=self._drip, args=(conn,), name="simulator-drip-conn").start()
-
-    def _drip(self, conn: socket.socket) -> None:
-        text = b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"a" * 100_000
-        with conn, contextlib.suppress(OSError):
-            conn.recv(65536)
-            for byte in text:
-                if self.stopping.wait(self.interval):
-                    return
-                conn.sendall(bytes([byte]))
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.listener.close()
-
-
 @pytest.fixture
 def drip() -> typing.Iterator[DripServer]:
     server = DripServer()
@@ -535,54 +372,11 @@ def test_a_cancel_whose_answer_never_completes_is_not_sent_twice(drip):
     assert drip.connections == 1  # it reached the server: never re-sent
 
 
-def test_a_download_dripping_its_headers_is_cut_off_at_its_deadline(drip):
-    # The drip server stands for a remote image host (hence allow_private_outputs).
-    with WorkflowsClient("k", base_url="https://api.example.com/api/v1", timeout=(1.0, 0.5),
-                         download_deadline=1.0, allow_private_outputs=True) as c:
-        started = time.monotonic()
-        with (
-            pytest.raises(OutputError, match="within 1 s"),
-            c.open_output(f"{drip.origin}/files/video.mp4") as chunks,
-        ):
-            b"".join(chunks)
-        assert time.monotonic() - started < 2.5
-
-
 def test_a_fast_call_leaves_its_connection_usable(sim, client):
     eid = sim.add_run(steps=FAST)
     for _ in range(3):
         assert client.get_run(DEMO_WORKFLOW_ID, eid).execution_id == eid
     assert sim.connection_count == 1  # the watchdog never touched a finished call's socket
-
-
-# -- probing outputs -------------------------------------------------------------------------
-
-
-def test_probe_uses_head_when_it_names_a_type(canned):
-    canned.routes[("HEAD", "/out/1")] = (200, b"x" * 5000, {"Content-Type": "video/mp4"})
-    with canned_client(canned) as c:
-        found = c.probe(f"{canned.origin}/out/1")
-    assert found.content_type == "video/mp4" and found.content_length == 5000
-    assert found.head == b"" and [m for m, _, _ in canned.requests] == ["HEAD"]
-    assert "key" not in {k.lower() for k in canned.requests[0][2]}
-
-
-def test_probe_reads_at_most_4_kb_when_the_server_ignores_range(canned):
-    body = b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 3_000_000
-    canned.routes[("HEAD", "/out/2")] = (405, b"", {})
-    canned.routes[("GET", "/out/2")] = (200, body, {"Content-Type": "application/octet-stream"})
-    with canned_client(canned) as c:
-        found = c.probe(f"{canned.origin}/out/2")
-    assert found.head == body[:4096]
-    assert found.content_length == len(body)
-    get = next(h for m, _, h in canned.requests if m == "GET")
-    assert get["Range"] == "bytes=0-4095" and "key" not in {k.lower() for k in get}
-
-
-def test_probe_refuses_non_http_urls(canned):
-    with canned_client(canned) as c, pytest.raises(OutputError, match="non-http"):
-        c.probe("file:///etc/passwd")
-    assert canned.requests == []
 
 
 def test_client_caps_retry_after():
@@ -609,8 +403,6 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it():
 
 
 def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
-    import tracemalloc
-
     from modelslab_widget.models import MAX_STEPS
 
     body = ('{"status":"success","execution":{"id":42,"status":"running"},"steps":['
@@ -627,66 +419,7 @@ def test_a_9_mb_answer_of_3_million_steps_keeps_the_first_ones(canned):
     assert peak < 100e6, f"one poll peaked at {peak / 1e6:.0f} MB"  # json.loads: ~700 MB
 
 
-def test_a_content_length_that_is_no_number_is_ignored(canned):
-    # "²".isdigit() is true, int("²") raises: the body is read up to its real end instead.
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {
-        "Content-Length": "²", "Connection": "close"})
-    with canned_client(canned) as c, c.open_output(f"{canned.origin}/files/a.png") as chunks:
-        assert b"".join(chunks) == b"\x89PNG-bytes"
-
-
-# -- which addresses output downloads may reach ------------------------------------------------
-
-
-@pytest.mark.parametrize(("address", "kind"), [
-    ("8.8.8.8", "public"), ("127.0.0.2", "loopback"), ("::1", "loopback"),
-    ("0.0.0.0", "loopback"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
-    ("10.1.2.3", "private"), ("192.168.0.1", "private"), ("fd00::1", "private"),
-    ("100.64.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("224.0.0.1", "reserved"),
-])
-def test_address_kinds(address, kind):
-    from modelslab_widget.transport import address_kind
-
-    assert address_kind(address) == kind
-
-
-def test_a_public_apis_outputs_on_loopback_are_refused_unless_allowed(canned):
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
-    url = f"{canned.origin}/files/a.png"
-    public = "https://api.example.invalid/api/v1"
-    with WorkflowsClient("k" * 12, base_url=public) as c:
-        with pytest.raises(ImageError, match=r"127\.0\.0\.1, a loopback address"):
-            c.fetch_image(url)
-        with pytest.raises(OutputError, match=r"allow_private_outputs=True"):
-            c.probe(url)
-    assert canned.requests == []  # refused before anything was sent
-    with WorkflowsClient("k" * 12, base_url="https://api.example.invalid/api/v1",
-                         allow_private_outputs=True) as c:
-        assert c.fetch_image(url) == b"\x89PNG-bytes"
-
-
-def test_a_loopback_api_fetches_loopback_outputs_unless_told_not_to(canned):
-    canned.routes[("GET", "/files/a.png")] = (200, b"\x89PNG-bytes", {})
-    url = f"{canned.origin}/files/a.png"
-    with canned_client(canned) as c:  # the simulator's case: all on this machine
-        assert c.fetch_image(url) == b"\x89PNG-bytes"
-    with (
-        canned_client(canned, allow_private_outputs=False) as c,
-        pytest.raises(ImageError, match="loopback"),
-    ):
-        c.fetch_image(url)
-
-
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/",
-                                    "http://10.0.0.1/admin", "http://[fe80::1]/x"])
-def test_a_redirect_to_an_inner_address_is_refused(canned, target):
-    canned.routes[("GET", "/files/a.png")] = (302, b"", {"Location": target})
-    with canned_client(canned, timeout=(1.0, 1.0)) as c:
-        started = time.monotonic()
-        with pytest.raises(ImageError, match=r"output from .*, a (link-local|private) address"):
-            c.fetch_image(f"{canned.origin}/files/a.png")
-    assert time.monotonic() - started < 1.0  # refused, never connected (which would hang)
-    assert canned.count("GET", "/files/a.png") == 1
+# -- a full account queue is told apart from a workflow's rate limit --------------------------
 
 
 def test_a_full_account_queue_is_told_apart_from_a_rate_limit(sim, client):
@@ -725,47 +458,12 @@ RUNNING_7 = {"status": "success", "steps": [],
              "execution": {"id": 7, "workflow_id": "wf-1", "status": "running"}}
 
 
-@functools.cache
-def gzip_of_zeros(megabytes: int = 300) -> bytes:
-    """A gzip stream that inflates to ``megabytes`` MB of zeros, made a MB at a time (~1.4 MB
-    compressed), so the test itself never holds the inflated bytes."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip wrapper
-    block = bytes(1 << 20)
-    return b"".join([*(compressor.compress(block) for _ in range(megabytes)),
-                     compressor.flush()])
-
-
-def bomb_redirect(location: str) -> Answer:
-    return 302, gzip_of_zeros(), {"Location": location, "Content-Encoding": "gzip"}
-
-
-def peak_memory_growth(call: typing.Callable[[], object]) -> tuple[object, int]:
-    """What ``call`` returned and the most memory Python held during it beyond what it held
-    before (tracemalloc: unlike ru_maxrss, not hidden by an earlier test's higher peak)."""
-    tracemalloc.start()
-    try:
-        result = call()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_redirects_gzip_bomb_body_is_never_read(canned):
     canned.routes[("GET", RUN_7)] = bomb_redirect("/api/v1/final")
     canned.routes[("GET", "/api/v1/final")] = json_answer(200, RUNNING_7)
     with canned_client(canned) as c:
         snapshot, peak = peak_memory_growth(lambda: c.get_run("wf-1", 7))
     assert snapshot.status == "running" and canned.count("GET", "/api/v1/final") == 1
-    assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
-
-
-def test_an_output_redirects_gzip_bomb_body_is_never_read(canned):
-    canned.routes[("GET", "/files/a.png")] = bomb_redirect("/files/b.png")
-    canned.routes[("GET", "/files/b.png")] = (200, b"\x89PNG-bytes", {})
-    with canned_client(canned) as c:
-        data, peak = peak_memory_growth(
-            lambda: c.fetch_image(f"{canned.origin}/files/a.png", max_bytes=1_000_000))
-    assert data == b"\x89PNG-bytes"
     assert peak < 60 * 2**20, f"peak grew by {peak / 2**20:.0f} MB following a redirect"
 
 
@@ -785,33 +483,6 @@ def test_a_redirect_off_the_api_host_and_back_never_carries_the_key_again(canned
 
 # -- no failure escapes as a bare exception whose frames hold the key -------------------------
 
-TRACED_KEY = "sk-traced-secret-4711"  # a global: the test's own frame must not hold it
-
-
-def key_sightings(error: BaseException, key: str) -> list[str]:
-    """Where ``key`` shows in ``error`` or anything chained to it (``__cause__`` and
-    ``__context__``, recursively): its str and repr, and the repr of every local of every
-    frame of its traceback (what Sentry's or rich's capture_locals would print)."""
-    found: list[str] = []
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if key in str(current) or key in repr(current):
-            found.append(f"the message of {type(current).__name__}")
-        tb = current.__traceback__
-        while tb is not None:
-            for name, value in tb.tb_frame.f_locals.items():
-                if key in repr(value):
-                    found.append(f"local {name!r} of {tb.tb_frame.f_code.co_name}")
-            tb = tb.tb_next
-        pending += [current.__cause__, current.__context__]
-    return found
-
-
 def test_a_malformed_redirect_is_a_models_lab_error_without_the_key(canned):
     canned.routes[("GET", RUN_7)] = (302, b"", {"Location": "http://[::1/x"})
     with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ModelsLabError) as info:
@@ -819,9 +490,6 @@ def test_a_malformed_redirect_is_a_models_lab_error_without_the_key(canned):
     assert "no http(s) URL" in str(info.value)
     assert key_sightings(info.value, TRACED_KEY) == []
     assert canned.count("GET", RUN_7) == 1
-    with canned_client(canned, key=TRACED_KEY) as c, pytest.raises(ImageError) as info:
-        c.fetch_image("http://[::1/x.png")
-    assert key_sightings(info.value, TRACED_KEY) == []
 
 
 @pytest.mark.parametrize(("params", "named"), [
@@ -879,15 +547,6 @@ def test_a_base_url_with_credentials_is_refused_without_showing_them(where, monk
     with pytest.raises(ValueError, match=r"\.netrc") as info:
         WorkflowsClient("k" * 12, base_url=base_url if where == "argument" else None)
     assert not [text for text in exception_texts(info.value) if URL_PASSWORD in text]
-
-
-def test_an_output_urls_credentials_are_not_shown():
-    with WorkflowsClient("k" * 12, base_url="http://127.0.0.1:9/api/v1", retries=0) as c:
-        with pytest.raises(ImageError) as info:
-            c.fetch_image(f"http://user:{URL_PASSWORD}@127.0.0.1:9/a.png")
-        assert "127.0.0.1:9/a.png" in str(info.value)
-        assert URL_PASSWORD not in str(info.value) and URL_PASSWORD not in repr(info.value)
-        assert URL_PASSWORD not in repr(c)
 
 
 def test_a_gateways_credentials_go_in_netrc_as_the_refusal_says(canned, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from modelslab_widget.media import (
     kind_from_url,
     sniff,
 )
-from tests.test_client import CannedServer, canned_client
+from tests.loopback import CannedServer, canned_client
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PIL import Image
 
 from modelslab_widget.errors import ImageError, OutputError
 from modelslab_widget.saving import file_name_for, save_images, save_outputs
-from tests.test_client import CannedServer, canned_client
+from tests.loopback import CannedServer, canned_client
 
 
 @pytest.fixture

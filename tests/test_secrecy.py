@@ -29,7 +29,7 @@ from modelslab_widget.simulator import DEMO_WORKFLOW_ID, Fault, Simulator, rende
 
 from .conftest import card_markup
 from .fake_clock import fake_runtime
-from .test_client import CannedServer
+from .loopback import CannedServer
 
 FAST = [("Text to Image", 0.15), ("Image Upscaler", 0.15)]
 
