@@ -36,7 +36,7 @@ from .budget import RequestKind, SendInSlot
 from .client import WorkflowsClient
 from .errors import ModelsLabError, NetworkError, QueueFullError, RateLimitError
 from .listeners import Listeners
-from .registry import unlaunched_watch
+from .registry import unlaunched_watch, watch_for
 from .runtime import Runtime, default_runtime
 from .runwatch import RunWatch
 from .scheduler import Scheduler
@@ -230,7 +230,9 @@ class PendingRun:
     def _launched(self, execution_id: int | str) -> None:
         if self.wait_for_room:
             self._account.sent()
-        self.watch.bind(execution_id)
+        if not self.watch.bind(execution_id):  # its views all went before the answer
+            self.watch = watch_for(self.client, self.workflow_id, execution_id,
+                                   runtime=self.runtime)
         with self._lock:
             self.execution_id = execution_id
             self._phase = LaunchPhase.LAUNCHED

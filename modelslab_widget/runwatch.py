@@ -151,12 +151,15 @@ class RunWatch:
             next_change=weak_callback(self._next_change), budget=self._budget,
         )
 
-    def bind(self, execution_id: int | str) -> None:
+    def bind(self, execution_id: int | str) -> bool:
         """The launch this watch was made for was answered with ``execution_id``: file the
-        watch under its run, and poll it if a view already wants that."""
+        watch under its run, and poll it if a view already wants that. False when every view
+        went before the answer: this watch is over, and the run needs a new one."""
         with self._changing():
             if self.execution_id is not None:
                 raise RuntimeError(f"this watch already watches run {self.execution_id}")
+            if self._state.phase is Phase.UNWATCHED:
+                return False  # never filed: a later view of the run must get a live watch
             self.execution_id = execution_id
             self._poller = self._make_poller(execution_id)
             self._loader.run_name = str(execution_id)
@@ -165,6 +168,7 @@ class RunWatch:
             if self._state.phase is Phase.NOT_STARTED and any(
                     a.active for a in self._views.values()):
                 self._start_session()
+        return True
 
     # -- what views read ----------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from modelslab_widget.errors import NetworkError, QueueFullError, ValidationErro
 from modelslab_widget.models import RunSnapshot
 from modelslab_widget.pending import LaunchPhase, PendingRun
 from modelslab_widget.queued import QueuedRunWidget
+from modelslab_widget.registry import watch_for
+from modelslab_widget.runstate import Phase
 
 from .conftest import fast_client
 from .fake_clock import fake_runtime
@@ -130,6 +132,18 @@ def test_it_shows_a_launch_started_elsewhere(cards):
     card, _ = cards.card(client=client, pending=pending)
     assert card.launch_state == "started" and card.execution_id == 66
     assert len(client.sent) == 1
+
+
+def test_a_card_closed_while_its_launch_is_on_its_way_leaves_the_run_a_live_watch(cards):
+    card, client = cards.card(68)
+    client.during = card.close  # closed while the POST is on its way: it cannot be removed
+    cards.clock.run_due()
+    closed_watch = card.run_watch
+    assert card.pending.phase is LaunchPhase.LAUNCHED and len(client.sent) == 1
+    assert closed_watch.state.phase is Phase.UNWATCHED and not closed_watch.launched
+    live = watch_for(client, "wf", 68, runtime=cards.runtime)  # e.g. a card made by its ID
+    assert live is card.pending.watch and live is not closed_watch
+    assert live.state.phase is Phase.NOT_STARTED and live.execution_id == 68
 
 
 def test_a_card_made_not_to_start_watches_once_waited_for(cards):
