@@ -186,6 +186,7 @@ def test_the_tutorial_shows_the_final_card_with_its_thumbnails(
     assert widths and all(done and width > 0 for _, done, width in widths), widths
     ARTIFACTS.mkdir(exist_ok=True)
     card.screenshot(path=str(ARTIFACTS / "docs-tutorial-card.png"))
+    page.evaluate("window.scrollTo(0, 0)")  # else the sticky header is drawn mid-page
     page.screenshot(path=str(ARTIFACTS / "docs-tutorial.png"), full_page=True)
     assert not refused, f"the tutorial asked for what is not on the site: {refused}"
 
