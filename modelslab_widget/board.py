@@ -68,7 +68,6 @@ class BoardRow:
         widget: WorkflowRunWidget | None = None,
     ) -> None:
         self.workflow_id = watch.workflow_id
-        self.execution_id = watch.execution_id
         self.thumbnails: list[tuple[bytes, str]] = []  # (encoded bytes, "jpeg" | "png")
         self.strip: list[tuple[bytes, str] | str] = []  # in output order; a kind for non-images
         self.widget: WorkflowRunWidget | None = widget  # the full card, while there is one
@@ -146,6 +145,11 @@ class BoardRow:
         """Watch the run again after ``stop()``."""
         self._watch.want(self)
         self._changed()
+
+    @property
+    def execution_id(self) -> int | str | None:
+        """The run's ID; None while the launch of a queued card has not been answered."""
+        return self._watch.execution_id
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until settled; False if ``timeout`` passed first."""

@@ -264,6 +264,9 @@ class PendingRun:
     # -- news -------------------------------------------------------------------------------
 
     def _end(self) -> None:
+        if self._phase is not LaunchPhase.LAUNCHED:  # no run: every view of it hears why
+            self.watch.launch_failed(self.error or RuntimeError(
+                "the launch was removed before it was sent: no run was started"))
         self._ended.set()
         self._tell()
 

@@ -44,7 +44,8 @@ _WATCHING_MOVES = frozenset({P.POLLING, P.RETRYING, P.PACED, P.STOPPED, P.ENDED,
 
 #: Every phase a phase may move to (staying in the same phase is always allowed).
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    P.NOT_STARTED: frozenset({P.POLLING, P.UNWATCHED}),
+    # GAVE_UP: the launch the watch was made for started no run (refused, lost, removed).
+    P.NOT_STARTED: frozenset({P.POLLING, P.GAVE_UP, P.UNWATCHED}),
     P.POLLING: _WATCHING_MOVES - {P.POLLING},
     # A final answer first ends the trouble (POLLING or PACED), then the run.
     P.RETRYING: _WATCHING_MOVES - {P.RETRYING, P.ENDED, P.SETTLED},

@@ -132,6 +132,7 @@ class RunWatch:
         self._outbox: deque[RunState] = deque()  # states not yet shown to the views
         self._delivering = False
         self._seen_unfinished = False  # some answer had it queued or running
+        self._over = False  # the last view left: the watch ends, it is never filed again
         self._views: weakref.WeakKeyDictionary[Any, _Attachment] = weakref.WeakKeyDictionary()
         self._waiters: list[tuple[weakref.ref[Any], Callable[[], None]]] = []
         self._account = self.runtime.accounts.for_account(client.account)
@@ -158,7 +159,7 @@ class RunWatch:
         with self._changing():
             if self.execution_id is not None:
                 raise RuntimeError(f"this watch already watches run {self.execution_id}")
-            if self._state.phase is Phase.UNWATCHED:
+            if self._over:
                 return False  # never filed: a later view of the run must get a live watch
             self.execution_id = execution_id
             self._poller = self._make_poller(execution_id)
@@ -211,6 +212,18 @@ class RunWatch:
     @property
     def cancel_error(self) -> ModelsLabError | None:
         return self._state.cancel_error
+
+    def launch_failed(self, error: BaseException) -> None:
+        """The launch this watch was made for started no run (refused, lost or removed):
+        watching is over before it began, with ``error`` as the reason, for every view."""
+        with self._changing():
+            if not self.launched and self._state.phase is Phase.NOT_STARTED:
+                self._transition(Phase.GAVE_UP, error=error)
+
+    @property
+    def over(self) -> bool:
+        """Every view left (or is leaving): this watch will never poll again."""
+        return self._over
 
     @property
     def launched(self) -> bool:
@@ -310,6 +323,7 @@ class RunWatch:
             self._pause(view, None)
             self._views.pop(view, None)
             last = not self._views
+            self._over = self._over or last
         if last:
             self._end()
 
@@ -425,7 +439,8 @@ class RunWatch:
         accepted; every view follows the run to its final status (the server decides: a run
         that completed first stays completed). A POST, so it is re-sent only after a 429 (the
         request did not run then). Raises the client's error when refused:
-        RunAlreadyEndedError, NotFoundError, AuthenticationError, ..."""
+        RunAlreadyEndedError, NotFoundError, AuthenticationError, ...; RuntimeError for the
+        watch of a launch not answered yet (there is no run to cancel)."""
         if not self.launched:
             raise RuntimeError("the run has not been launched yet: there is nothing to cancel")
         with self._changing():
@@ -633,6 +648,7 @@ class RunWatch:
         self._poller.stop()
         self._loader.close()
         with self._changing():
+            self._over = True
             state = self._state
             last = state.snapshot
             if last is not None and not last.is_terminal:

@@ -93,10 +93,12 @@ class WorkflowRunWidget(widgets.VBox):
     same run keep watching); ``close()`` ends it.
 
     ``pending`` instead of ``execution_id``: the card of a launch not answered yet (see the
-    module docstring). ``launch_state`` is then "queued", "sending", "started", "failed" or
-    "removed" ("started" for a card made with an execution ID); ``execution_id`` is None until
-    "started"; ``remove()`` drops a launch still queued; ``on_launch(card)`` is called on each
-    change of ``launch_state``.
+    module docstring), on the pending run's client and runtime (``client``, ``api_key``,
+    ``base_url``, ``runtime`` and ``scheduler`` are then not used). ``launch_state`` is then
+    "queued", "sending", "started", "failed" or "removed" ("started" for a card made with an
+    execution ID); ``execution_id`` is None until "started"; ``remove()`` drops a launch still
+    queued, and so does closing the card; ``on_launch(card)`` is called on each change of
+    ``launch_state``.
     """
 
     status = Unicode("unknown", help="The run's status; 'unknown' before the first answer.")
@@ -133,6 +135,12 @@ class WorkflowRunWidget(widgets.VBox):
             raise ValueError("give the run's execution_id, or pending= (a launch not sent yet)")
         if pending is None:
             path_segment(execution_id, "execution_id")
+        elif str(workflow_id) != pending.workflow_id:
+            raise ValueError(f"pending= launches workflow {pending.workflow_id!r}, "
+                             f"not {str(workflow_id)!r}")
+        elif pending.watch.over and not pending.phase.ended:
+            raise ValueError("this launch's card was closed while it was on its way: once it "
+                             "started, watch its run by its execution ID")
         policy = PollPolicy(poll_interval, timeout, max_failures, backoff_base)  # validates
         whole_number(thumbnail_size, "thumbnail_size", 1)
         whole_number(max_thumbnails, "max_thumbnails", 0)
@@ -208,6 +216,8 @@ class WorkflowRunWidget(widgets.VBox):
         """Stop watching in this card. No status request is started for it after this
         returns (other views of the same run, if any, keep theirs)."""
         with self._lock:
+            if self.launch_state != STARTED:
+                self._autostart = False  # a launch still queued is not watched once it starts
             was_watching = self.watching
             self._watch.pause(self)
             self._cancel_tick()
@@ -299,8 +309,11 @@ class WorkflowRunWidget(widgets.VBox):
         the client's error when refused: ``RunAlreadyEndedError`` (the run had already ended),
         ``NotFoundError``, ``AuthenticationError``, ... A stopped card cancels too, and then
         watches again to show how the run ended."""
-        if self.launch_state != STARTED and self.remove():
-            return "Removed before it was sent: no run was started."
+        if self.launch_state != STARTED:
+            if self.remove():
+                return "Removed before it was sent: no run was started."
+            if not self.queued:
+                raise RuntimeError(f"no run to cancel: the launch was {self.launch_state}")
         message = self._watch.cancel()
         self._follow_after_cancel()
         return message
@@ -468,32 +481,40 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _on_pending(self, pending: PendingRun) -> None:
         """Show the launch's phase (any thread); once it ended (started, refused, lost,
-        removed), for good."""
-        state = LAUNCH_STATES[pending.phase]
+        removed), for good. The phase is read under the card's lock, so whichever word is
+        drawn last draws the newest phase (a word may come late, from another thread)."""
         with self._lock:
-            if not self.queued or state == self.launch_state == SENDING or self._closing:
-                return  # decided already (a late or repeated word), or closed
+            phase = pending.phase
+            state, before = LAUNCH_STATES[phase], self.launch_state
+            if not self.queued or state == before == SENDING:
+                return  # decided already (a late or repeated word)
             self.launch_state = state
             if state == STARTED:
                 self.execution_id = pending.execution_id
-                self._message.value = ""
-            elif pending.phase.ended:
+            elif phase.ended:
                 self.launch_error = pending.error
                 self.error = str(pending.error or "")
-            self._draw_launch()
+            if not self._closing:
+                self._draw_launch()
+        try:
+            self._follow_launch(state)
+        finally:
+            if phase.ended:
+                self._launch_decided.set()  # even if drawing failed: wait() must not hang
+        if state != before and self.on_launch is not None:
+            self.on_launch(self)
+
+    def _follow_launch(self, state: str) -> None:
+        """The countdown while queued; the run itself once started (outside the lock)."""
         if state == QUEUED:
             self._schedule_refresh()
-        else:
-            self._cancel_refresh()
-        if state == STARTED:
+            return
+        self._cancel_refresh()
+        if state == STARTED and not self._closing:
             if self._autostart:
                 self.start()
             else:
                 self._sync()
-        if pending.phase.ended:
-            self._launch_decided.set()
-        if self.on_launch is not None:
-            self.on_launch(self)
 
     def _draw_launch(self) -> None:
         """Header, notice and buttons for the launch's state (lock held)."""
@@ -506,6 +527,8 @@ class WorkflowRunWidget(widgets.VBox):
                 queued_words(self.starts_in(), held, pending.account_limit)))
         elif self.launch_state == SENDING:
             self._show_message("note", "Starting the run…")
+        elif self.launch_state == STARTED:
+            self._message.value = ""
         elif isinstance(self.launch_error, NetworkError):
             self._show_message("error", "No answer from ModelsLab", str(self.launch_error),
                                "The run may have started anyway: check before launching again.")
@@ -564,7 +587,8 @@ class WorkflowRunWidget(widgets.VBox):
             raise TimeoutError(f"the queued run did not start within {timeout:g} s") from None
         finally:
             stop()
-        self._launch_decided.wait()  # the card's own word comes right after the pending's
+        # The card hears each word of the pending run before ``heard`` does (its listener
+        # came first, on the same thread), so the card has taken the end in by now.
 
     def _launch_repr(self) -> str:
         if self.launch_state == QUEUED:
@@ -582,6 +606,8 @@ class WorkflowRunWidget(widgets.VBox):
         if self._deferred(self.show, state):
             return
         with self._lock:
+            if self.launch_state != STARTED:
+                return  # no run yet: the card draws its launch (``_on_pending``)
             drawn = self._drawn
             if not state.newer_than(drawn):
                 return  # a state older than the one _sync() drew

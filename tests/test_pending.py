@@ -143,6 +143,7 @@ def test_any_other_failure_ends_it_and_nothing_is_sent_again(launches, failure, 
     assert pending.phase is phase and pending.error is failure
     assert len(client.sent) == 1 and pending.execution_id is None
     assert not pending.watch.launched and pending.watch.execution_id is None
+    assert pending.watch.state.phase is Phase.GAVE_UP and pending.watch.error is failure
     assert launches.heard[pending] == [P.WAITING, P.SENDING, phase]
 
 
@@ -192,6 +193,8 @@ def test_cancel_while_waiting_for_its_slot_sends_nothing(launches):
     launches.clock.advance(60)
     assert client.sent == [] and launches.budget().waiting == 0
     assert pending.wait(0) is P.CANCELLED and not pending.cancel()
+    assert pending.watch.state.phase is Phase.GAVE_UP  # its views hear that no run started
+    assert "removed before it was sent" in str(pending.watch.error)
 
 
 def test_cancel_while_held_leaves_the_line_and_the_next_one_goes(launches):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from modelslab_widget import RunBoard
 from modelslab_widget.account import AccountQueues
 from modelslab_widget.errors import NetworkError, QueueFullError, ValidationError
 from modelslab_widget.models import RunSnapshot
@@ -131,7 +132,7 @@ def test_it_shows_a_launch_started_elsewhere(cards):
     cards.clock.run_due()  # launched before the card was made
     card, _ = cards.card(client=client, pending=pending)
     assert card.launch_state == "started" and card.execution_id == 66
-    assert len(client.sent) == 1
+    assert len(client.sent) == 1 and cards.told == ["started"]  # told once, however late
 
 
 def test_a_card_closed_while_its_launch_is_on_its_way_leaves_the_run_a_live_watch(cards):
@@ -144,6 +145,76 @@ def test_a_card_closed_while_its_launch_is_on_its_way_leaves_the_run_a_live_watc
     live = watch_for(client, "wf", 68, runtime=cards.runtime)  # e.g. a card made by its ID
     assert live is card.pending.watch and live is not closed_watch
     assert live.state.phase is Phase.NOT_STARTED and live.execution_id == 68
+
+
+def test_closing_a_queued_card_removes_its_launch_and_says_so(cards):
+    cards.limit_budget(10.0)
+    card, client = cards.card(69)
+    watch = card.run_watch
+    card.close()
+    assert card.launch_state == "removed" and not card.queued and cards.told == ["removed"]
+    assert repr(card) == "Run removed before it started"
+    cards.clock.advance(60)
+    assert client.sent == [] and watch.state.phase is Phase.UNWATCHED
+
+
+def test_stop_before_the_launch_went_means_its_run_is_not_watched(cards):
+    cards.limit_budget(5.0)
+    card, client = cards.card(70)
+    card.stop()
+    cards.clock.advance(5.1)
+    assert card.launch_state == "started" and len(client.sent) == 1
+    assert not card.watching and not cards.pollers[-1].active and "Resume" in card.buttons
+    card.start()
+    assert card.watching and cards.pollers[-1].active
+
+
+def test_a_refused_launch_ends_every_view_of_its_watch(cards):
+    refusal = ValidationError("prompt: required", errors={"prompt": ["required"]})
+    card, _ = cards.card(refusal)
+    board = RunBoard(scheduler=cards.clock)
+    row = board.add(card)
+    assert row.execution_id is None and not row.wait(0)
+    cards.clock.advance(1)
+    assert row.wait(0) and card.run_watch.state.phase is Phase.GAVE_UP
+    assert card.run_watch.error is refusal and "The run was not started" in card.message_html
+    with pytest.raises(RuntimeError, match="no run to cancel"):
+        card.cancel()
+    board.close()
+
+
+def test_a_board_row_of_a_queued_card_follows_its_run(cards):
+    cards.limit_budget(2.0)
+    card, _ = cards.card(71)
+    board = RunBoard(scheduler=cards.clock)
+    row = board.add(card)
+    cards.clock.advance(2.1)
+    assert row.execution_id == 71 and card.watching
+    cards.pollers[-1].answer(RunSnapshot(status="running", execution_id=71, workflow_id="wf"))
+    assert row.status == "running"
+    board.close()
+
+
+def test_a_card_refuses_a_launch_it_cannot_show(cards):
+    client = LaunchingClient(72, clock=cards.clock)
+    pending = PendingRun(client, "wf", {"prompt": "a cat"}, runtime=cards.runtime)
+    with pytest.raises(ValueError, match="launches workflow 'wf', not 'other'"):
+        QueuedRunWidget("other", {}, client=client, pending=pending)
+    card, _ = cards.card(client=client, pending=pending)
+    refused: list[Exception] = []
+
+    def close_and_try_another() -> None:  # while the POST is on its way
+        card.close()
+        try:
+            QueuedRunWidget("wf", {}, client=client, pending=pending)
+        except ValueError as error:
+            refused.append(error)
+
+    client.during = close_and_try_another
+    cards.clock.run_due()
+    assert len(refused) == 1 and "closed while it was on its way" in str(refused[0])
+    later, _ = cards.card(client=client, pending=pending)  # once answered: the run's card
+    assert later.execution_id == 72 and later.run_watch is not card.run_watch
 
 
 def test_a_card_made_not_to_start_watches_once_waited_for(cards):

@@ -20,7 +20,12 @@ import pytest
 
 from modelslab_widget import RunBoard, WorkflowRunWidget, WorkflowsClient, runwatch
 from modelslab_widget.cli import watch_and_report
-from modelslab_widget.errors import NotFoundError, RunAlreadyEndedError, ServerError
+from modelslab_widget.errors import (
+    NotFoundError,
+    RunAlreadyEndedError,
+    ServerError,
+    ValidationError,
+)
 from modelslab_widget.models import RunSnapshot, Step
 from modelslab_widget.poller import PollPolicy, WatchTimeout
 from modelslab_widget.registry import watch_for
@@ -72,6 +77,7 @@ class Machine:
 
     def __init__(self, *, timeout: float | None = None) -> None:
         runtime, pollers = fake_runtime()
+        self.runtime = runtime
         self.clock = runtime.scheduler
         self.client = CancellingClient("sk-test", base_url="http://127.0.0.1:9/api/v1")
         self.watch = RunWatch(self.client, "wf", 7, runtime=runtime)
@@ -152,7 +158,16 @@ def finish_with(outputs: tuple[str, ...]) -> Callable[[Machine], None]:
     return finish
 
 
+def launch_refused(m: Machine) -> None:
+    """The watch of a launch not answered yet (no execution ID) hears that it started no run."""
+    m.watch, m.view = RunWatch(m.client, "wf", None, runtime=m.runtime), Phases()
+    m.watch.attach(m.view, PollPolicy())
+    m.watch.want(m.view)  # (a view may want it: there is nothing to poll yet)
+    m.watch.launch_failed(ValidationError("prompt: required", errors={"prompt": ["required"]}))
+
+
 MOVES: dict[tuple[Phase, Phase], Callable[[Machine], None]] = {
+    (Phase.NOT_STARTED, Phase.GAVE_UP): launch_refused,
     (Phase.NOT_STARTED, Phase.POLLING): lambda m: m.watch.want(m.view),
     (Phase.POLLING, Phase.RETRYING): lambda m: m.poller.fail(ServerError("HTTP 502")),
     (Phase.POLLING, Phase.PACED): lambda m: m.poller.pace(6.0),
