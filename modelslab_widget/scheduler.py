@@ -44,7 +44,7 @@ class Job:
     __slots__ = ("_wake", "cancelled", "due", "fn", "in_pool")
 
     def __init__(
-        self, due: float, fn: Callable[[], Any], in_pool: bool, wake: Callable[[], None]
+        self, due: float, fn: Callable[[], Any], in_pool: bool, wake: Callable[[Job], None]
     ) -> None:
         self.due = due
         self.fn = fn
@@ -54,7 +54,7 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled = True
-        self._wake()  # so the timer thread drops it now, and can exit if nothing is left
+        self._wake(self)  # so the timer thread drops it now, and can exit if nothing is left
 
 
 _WorkItem = tuple[Future[Any], Callable[..., Any], tuple]
@@ -166,7 +166,8 @@ class Scheduler:
         with self._cond:
             heapq.heappush(self._heap, (due, next(self._order), job))
             timer = self._new_timer()
-            self._cond.notify()
+            if self._heap[0][2] is job:  # sooner than what the timer waits for: tell it
+                self._cond.notify()
         if timer is not None:
             _start(timer)
         return job
@@ -199,9 +200,13 @@ class Scheduler:
         """Downloads from ``host`` running right now (at most ``max_per_host``)."""
         return self._downloads.running(host)
 
-    def _wake(self) -> None:
+    def _wake(self, job: Job) -> None:
+        """A job was cancelled: the timer needs to hear it only if it is waiting for that
+        very job (a later one leaves the heap when it reaches the top). Every status request
+        sets and cancels a watchdog due long after the next poll: no wake for it."""
         with self._cond:
-            self._cond.notify()
+            if self._heap and self._heap[0][2] is job:
+                self._cond.notify()
 
     @property
     def thread_count(self) -> int:

@@ -66,6 +66,19 @@ def test_a_cancelled_job_under_a_later_one_leaves_the_heap_and_the_later_one_run
     wait_for(lambda: scheduler.thread_count == 0, timeout=3)
 
 
+def test_a_sooner_job_wakes_a_timer_waiting_for_a_later_one_and_cancelling_that_ends_it():
+    """The timer is told of a new job only when it is the soonest, and of a cancel only when
+    it was waiting for that job: both must still reach it."""
+    scheduler = Scheduler()
+    ran = threading.Event()
+    later = scheduler.call_later(30.0, lambda: None, in_pool=False)
+    wait_for(lambda: scheduler.thread_count == 1)  # the timer waits for the 30 s job
+    scheduler.call_later(0.05, ran.set, in_pool=False)
+    assert ran.wait(5)  # not after 30 s: as the soonest, it woke the timer
+    later.cancel()  # the only job left, the one waited for: the timer ends now
+    wait_for(lambda: scheduler.thread_count == 0, timeout=3)
+
+
 class _Counter:
     def __init__(self) -> None:
         self.ticks = 0
