@@ -6,6 +6,7 @@ answer, and the run watched once it started. Then once over loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -226,26 +227,15 @@ def test_a_card_made_not_to_start_watches_once_waited_for(cards):
     assert card.watching and cards.pollers[-1].active
 
 
-def test_a_queued_card_is_awaited_like_any_card(sim):
-    import asyncio
-
+@pytest.mark.parametrize("waiting", ["wait", "wait_async"])
+def test_over_sockets_a_queued_card_starts_its_run_once_and_watches_it(sim, waiting):
     workflow = sim.add_workflow(steps=[("Text to Image", 0.1)])
     with fast_client(sim) as client:
         card = QueuedRunWidget(workflow, {"prompt": "a cat"}, client=client,
                                poll_interval=0.05)
         try:
-            assert asyncio.run(card.wait_async(10)).status == "completed"
-        finally:
-            card.close()
-
-
-def test_over_sockets_a_queued_card_starts_its_run_once_and_watches_it(sim):
-    workflow = sim.add_workflow(steps=[("Text to Image", 0.1)])
-    with fast_client(sim) as client:
-        card = QueuedRunWidget(workflow, {"prompt": "a cat"}, client=client,
-                               poll_interval=0.05)
-        try:
-            assert card.wait(10).status == "completed"
+            done = card.wait(10) if waiting == "wait" else asyncio.run(card.wait_async(10))
+            assert done.status == "completed"
             assert sim.run_ids(workflow) == [card.execution_id]
         finally:
             card.close()
