@@ -159,6 +159,7 @@ class WorkflowRunWidget(widgets.VBox):
         self.on_launch = on_launch
         self._autostart = autostart
         self._launch_decided = threading.Event()  # started, failed or removed
+        self._decided_waiters: list[Callable[[], None]] = []  # wait_async()s to wake
         self._refresh_job: Job | None = None  # the next "starts in N s"
         self._closing = False
         self.thumbnail_size = thumbnail_size
@@ -237,7 +238,7 @@ class WorkflowRunWidget(widgets.VBox):
             if hasattr(self, "_stop_listening"):
                 self._stop_listening()
             self._cancel_refresh()
-            self._launch_decided.set()
+            self._decide_launch()
         self._cancel_tick()
         self._watch.detach(self)
         close_with_parts(*self._owned_widgets())
@@ -500,7 +501,7 @@ class WorkflowRunWidget(widgets.VBox):
             self._follow_launch(state)
         finally:
             if phase.ended:
-                self._launch_decided.set()  # even if drawing failed: wait() must not hang
+                self._decide_launch()  # even if drawing failed: waiting must not hang
         if state != before and self.on_launch is not None:
             self.on_launch(self)
 
@@ -564,10 +565,16 @@ class WorkflowRunWidget(widgets.VBox):
         if self.launch_state != STARTED:
             raise RuntimeError("the queued run was removed before it started")
 
+    def _decide_launch(self) -> None:
+        """The launch ended (or the card closed): wake ``wait()`` and every ``wait_async()``."""
+        with self._lock:
+            self._launch_decided.set()
+            waiters, self._decided_waiters = self._decided_waiters, []
+        for wake in waiters:
+            wake()
+
     async def _launch_decided_async(self, timeout: float | None) -> None:
         """``await`` the launch's decision without blocking the event loop."""
-        if self._launch_decided.is_set() or self.pending is None:
-            return
         loop = asyncio.get_running_loop()
         decided = loop.create_future()
 
@@ -575,20 +582,21 @@ class WorkflowRunWidget(widgets.VBox):
             if not decided.done():
                 decided.set_result(None)
 
-        def heard(pending: PendingRun) -> None:
-            if pending.phase.ended:
-                loop.call_soon_threadsafe(settle)
+        def wake() -> None:  # on the thread that decided
+            loop.call_soon_threadsafe(settle)
 
-        stop = self.pending.listen(heard)
+        with self._lock:
+            if self._launch_decided.is_set():
+                return
+            self._decided_waiters.append(wake)
         try:
-            heard(self.pending)  # (it may have ended before the listener was added)
             await asyncio.wait_for(decided, timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"the queued run did not start within {timeout:g} s") from None
         finally:
-            stop()
-        # The card hears each word of the pending run before ``heard`` does (its listener
-        # came first, on the same thread), so the card has taken the end in by now.
+            with self._lock:
+                if wake in self._decided_waiters:
+                    self._decided_waiters.remove(wake)
 
     def _launch_repr(self) -> str:
         if self.launch_state == QUEUED:

@@ -218,6 +218,23 @@ def test_a_card_refuses_a_launch_it_cannot_show(cards):
     assert later.execution_id == 72 and later.run_watch is not card.run_watch
 
 
+def test_awaiting_a_queued_card_ends_when_its_launch_is_removed_or_the_time_is_up(cards):
+    cards.limit_budget(60.0)
+    card, _ = cards.card(73)
+
+    async def remove_while_awaited() -> None:
+        waiting = asyncio.ensure_future(card.wait_async(30))
+        await asyncio.sleep(0)  # the waiter is registered before the removal
+        card.remove()
+        with pytest.raises(RuntimeError, match="removed before it started"):
+            await waiting
+
+    other, _ = cards.card(74)
+    with pytest.raises(TimeoutError, match=r"did not start within 0\.05 s"):
+        asyncio.run(other.wait_async(0.05))
+    asyncio.run(remove_while_awaited())
+
+
 def test_a_card_made_not_to_start_watches_once_waited_for(cards):
     card, _ = cards.card(67, autostart=False)
     cards.clock.run_due()  # the budget has room: the launch goes
