@@ -115,15 +115,20 @@ class OutputsLoader:
             log.exception("loading output %d of run %s failed", index, self.run_name)
             thumb = Thumbnail(index, candidates[0], error=f"could not load ({exc})")
         finally:
-            with self._lock:
-                self._loading -= 1
-                current = generation == self._generation
-                idle = self._loading == 0
-        if self._cancel.is_set():
-            return
-        if thumb is not None and current:
+            self._finished(thumb, generation)
+
+    def _finished(self, thumb: Thumbnail | None, generation: int) -> None:
+        """Report the thumbnail, then count the load as done: in that order, so that the
+        idle word (the watch settles on it) comes after every load's thumbnail, whichever
+        thread finishes last."""
+        with self._lock:
+            current = generation == self._generation
+        if thumb is not None and current and not self._cancel.is_set():
             self._on_thumbnail(thumb)
-        if idle:
+        with self._lock:
+            self._loading -= 1
+            idle = self._loading == 0
+        if idle and not self._cancel.is_set():
             self._on_idle()
 
     def _described(self, index: int, candidates: list[str]) -> OutputInfo:
