@@ -171,11 +171,15 @@ class WorkflowRunWidget(widgets.VBox):
         self._completed_for_user = False  # on_complete called for this settling
         self._drawn: RunState | None = None  # the watch's state this card shows
         self._full_images: list[Any] | None = None
-        self._watch: RunWatch = pending.watch if pending is not None else watch_for(
-            client or WorkflowsClient(api_key, base_url=base_url), workflow_id,
-            execution_id,  # type: ignore[arg-type]  # (given when pending is not)
-            runtime=runtime, scheduler=scheduler, owns_client=client is None,
-        )
+        if pending is not None:
+            self._watch: RunWatch = pending.watch
+        else:
+            assert execution_id is not None  # one of the two, checked above
+            self._watch = watch_for(
+                client or WorkflowsClient(api_key, base_url=base_url), workflow_id,
+                execution_id, runtime=runtime, scheduler=scheduler,
+                owns_client=client is None,
+            )
         self._build_views(max_thumbnails)
         kwargs.setdefault("layout", widgets.Layout(**CARD_LAYOUT))
         super().__init__(children=self._children(), **kwargs)
