@@ -171,6 +171,13 @@ class RunWatch:
                 self._start_session()
         return True
 
+    def launch_failed(self, error: BaseException) -> None:
+        """The launch this watch was made for started no run (refused, lost or removed):
+        watching is over before it began, with ``error`` as the reason, for every view."""
+        with self._changing():
+            if not self.launched and self._state.phase is Phase.NOT_STARTED:
+                self._transition(Phase.GAVE_UP, error=error)
+
     # -- what views read ----------------------------------------------------------------
 
     @property
@@ -212,13 +219,6 @@ class RunWatch:
     @property
     def cancel_error(self) -> ModelsLabError | None:
         return self._state.cancel_error
-
-    def launch_failed(self, error: BaseException) -> None:
-        """The launch this watch was made for started no run (refused, lost or removed):
-        watching is over before it began, with ``error`` as the reason, for every view."""
-        with self._changing():
-            if not self.launched and self._state.phase is Phase.NOT_STARTED:
-                self._transition(Phase.GAVE_UP, error=error)
 
     @property
     def over(self) -> bool:
