@@ -78,12 +78,15 @@ STYLE = """<style>
 
 
 def status_class(status: str) -> str:
+    """The run status whose colour and icon ``status`` takes; a launch's own states
+    (``LAUNCH_STATUS``) look like the run status they stand nearest to."""
+    status = _LAUNCH_LOOKS.get(status, status)
     return status if status in ICONS else "unknown"
 
 
 def icon(status: str, live: bool = True) -> str:
     """The status symbol; a running one spins only while the run is ``live`` (watched)."""
-    symbol = ICONS.get(status, ICONS["unknown"])
+    symbol = ICONS[status_class(status)]
     spinning = status == "running" and live
     return f'<span class="mlw-spin">{symbol}</span>' if spinning else symbol
 
@@ -422,6 +425,8 @@ def launcher_header(name: str, description: str, any_required: bool, parameters:
 #: What the status badge says of a launch with no run yet, by its ``launch_state``.
 LAUNCH_STATUS = {"queued": "queued_here", "sending": "queued_here", "failed": "not_started",
                  "removed": "removed"}
+# Waiting its turn looks pending; refused or lost looks failed; removed looks cancelled.
+_LAUNCH_LOOKS = {"queued_here": "pending", "not_started": "failed", "removed": "cancelled"}
 
 
 def history_row(

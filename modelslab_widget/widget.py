@@ -837,13 +837,17 @@ class WorkflowRunWidget(widgets.VBox):
 
     def _render(self) -> None:
         with self._lock:
-            state = self.watch_state
-            estimate = self._watch.estimate()
             launched = self.launch_state == STARTED
+            launch_ended = self.launch_state not in (QUEUED, SENDING, STARTED)  # no run came
+            # Watching is the run's: a launch with no run has nothing to be watched or not.
+            state = self.watch_state if launched else render.LIVE
+            estimate = self._watch.estimate()
+            run_name = ("not started" if launch_ended else "not started yet") if not launched \
+                else str(self.execution_id)
             markup = render.summary(
                 status=self.status if launched else render.LAUNCH_STATUS[self.launch_state],
                 workflow_id=self.workflow_id,
-                execution_id=str(self.execution_id) if launched else "not started yet",
+                execution_id=run_name,
                 label=self.label,
                 elapsed=self._watch.elapsed(),
                 finished=self._watch.ended,
@@ -862,9 +866,10 @@ class WorkflowRunWidget(widgets.VBox):
             self._bar_view.value = render.card_bar(
                 self.status, self.steps, estimate.fraction if estimate else None, state
             )
-            # "Waiting for the first steps…" only while someone is waiting for them
+            # "Waiting for the first steps…" only while someone is waiting for them, and
+            # never under a launch that started no run
             self._steps_view.show(self.steps, self._step_timers(),
-                                  waiting=state != render.UNWATCHED)
+                                  waiting=state != render.UNWATCHED and not launch_ended)
 
     def _step_timers(self) -> dict[int, float]:
         """Live timers of the running steps, by index."""

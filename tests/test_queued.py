@@ -112,6 +112,8 @@ def test_a_refusal_is_shown_and_raised_and_never_sent_again(cards):
     cards.clock.advance(60)
     assert card.launch_state == "failed" and card.launch_error is refusal
     assert "The run was not started" in card.message_html and card.error == str(refusal)
+    assert "Not started" in card.header_html and card.step_rows_html == ()  # no steps to await
+    assert "not watched" not in card.header_html and "Run not started<" in card.header_html
     assert repr(card).startswith("Run not started · error: prompt: required")
     assert len(client.sent) == 1 and not card.remove()
     with pytest.raises(ValidationError):

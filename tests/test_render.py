@@ -136,3 +136,12 @@ def test_the_header_shortens_the_workflow_id_but_keeps_it_whole_and_no_piece_sta
     pieces = re.findall(r"<span>(.*?)</span>", time_line)
     assert pieces == ["1/2 steps ·", "Elapsed 5.9 s ·", "~2.0 s left"], pieces
     assert not [piece for piece in pieces if piece.startswith("·")]
+
+
+def test_a_launch_with_no_run_yet_looks_like_the_run_status_nearest_it():
+    looks = {"queued_here": "pending", "not_started": "failed", "removed": "cancelled"}
+    for status, run_status in looks.items():
+        label = render.status_label(status)
+        assert f"mlw-s-{run_status}" in label and render.ICONS[run_status] in label
+    assert "Queued here" in render.status_label("queued_here")
+    assert render.status_class("something new") == "unknown"
